@@ -1,0 +1,50 @@
+# celebalib: `make demo` runs the course end to end; `make test` runs every test.
+# Both create .venv and install the package into it on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TEST_HOME := build/test-home
+
+.DEFAULT_GOAL := help
+.PHONY: help setup browser demo test test-fast lab check bench celeba-cpu clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	@touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install celebalib with its test tools.
+
+browser: ## Install Debian's Chromium for the browser test where possible.
+	@bash scripts/install-browser.sh
+
+demo: setup ## Generate the synthetic faces, run notebooks 01-05, write reports/.
+	$(PY) -m celebalib demo
+
+test: setup browser ## Run the unit tests, the browser test and the notebooks (fast mode).
+	rm -rf $(TEST_HOME) && mkdir -p $(TEST_HOME)
+	CELEBALIB_FAST=1 CELEBALIB_HOME=$(abspath $(TEST_HOME)) $(PY) -m pytest -q -p no:cacheprovider tests notebooks --nbval-lax
+
+test-fast: setup ## Run the unit tests only (no notebooks).
+	CELEBALIB_FAST=1 $(PY) -m pytest -q -p no:cacheprovider tests
+
+lab: setup ## Open JupyterLab on the notebooks.
+	$(PY) -m jupyter lab notebooks
+
+check: setup ## Validate the dataset in use (CELEBA_ROOT, or the synthetic one).
+	$(PY) -m celebalib check $(or $(CELEBA_ROOT),data/synthetic-6000)
+
+bench: setup ## Run the benchmark scripts and print their figures.
+	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+celeba-cpu: setup ## Train and evaluate the CPU recipe on real CelebA (CELEBA_ROOT, default ../shared/celeba).
+	$(PY) -m celebalib train --data $(or $(CELEBA_ROOT),../shared/celeba) --preset celeba-cpu --out runs/celeba-cpu
+	$(PY) -m celebalib evaluate --run runs/celeba-cpu --data $(or $(CELEBA_ROOT),../shared/celeba) --split val
+
+clean: ## Remove build output (keeps .venv, data/ and runs/).
+	rm -rf build reports .pytest_cache

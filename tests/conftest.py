@@ -1,0 +1,53 @@
+"""Shared fixtures: a small synthetic CelebA root, a tiny trained run, the genuine files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Keep TensorFlow quiet and small on 2-core machines; set before any test imports it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CELEBALIB_FAST", "1")
+
+SHARED_CELEBA = Path(__file__).resolve().parents[2] / "shared" / "celeba"
+
+
+@pytest.fixture(scope="session")
+def celeba_shared() -> Path:
+    """The genuine CelebA files beside the project, or a skip where they are absent."""
+    root = Path(os.environ.get("CELEBALIB_SHARED_CELEBA", SHARED_CELEBA))
+    if not (root / "list_attr_celeba.txt").is_file():
+        pytest.skip(f"genuine CelebA files not found at {root}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 240-face synthetic CelebA root (flat layout), generated once per session."""
+    from celebalib import synthetic
+
+    out = tmp_path_factory.mktemp("synthetic") / "celeba"
+    synthetic.generate(out, n=240, seed=0, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_table(synthetic_root: Path):
+    """The loaded table of :func:`synthetic_root`."""
+    from celebalib.data import load_celeba
+
+    return load_celeba(synthetic_root)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A run trained for two short epochs at 32 px on the synthetic root, shared by tests."""
+    from celebalib import train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    return train.fit(
+        out, data_root=synthetic_root, epochs=2, image_size=32, batch_size=32,
+        alpha=0.35, optimizer="adam", learning_rate=1e-3, seed=0, progress=False,
+    )
