@@ -1,0 +1,183 @@
+"""The ``demo`` command: run the course notebooks 01-05 headless and print the headline figures.
+
+Each notebook is executed top to bottom in a fresh kernel (nbclient), and the executed
+notebook and an HTML copy are written to the reports folder. The headline figures are read
+from the files the notebooks leave in the course run folder, never from notebook text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from celebalib.config import PACKAGE_DIR, get_settings
+from celebalib.errors import ConfigError, RunError
+from celebalib.io import atomic_path, write_text
+
+NOTEBOOKS_DIR = PACKAGE_DIR.parent / "notebooks"
+COURSE_RUN = "course"
+CELL_TIMEOUT = 3600  # seconds; a full-mode training cell takes minutes on two CPU cores
+
+
+def course_notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
+    """Return the numbered course notebooks (``01-...`` to ``05-...``) in order."""
+    if not folder.is_dir():
+        raise ConfigError(f"{folder}: notebooks folder not found (the demo runs from a source checkout)")
+    notebooks = sorted(p for p in folder.glob("[0-9][0-9]-*.ipynb"))
+    if not notebooks:
+        raise ConfigError(f"{folder}: expected notebooks named 01-*.ipynb ... 05-*.ipynb, found none")
+    return notebooks
+
+
+def _error_text(error: Exception) -> str:
+    """Return the one-line reason an execution failed (exception name and message)."""
+    ename, evalue = getattr(error, "ename", None), getattr(error, "evalue", None)
+    if ename:
+        return f"{ename}: {evalue}".strip().rstrip(":")
+    first = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {first[0] if first else ''}".strip().rstrip(":")
+
+
+def execute_notebook(path: Path, *, timeout: int = CELL_TIMEOUT):
+    """Execute a notebook in a fresh kernel (working folder: its own) and return it.
+
+    Raises:
+        RunError: naming the notebook, the cell (1-based, as Jupyter counts) and the error.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(path, as_version=4)
+    current = {"index": None}
+    client = NotebookClient(
+        notebook, timeout=timeout, kernel_name="python3", record_timing=False,
+        resources={"metadata": {"path": str(path.parent)}},
+        on_cell_start=lambda cell, cell_index: current.update(index=cell_index),
+    )
+    try:
+        client.execute()
+    except Exception as error:  # nbclient raises several unrelated types (cell error, timeout, dead kernel)
+        where = f"cell {current['index'] + 1}" if current["index"] is not None else "kernel start"
+        raise RunError(f"{path}: {where}: {_error_text(error)}") from None
+    return notebook
+
+
+def write_reports(notebook: Any, name: str, out_dir: Path) -> tuple[Path, Path]:
+    """Write the executed notebook and its HTML copy atomically; return both paths."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    ipynb, html = out_dir / f"{name}.ipynb", out_dir / f"{name}.html"
+    body, _ = HTMLExporter().from_notebook_node(notebook)
+    with atomic_path(ipynb) as tmp:
+        nbformat.write(notebook, tmp)
+    write_text(html, body)
+    return ipynb, html
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """Read a JSON file, or None when it is absent; a damaged file is a RunError."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise RunError(f"{path}:{error.lineno}: expected JSON ({error.msg})") from None
+
+
+def _eval_summary(run_dir: Path) -> tuple[str, dict[str, Any]] | None:
+    """Return (split, summary) from the run's evaluation JSON, test split first."""
+    for split in ("test", "val"):
+        data = _read_json(run_dir / f"eval_{split}.json")
+        if data is not None:
+            return split, data
+    return None
+
+
+def headline_figures(run_dir: Path) -> dict[str, float | str]:
+    """Read the headline figures from the files evaluation and retrieval left in a run folder.
+
+    Returns:
+        A dict with ``split``, ``accuracy``, ``balanced_accuracy``, ``baseline_accuracy``
+        and, when notebook 05 wrote it, ``precision_at_10``; empty when nothing was evaluated.
+    """
+    figures: dict[str, float | str] = {}
+    found = _eval_summary(run_dir)
+    if found is not None:
+        split, data = found
+        means = data.get("means", data)
+        try:
+            figures.update(
+                split=split,
+                accuracy=float(means["accuracy"]),
+                balanced_accuracy=float(means["balanced_accuracy"]),
+                baseline_accuracy=float(means["baseline_accuracy"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise RunError(f"{run_dir / f'eval_{split}.json'}: expected mean figures ({error})") from None
+    retrieval = _read_json(run_dir / f"retrieval_{figures.get('split', 'test')}.json")
+    if retrieval is not None and "precision_at_10" in retrieval:
+        figures["precision_at_10"] = float(retrieval["precision_at_10"])
+    return figures
+
+
+def format_headline(figures: dict[str, float | str], run_dir: Path, out_dir: Path) -> str:
+    """Return the lines the demo prints at the end: figures, then where to look."""
+    lines = []
+    if "accuracy" in figures:
+        lines.append(
+            f"Mean accuracy on the {figures['split']} split: {figures['accuracy']:.3f} "
+            f"(majority baseline {figures['baseline_accuracy']:.3f}); "
+            f"mean balanced accuracy: {figures['balanced_accuracy']:.3f} (baseline 0.500)."
+        )
+    else:
+        lines.append(f"No evaluation found in {run_dir} (notebook 04 writes it).")
+    if "precision_at_10" in figures:
+        lines.append(f"Retrieval precision@10: {figures['precision_at_10']:.3f}.")
+    lines.append(f"Executed notebooks and HTML copies: {out_dir}")
+    lines.append(f"Trained run (model, history, evaluation): {run_dir}")
+    return "\n".join(lines)
+
+
+def run_demo(notebooks: list[Path], out_dir: Path) -> list[Path]:
+    """Execute the notebooks in order, writing reports as each finishes; return the HTML paths."""
+    written = []
+    for number, path in enumerate(notebooks, start=1):
+        started = time.monotonic()
+        print(f"[{number}/{len(notebooks)}] {path.name} ...", flush=True)
+        notebook = execute_notebook(path)
+        _, html = write_reports(notebook, path.stem, out_dir)
+        print(f"      done in {time.monotonic() - started:.0f} s -> {html}", flush=True)
+        written.append(html)
+    return written
+
+
+def _handle(args: argparse.Namespace) -> int:
+    """Run the demo command."""
+    if args.fast:
+        # Kernels inherit this process's environment, so every notebook sees fast mode.
+        os.environ["CELEBALIB_FAST"] = "1"
+    settings = get_settings()
+    out_dir = Path(args.out).expanduser().resolve() if args.out else settings.reports_dir
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {args.out}: expected a folder, found a file")
+    notebooks = course_notebooks(Path(args.notebooks) if args.notebooks else NOTEBOOKS_DIR)
+    print(settings.describe(), flush=True)
+    started = time.monotonic()
+    run_demo(notebooks, out_dir)
+    run_dir = settings.runs_dir / COURSE_RUN
+    print(f"All {len(notebooks)} notebooks ran in {(time.monotonic() - started) / 60:.1f} min.")
+    print(format_headline(headline_figures(run_dir), run_dir, out_dir))
+    return 0
+
+
+def configure_demo_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the demo command's arguments."""
+    parser.add_argument("--fast", action="store_true", help="fast mode: tiny images, epochs and gallery")
+    parser.add_argument("--out", help="folder for executed notebooks and HTML (default: reports/)")
+    parser.add_argument("--notebooks", help="run the numbered notebooks of another folder (default: notebooks/)")
+    parser.set_defaults(handler=_handle)

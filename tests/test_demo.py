@@ -1,0 +1,104 @@
+"""The demo command: notebook execution, failure messages, reports and headline figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from celebalib import cli, demo
+from celebalib.errors import ConfigError, RunError
+
+
+def _write_notebook(path: Path, *sources: str) -> Path:
+    """Write a notebook with one code cell per source string."""
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, path)
+    return path
+
+
+def _write_eval(run_dir: Path, split: str = "test") -> None:
+    """Write a small evaluation summary the way the evaluation module does."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    means = {"accuracy": 0.91, "balanced_accuracy": 0.83, "baseline_accuracy": 0.8}
+    (run_dir / f"eval_{split}.json").write_text(json.dumps({"means": means}))
+
+
+def test_course_notebooks_errors_name_the_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=str(tmp_path / "absent")):
+        demo.course_notebooks(tmp_path / "absent")
+    (tmp_path / "notes.ipynb").write_text("{}")  # not numbered, so not a course notebook
+    with pytest.raises(ConfigError, match="01-"):
+        demo.course_notebooks(tmp_path)
+
+
+def test_headline_figures_read_eval_and_retrieval_files(tmp_path: Path) -> None:
+    assert demo.headline_figures(tmp_path) == {}
+    _write_eval(tmp_path, split="val")
+    (tmp_path / "retrieval_val.json").write_text(json.dumps({"precision_at_10": 0.625}))
+    figures = demo.headline_figures(tmp_path)
+    assert figures == {"split": "val", "accuracy": 0.91, "balanced_accuracy": 0.83,
+                       "baseline_accuracy": 0.8, "precision_at_10": 0.625}
+    text = demo.format_headline(figures, tmp_path, tmp_path / "reports")
+    assert "0.910" in text and "baseline 0.800" in text and "precision@10: 0.625" in text
+
+
+def test_headline_figures_prefer_test_and_reject_damaged_files(tmp_path: Path) -> None:
+    _write_eval(tmp_path, split="val")
+    (tmp_path / "eval_test.json").write_text('{"means": {"accuracy": 0.5}}')
+    with pytest.raises(RunError, match="eval_test.json: expected mean figures"):
+        demo.headline_figures(tmp_path)
+    (tmp_path / "eval_test.json").write_text('{"means": \n oops')
+    with pytest.raises(RunError, match=r"eval_test.json:2: expected JSON"):
+        demo.headline_figures(tmp_path)
+
+
+def test_demo_rejects_a_file_as_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    target = tmp_path / "reports"
+    target.write_text("not a folder")
+    assert cli.main(["demo", "--out", str(target)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "expected a folder" in err
+
+
+@pytest.mark.slow
+def test_demo_runs_notebooks_writes_reports_and_prints_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("CELEBALIB_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    # The notebook writes an evaluation file into the course run, as notebook 04 does.
+    run_dir = tmp_path / "home" / "runs" / "course"
+    _write_notebook(folder / "01-ok.ipynb", "import json, pathlib, os",
+                    f"d = pathlib.Path({str(run_dir)!r}); d.mkdir(parents=True)\n"
+                    "m = {'accuracy': 0.9, 'balanced_accuracy': 0.7, 'baseline_accuracy': 0.8}\n"
+                    "(d / 'eval_test.json').write_text(json.dumps({'means': m}))",
+                    "os.environ['CELEBALIB_FAST']")
+    out = tmp_path / "out"
+    assert cli.main(["demo", "--fast", "--notebooks", str(folder), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "mean balanced accuracy: 0.700" in printed and str(out) in printed
+    executed = nbformat.read(out / "01-ok.ipynb", as_version=4)
+    assert [c.execution_count for c in executed.cells] == [1, 2, 3]
+    assert executed.cells[2].outputs[0]["data"]["text/plain"] == "'1'"  # --fast reached the kernel
+    assert "<html" in (out / "01-ok.html").read_text().lower()
+
+
+@pytest.mark.slow
+def test_demo_stops_at_a_failing_cell_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _write_notebook(folder / "01-fine.ipynb", "1 + 1")
+    broken = _write_notebook(folder / "02-broken.ipynb", "x = 1", "x / 0", "print('never')")
+    _write_notebook(folder / "03-after.ipynb", "2 + 2")
+    out = tmp_path / "out"
+    assert cli.main(["demo", "--notebooks", str(folder), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"celebalib demo: error: {broken}: cell 2: ZeroDivisionError: division by zero"
+    assert sorted(p.name for p in out.iterdir()) == ["01-fine.html", "01-fine.ipynb"]
