@@ -1,0 +1,478 @@
+"""Retrieve faces by their predicted attribute vectors: exact top-k, a gallery index, the CLI.
+
+Ranking is by Euclidean distance between 40-d probability vectors (cosine as an option).
+:func:`top_k` is the one search routine; :class:`GalleryIndex` holds a split's predictions
+with image ids and paths, saves them as a pickle-free ``.npz`` and answers queries by
+gallery image, by uploaded image or by an attribute description.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from celebalib.attributes import ATTRIBUTES
+from celebalib.errors import ConfigError, RunError
+from celebalib.io import atomic_path
+
+if TYPE_CHECKING:
+    from celebalib.runs import Run
+
+METRICS: tuple[str, ...] = ("euclidean", "cosine")
+INDEX_FORMAT = 1
+# Headroom for float32 rounding in the expanded distance ||q||^2 - 2 q.g + ||g||^2:
+# candidates within this many ulps (relative to the norms) of the k-th are re-scored exactly.
+_FLOAT32_SLACK = 64 * float(np.finfo(np.float32).eps)
+
+
+# ---------------------------------------------------------------------------------------
+# Exact top-k search
+# ---------------------------------------------------------------------------------------
+
+
+def faiss_available() -> bool:
+    """True when the optional ``faiss`` package can be imported."""
+    return importlib.util.find_spec("faiss") is not None
+
+
+def _check_metric(metric: str) -> None:
+    """Raise ConfigError for an unknown metric name."""
+    if metric not in METRICS:
+        raise ConfigError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+
+
+def _as_matrix(values: Any, name: str) -> np.ndarray:
+    """Return a finite 2-D float array, or raise ConfigError naming the argument."""
+    array = np.asarray(values)
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
+        raise ConfigError(f"{name}: expected a 2-D numeric array, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ConfigError(f"{name}: contains NaN or infinite values")
+    return array
+
+
+def _unit_rows(array: np.ndarray) -> np.ndarray:
+    """Scale rows to unit length; all-zero rows stay zero (cosine distance 1 to anything)."""
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    return array / np.where(norms == 0, 1, norms)
+
+
+def _exact_top(query: np.ndarray, rows: np.ndarray, candidates: np.ndarray, k: int,
+               cosine: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Re-score candidate rows in float64 by direct differences; sort by (distance, index)."""
+    chosen = rows[candidates].astype(np.float64)
+    target = query.astype(np.float64)[None, :]
+    if cosine:
+        chosen, target = _unit_rows(chosen), _unit_rows(target)
+    diff = chosen - target
+    sq = np.einsum("ij,ij->i", diff, diff)
+    order = np.lexsort((candidates, sq))[:k]
+    return candidates[order], sq[order]
+
+
+class VectorSearch:
+    """Exact nearest-neighbour search over a fixed gallery, prepared once for fast queries.
+
+    A float32 copy of the gallery is kept transposed (D, N) so that one query costs one
+    contiguous matrix-vector product; candidates near the k-th place are then re-scored in
+    float64, so results are exact and ties go to the lower index. The caller's array is
+    referenced, not copied: do not modify it while the search is in use.
+    """
+
+    # Queries are scored in blocks of at most this many (query, gallery) pairs (32 MB).
+    block_pairs = 2**23
+
+    def __init__(self, gallery: Any, metric: str = "euclidean", *, backend: str = "numpy") -> None:
+        _check_metric(metric)
+        if backend not in ("numpy", "faiss"):
+            raise ConfigError(f"unknown backend {backend!r}; expected 'numpy' or 'faiss'")
+        if backend == "faiss" and not faiss_available():
+            raise ConfigError("backend 'faiss' needs the optional package: pip install 'celebalib[faiss]'")
+        self.rows = _as_matrix(gallery, "gallery")
+        self.metric, self.backend = metric, backend
+        scaled = self.rows.astype(np.float32)
+        if metric == "cosine":
+            scaled = _unit_rows(scaled)
+        self._columns = np.ascontiguousarray(scaled.T)
+        self._sq = np.einsum("ij,ij->i", scaled, scaled)
+        self._max_sq = float(self._sq.max(initial=0.0))
+        self._faiss = _faiss_index(scaled) if backend == "faiss" else None
+
+    def __len__(self) -> int:
+        return self.rows.shape[0]
+
+    def search(self, query: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(indices, distances)`` of the k nearest rows: (k,) per vector, (Q, k) per batch."""
+        single = np.ndim(query) == 1
+        queries = _as_matrix(np.atleast_2d(query), "query")
+        if queries.shape[1] != self.rows.shape[1]:
+            raise ConfigError(f"query has {queries.shape[1]} values but gallery rows have {self.rows.shape[1]}")
+        if int(k) < 1:
+            raise ConfigError(f"k must be at least 1, got {k}")
+        k = min(int(k), len(self))
+        step = max(1, self.block_pairs // max(1, len(self)))
+        parts = [self._search_block(queries[i:i + step], k) for i in range(0, len(queries), step)]
+        indices = np.concatenate([p[0] for p in parts])
+        squared = np.concatenate([p[1] for p in parts])
+        distances = squared / 2.0 if self.metric == "cosine" else np.sqrt(squared)
+        return (indices[0], distances[0]) if single else (indices, distances)
+
+    def _approx(self, queries: np.ndarray) -> np.ndarray:
+        """Squared distances of the float32 copies: ||q||^2 - 2 q.g + ||g||^2, shape (Q, N)."""
+        q32 = queries.astype(np.float32)
+        if self.metric == "cosine":
+            q32 = _unit_rows(q32)
+        out = q32 @ self._columns
+        out *= -2.0
+        out += self._sq
+        out += np.einsum("ij,ij->i", q32, q32)[:, None]
+        return out
+
+    def _slack(self, queries: np.ndarray) -> np.ndarray:
+        """Per query, how far float32 rounding can move an approximate squared distance."""
+        q_sq = 1.0 if self.metric == "cosine" else np.einsum("ij,ij->i", queries, queries)
+        return _FLOAT32_SLACK * (q_sq + self._max_sq + 1.0) * np.ones(len(queries))
+
+    def _search_block(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k (squared distances) for a block of queries."""
+        if self._faiss is not None:
+            return self._search_faiss(queries, k)
+        approx, slack = self._approx(queries), self._slack(queries)
+        kth = np.partition(approx, k - 1, axis=1)[:, k - 1] if k < len(self) else np.full(len(queries), np.inf)
+        indices = np.empty((len(queries), k), dtype=np.int64)
+        squared = np.empty((len(queries), k), dtype=np.float64)
+        for row, query in enumerate(queries):
+            found = np.flatnonzero(approx[row] <= kth[row] + 2 * slack[row])
+            indices[row], squared[row] = _exact_top(query, self.rows, found, k, self.metric == "cosine")
+        return indices, squared
+
+    def _search_faiss(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS flat-L2 candidates with a margin, re-scored like the numpy path."""
+        q32 = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.metric == "cosine":
+            q32 = _unit_rows(q32)
+        wanted = min(len(self), 2 * k + 16)
+        approx, found = self._faiss.search(q32, wanted)
+        slack = self._slack(queries)
+        indices = np.empty((len(queries), k), dtype=np.int64)
+        squared = np.empty((len(queries), k), dtype=np.float64)
+        for row, query in enumerate(queries):
+            candidates = np.sort(found[row][found[row] >= 0])
+            # Equal distances may continue past the margin: then score this query fully.
+            if wanted < len(self) and approx[row, -1] <= approx[row, k - 1] + 2 * slack[row]:
+                candidates = np.arange(len(self))
+            indices[row], squared[row] = _exact_top(query, self.rows, candidates, k, self.metric == "cosine")
+        return indices, squared
+
+
+def _faiss_index(scaled: np.ndarray) -> Any:
+    """An exact FAISS IndexFlatL2 holding the float32 gallery."""
+    import faiss
+
+    index = faiss.IndexFlatL2(scaled.shape[1])
+    index.add(np.ascontiguousarray(scaled, dtype=np.float32))
+    return index
+
+
+def top_k(query: Any, gallery: Any, k: int, metric: str = "euclidean", *,
+          backend: str = "numpy") -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest gallery rows to one query (D,) or a batch (Q, D).
+
+    Args:
+        query: one vector (D,) or a batch (Q, D).
+        gallery: (N, D) vectors.
+        k: how many neighbours; clipped to N.
+        metric: ``"euclidean"`` (L2 distance) or ``"cosine"`` (1 - cosine similarity).
+        backend: ``"numpy"`` or ``"faiss"`` (optional package; same results).
+
+    Returns:
+        ``(indices, distances)``, shape (k,) for one query or (Q, k) for a batch, nearest
+        first; equal distances are ordered by the lower gallery index. For repeated
+        queries over one gallery, build a :class:`VectorSearch` once instead.
+    """
+    return VectorSearch(gallery, metric, backend=backend).search(query, k)
+
+
+# ---------------------------------------------------------------------------------------
+# The gallery index
+# ---------------------------------------------------------------------------------------
+
+
+def parse_attributes(text: str) -> dict[str, int]:
+    """Parse ``"Eyeglasses,Smiling,-Male"`` into ``{"Eyeglasses": 1, "Smiling": 1, "Male": 0}``."""
+    from celebalib.attributes import attribute_index
+
+    wanted: dict[str, int] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        negative = part.startswith("-")
+        name = ATTRIBUTES[attribute_index(part.lstrip("+-"))]
+        wanted[name] = 0 if negative else 1
+    if not wanted:
+        raise ConfigError(f"no attributes in {text!r}; expected e.g. 'Eyeglasses,Smiling,-Male'")
+    return wanted
+
+
+def _check_same(path: Path, expected: Any, found: Any, what: str) -> None:
+    """Raise RunError when an index's ``what`` differs from the run's."""
+    if list(expected) != list(found):
+        raise RunError(f"{path}: index was built for other {what} than this run uses; rebuild it with `celebalib index`")
+
+
+@dataclasses.dataclass
+class GalleryIndex:
+    """Predicted attribute vectors of one split, with what is needed to show and query them."""
+
+    probabilities: np.ndarray  # (N, A) float32
+    image_ids: np.ndarray  # (N,) unicode
+    paths: np.ndarray  # (N,) unicode, absolute
+    attributes: tuple[str, ...] = ATTRIBUTES
+    run_id: str = ""
+    split: str = ""
+    features: np.ndarray | None = None  # (N, F) float32 pooled vectors, if built
+    thresholds: np.ndarray | None = None  # (A,) decision thresholds for ``differs``
+
+    def __post_init__(self) -> None:
+        self.probabilities = np.asarray(self.probabilities, dtype=np.float32)
+        self.image_ids = np.asarray(self.image_ids, dtype=str)
+        self.paths = np.asarray(self.paths, dtype=str)
+        self.attributes = tuple(str(a) for a in self.attributes)
+        n, width = self.probabilities.shape
+        if len(self.image_ids) != n or len(self.paths) != n or width != len(self.attributes):
+            raise RunError(f"index arrays disagree: {n} vectors of {width}, {len(self.image_ids)} ids, "
+                           f"{len(self.paths)} paths, {len(self.attributes)} attribute names")
+        if self.thresholds is None:
+            self.thresholds = np.full(width, 0.5, dtype=np.float32)
+        self.thresholds = np.asarray(self.thresholds, dtype=np.float32)
+        self._position = {image_id: i for i, image_id in enumerate(self.image_ids)}
+        self._searchers: dict[tuple[str, str], VectorSearch] = {}
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    @classmethod
+    def build(cls, run: Run, table: pd.DataFrame, split: str, *, limit: int | None = None,
+              features: bool = False, progress: bool = True) -> GalleryIndex:
+        """Predict every image of ``split`` (first ``limit`` rows) with ``run``."""
+        rows = table[table["split"] == split]
+        rows = rows.iloc[:limit] if limit is not None else rows
+        if rows.empty:
+            raise ConfigError(f"split {split!r} has no images to index")
+        probabilities = run.predict(rows, progress=progress)
+        pooled = run.features(rows, progress=progress) if features else None
+        return cls(probabilities=probabilities, image_ids=rows["image_id"].to_numpy(str),
+                   paths=rows["path"].to_numpy(str), attributes=tuple(run.config.get("attributes", ATTRIBUTES)),
+                   run_id=run.run_id, split=split, features=pooled, thresholds=run.thresholds)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the index as a pickle-free ``.npz`` (atomically) and return its path."""
+        arrays = {"format": np.array(INDEX_FORMAT), "probabilities": self.probabilities,
+                  "image_ids": self.image_ids, "paths": self.paths,
+                  "attributes": np.asarray(self.attributes, dtype=str), "run_id": np.array(self.run_id),
+                  "split": np.array(self.split), "thresholds": self.thresholds}
+        if self.features is not None:
+            arrays["features"] = np.asarray(self.features, dtype=np.float32)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path, *, run: Run | None = None) -> GalleryIndex:
+        """Read an index saved by :meth:`save`; with ``run``, check it was built by that run."""
+        path = Path(path)
+        if not path.is_file():
+            raise RunError(f"{path}: no index here; build one with `celebalib index --run RUN --split SPLIT`")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if int(data["format"]) != INDEX_FORMAT:
+                    raise RunError(f"{path}: index format {int(data['format'])}, expected {INDEX_FORMAT}")
+                index = cls(probabilities=data["probabilities"], image_ids=data["image_ids"], paths=data["paths"],
+                            attributes=tuple(data["attributes"]), run_id=str(data["run_id"]),
+                            split=str(data["split"]), thresholds=data["thresholds"],
+                            features=data["features"] if "features" in data else None)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            if isinstance(error, RunError):
+                raise
+            raise RunError(f"{path}: not a readable celebalib index ({error})") from None
+        if run is not None:
+            index.check_run(run, path)
+        return index
+
+    def check_run(self, run: Run, path: str | Path = "index") -> None:
+        """Raise RunError unless this index was built by ``run`` for the same attributes."""
+        if self.run_id != run.run_id:
+            raise RunError(f"{path}: index was built by run {self.run_id!r}, not by {run.run_id!r}; "
+                           "rebuild it with `celebalib index`")
+        _check_same(Path(path), run.config.get("attributes", ATTRIBUTES), self.attributes, "attributes")
+
+    # -- queries --------------------------------------------------------------------------
+
+    def searcher(self, metric: str = "euclidean", space: str = "probabilities") -> VectorSearch:
+        """The prepared search over probabilities or features, built on first use."""
+        key = (space, metric)
+        if key not in self._searchers:
+            vectors = self._space(space)
+            self._searchers[key] = VectorSearch(vectors, metric)
+        return self._searchers[key]
+
+    def _space(self, space: str) -> np.ndarray:
+        """The vectors of one space, or ConfigError."""
+        if space == "probabilities":
+            return self.probabilities
+        if space == "features" and self.features is not None:
+            return self.features
+        raise ConfigError(f"index has no {space!r} vectors; expected 'probabilities'"
+                          + (" or 'features'" if self.features is not None else " (build with features=True)"))
+
+    def position(self, image_id: str) -> int:
+        """Row of a gallery image id, or ConfigError."""
+        try:
+            return self._position[image_id]
+        except KeyError:
+            example = self.image_ids[0] if len(self) else "000001.jpg"
+            raise ConfigError(f"image id {image_id!r} is not in the {self.split or 'gallery'} index "
+                              f"({len(self)} images, e.g. {example!r})") from None
+
+    def query_id(self, image_id: str, k: int = 10, metric: str = "euclidean", *,
+                 space: str = "probabilities") -> pd.DataFrame:
+        """The k nearest gallery images to a gallery image, leaving the image itself out."""
+        row = self.position(image_id)
+        vectors = self._space(space)
+        found, distances = self.searcher(metric, space).search(vectors[row], min(k + 1, len(self)))
+        keep = found != row
+        return self._results(found[keep][:k], distances[keep][:k], self.probabilities[row])
+
+    def query_vector(self, vector: Any, k: int = 10, metric: str = "euclidean", *,
+                     space: str = "probabilities") -> pd.DataFrame:
+        """The k nearest gallery images to a vector (40 probabilities, or a feature vector)."""
+        vector = np.asarray(vector, dtype=np.float64).reshape(-1)
+        found, distances = self.searcher(metric, space).search(vector, k)
+        reference = vector if space == "probabilities" else None
+        return self._results(found, distances, reference)
+
+    def query_attributes(self, wanted: Mapping[str, float], k: int = 10,
+                         metric: str = "euclidean") -> pd.DataFrame:
+        """The k nearest images on the named attributes only (others are left out of the distance)."""
+        columns, values = self._attribute_query(wanted)
+        found, distances = top_k(values, self.probabilities[:, columns], k, metric)
+        return self._results(found, distances, values, columns)
+
+    def _attribute_query(self, wanted: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """Columns and target values of an attribute description, or ConfigError."""
+        if not wanted:
+            raise ConfigError("attribute query is empty; name at least one attribute, e.g. {'Smiling': 1}")
+        lookup = {name.lower(): i for i, name in enumerate(self.attributes)}
+        columns, values = [], []
+        for name, value in wanted.items():
+            if str(name).lower() not in lookup:
+                raise ConfigError(f"unknown attribute {name!r}; expected one of the index's names, e.g. 'Eyeglasses'")
+            if not 0 <= float(value) <= 1:
+                raise ConfigError(f"attribute {name!r} = {value!r}: expected 0 or 1 (or a probability in [0, 1])")
+            columns.append(lookup[str(name).lower()])
+            values.append(float(value))
+        return np.asarray(columns), np.asarray(values)
+
+    def query_image(self, run: Run, image: Any, k: int = 10, metric: str = "euclidean") -> pd.DataFrame:
+        """The k nearest images to a photo (path, bytes or array), preprocessed as in training."""
+        from celebalib.data import load_image
+
+        self.check_run(run)
+        pixels = image if isinstance(image, np.ndarray) else load_image(image, image_size=run.image_size, crop=run.crop)
+        probabilities = np.asarray(run.predict_images(pixels[None]))[0]
+        return self.query_vector(probabilities, k, metric)
+
+    def _results(self, found: np.ndarray, distances: np.ndarray, reference: np.ndarray | None,
+                 columns: np.ndarray | None = None) -> pd.DataFrame:
+        """The result table: rank, image_id, path, distance, differs."""
+        columns = np.arange(len(self.attributes)) if columns is None else columns
+        names = np.asarray(self.attributes)[columns]
+        if reference is None:
+            differs = [""] * len(found)
+        else:
+            thresholds = self.thresholds[columns]
+            mismatch = (self.probabilities[found][:, columns] >= thresholds) != (np.asarray(reference) >= thresholds)
+            differs = [", ".join(names[row]) for row in mismatch]
+        return pd.DataFrame({"rank": np.arange(1, len(found) + 1), "image_id": self.image_ids[found],
+                             "path": self.paths[found], "distance": distances, "differs": differs})
+
+
+# ---------------------------------------------------------------------------------------
+# Command line: ``celebalib index`` and ``celebalib query``
+# ---------------------------------------------------------------------------------------
+
+
+def default_index_path(run_dir: str | Path, split: str) -> Path:
+    """Where ``celebalib index`` writes by default: ``RUN/index_<split>.npz``."""
+    return Path(run_dir) / f"index_{split}.npz"
+
+
+def configure_index_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``celebalib index``."""
+    from celebalib.attributes import SPLITS
+
+    parser.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")
+    parser.add_argument("--data", default=None, help="CelebA root (default: the configured data root)")
+    parser.add_argument("--split", default="test", choices=SPLITS)
+    parser.add_argument("--limit", type=int, default=None, help="index only the first N images of the split")
+    parser.add_argument("--features", action="store_true", help="also store the pooled feature vectors")
+    parser.add_argument("--out", default=None, help="output .npz (default: RUN/index_<split>.npz)")
+    parser.set_defaults(handler=_index_command)
+
+
+def _index_command(args: argparse.Namespace) -> int:
+    """Build and save an index; print where it went."""
+    from celebalib.data import default_root, load_celeba
+    from celebalib.runs import open_run
+
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit {args.limit}: expected a positive number of images")
+    run = open_run(args.run)
+    table = load_celeba(args.data if args.data else default_root())
+    index = GalleryIndex.build(run, table, args.split, limit=args.limit, features=args.features)
+    out = index.save(args.out or default_index_path(args.run, args.split))
+    print(f"indexed {len(index)} {args.split} images with run {run.run_id} -> {out}")
+    return 0
+
+
+def configure_query_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``celebalib query``."""
+    from celebalib.attributes import SPLITS
+
+    parser.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--image", help="a photo to search with (JPEG or PNG)")
+    what.add_argument("--like", metavar="ID", help="a gallery image id, e.g. 182638.jpg")
+    what.add_argument("--attributes", help='wanted attributes, e.g. "Eyeglasses,Smiling,-Male"')
+    parser.add_argument("-k", type=int, default=10, help="how many results (default 10)")
+    parser.add_argument("--split", default="test", choices=SPLITS, help="which default index to use")
+    parser.add_argument("--index", default=None, help=".npz index (default: RUN/index_<split>.npz)")
+    parser.add_argument("--metric", default="euclidean", choices=METRICS)
+    parser.set_defaults(handler=_query_command)
+
+
+def _query_command(args: argparse.Namespace) -> int:
+    """Answer one query and print the result table."""
+    from celebalib.runs import open_run
+
+    if args.k < 1:
+        raise ConfigError(f"-k {args.k}: expected at least 1")
+    run = open_run(args.run)
+    index = GalleryIndex.load(args.index or default_index_path(args.run, args.split), run=run)
+    if args.image is not None:
+        results = index.query_image(run, args.image, args.k, args.metric)
+    elif args.like is not None:
+        results = index.query_id(args.like, args.k, args.metric)
+    else:
+        results = index.query_attributes(parse_attributes(args.attributes), args.k, args.metric)
+    with pd.option_context("display.max_colwidth", 60, "display.width", 200):
+        print(results.to_string(index=False, float_format=lambda value: f"{value:.4f}"))
+    return 0
