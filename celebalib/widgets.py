@@ -1,0 +1,363 @@
+"""An interactive retrieval explorer for notebooks and Voila apps.
+
+:class:`RetrievalExplorer` keeps the query logic in plain methods (``query_by_id``,
+``query_random``, ``query_by_upload``, ``query_by_attributes``, ``set_k``) that update
+``results`` and ``status``; the ipywidgets controls only call them and redraw, so the
+logic is testable without a browser.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import io
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as widgets
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from celebalib.errors import CelebalibError, ConfigError
+
+if TYPE_CHECKING:
+    from celebalib.retrieval import GalleryIndex
+    from celebalib.runs import Run
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+# Decoding is what costs memory, so a small file that unpacks to a huge image is refused too.
+MAX_UPLOAD_PIXELS = 40_000_000
+UPLOAD_FORMATS = ("JPEG", "PNG")
+ANY, YES, NO = "any", "yes", "no"
+_ATTRIBUTE_STATES = {YES: 1, NO: 0}
+
+
+@functools.lru_cache(maxsize=512)
+def _thumbnail_file(path: str, size: int) -> bytes:
+    """Return a small JPEG of the image at ``path`` (cached, as results repeat)."""
+    return thumbnail_bytes(Path(path).read_bytes(), size)
+
+
+def thumbnail_bytes(content: bytes, size: int) -> bytes:
+    """Shrink an encoded image to fit in ``size`` x ``size`` pixels; return JPEG bytes."""
+    with Image.open(io.BytesIO(content)) as image:
+        small = image.convert("RGB")
+        small.thumbnail((size, size))
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def _placeholder(size: int) -> bytes:
+    """Return a grey square JPEG shown where a gallery file cannot be read."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (200, 200, 200)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def check_upload(content: bytes, name: str, *, max_bytes: int = MAX_UPLOAD_BYTES) -> str | None:
+    """Return why an uploaded file cannot be used as a query, or None when it can."""
+    if len(content) > max_bytes:
+        return f"{name} is {len(content) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB."
+    if not content:
+        return f"{name} is empty; expected a JPEG or PNG photo."
+    try:
+        with Image.open(io.BytesIO(content)) as image:
+            kind, (width, height) = image.format, image.size
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return f"{name} is not a readable image; expected a JPEG or PNG photo."
+    if kind not in UPLOAD_FORMATS:
+        return f"{name} is a {kind} image; expected a JPEG or PNG photo."
+    if width * height > MAX_UPLOAD_PIXELS:
+        return f"{name} is {width}x{height} pixels; the limit is {MAX_UPLOAD_PIXELS // 10**6} megapixels."
+    return None
+
+
+def describe_attributes(wanted: Mapping[str, int]) -> str:
+    """Say an attribute query in words, e.g. ``Eyeglasses, Smiling, not Male``."""
+    return ", ".join(name if value else f"not {name}" for name, value in wanted.items())
+
+
+def _differs_text(differs: Any, limit: int = 4) -> str:
+    """Shorten the attributes that differ from the query to a few names."""
+    if differs is None or (isinstance(differs, float) and np.isnan(differs)):
+        return ""
+    names = [part.strip() for part in differs.split(",")] if isinstance(differs, str) else list(differs)
+    names = [name for name in names if name]
+    if not names:
+        return "same attributes"
+    shown = ", ".join(names[:limit])
+    return shown + (f" +{len(names) - limit} more" if len(names) > limit else "")
+
+
+def result_caption(row: Mapping[str, Any]) -> str:
+    """Return the caption of one result: rank, image id, distance and what differs."""
+    text = f"#{int(row['rank'])} {row['image_id']} · d={float(row['distance']):.3f}"
+    differs = _differs_text(row.get("differs"))
+    return f"{text} · {differs}" if differs else text
+
+
+class RetrievalExplorer:
+    """Pick a query (gallery image, uploaded photo or attributes) and see the closest faces.
+
+    The ``query_*`` methods and :meth:`set_k` return the new ``results`` DataFrame (columns
+    ``rank``, ``image_id``, ``path``, ``distance``, ``differs``). When the input cannot be
+    used they leave ``results`` unchanged, put the reason in ``status`` (also shown in the
+    widget) and return None, so a bad upload never raises inside a notebook.
+    Show the widget with ``display(explorer)`` or ``explorer.widget``.
+    """
+
+    def __init__(
+        self,
+        index: GalleryIndex,
+        run: Run | None = None,
+        *,
+        k: int = 8,
+        thumbnail_size: int = 96,
+        max_choices: int = 1000,
+        max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        seed: int = 0,
+    ) -> None:
+        self.index = index
+        self.run = run
+        self.k = _check_k(k, len(index.image_ids))
+        self.thumbnail_size = int(thumbnail_size)
+        self.max_upload_bytes = int(max_upload_bytes)
+        self.results = pd.DataFrame(columns=["rank", "image_id", "path", "distance", "differs"])
+        self.status = ""
+        self.error = False
+        self.query_label = ""
+        self.query_thumbnail: bytes | None = None
+        self._rng = np.random.default_rng(seed)
+        self._last_query: Callable[[int], pd.DataFrame] | None = None
+        # Set while code (not the user) changes a control, so its observer does not query.
+        self._quiet = False
+        self._build_controls(max_choices)
+        self.widget = self._build_layout()
+        if len(index.image_ids):
+            self.query_by_id(str(index.image_ids[0]))
+
+    # Query logic: plain methods, no drawing beyond the final refresh.
+
+    def query_by_id(self, image_id: str) -> pd.DataFrame | None:
+        """Query with the predicted vector of a gallery image."""
+        path = self._gallery_path(image_id)
+        if path is None:
+            return self._fail(f"{image_id} is not in the gallery.")
+        self._sync(self.image_picker, image_id if image_id in self.image_picker.options else None)
+        return self._run(lambda k: self.index.query_id(image_id, k=k), image_id, self._thumbnail_of(path))
+
+    def query_random(self) -> pd.DataFrame | None:
+        """Query with a gallery image drawn at random."""
+        ids = self.index.image_ids
+        return self.query_by_id(str(ids[int(self._rng.integers(len(ids)))]))
+
+    def query_by_upload(self, content: bytes, name: str = "upload") -> pd.DataFrame | None:
+        """Query with an uploaded photo, cropped and resized as in training (needs a run)."""
+        problem = check_upload(content, name, max_bytes=self.max_upload_bytes)
+        if problem is None and self.run is None:
+            problem = "Uploading a photo needs a trained run: RetrievalExplorer(index, run=open_run(...))."
+        if problem is not None:
+            return self._fail(problem)
+        image = bytes(content)
+        return self._run(
+            lambda k: self.index.query_image(self.run, image, k=k), name, thumbnail_bytes(image, self.thumbnail_size)
+        )
+
+    def query_by_attributes(self, wanted: Mapping[str, int]) -> pd.DataFrame | None:
+        """Query with an attribute description such as ``{"Eyeglasses": 1, "Male": 0}``."""
+        wanted = {name: int(value) for name, value in wanted.items()}
+        if not wanted:
+            return self._fail("Choose yes or no for at least one attribute.")
+        unknown = [name for name in wanted if name not in self.attribute_pickers]
+        if unknown:
+            return self._fail(f"Unknown attribute {unknown[0]!r}; expected one of the index's attribute names.")
+        self._quiet = True
+        try:
+            for name, picker in self.attribute_pickers.items():
+                picker.value = {1: YES, 0: NO}.get(wanted.get(name, -1), ANY)
+        finally:
+            self._quiet = False
+        return self._run(lambda k: self.index.query_attributes(wanted, k=k), describe_attributes(wanted), None)
+
+    def selected_attributes(self) -> dict[str, int]:
+        """Return the attributes set to yes (1) or no (0) in the attribute pickers."""
+        return {
+            name: _ATTRIBUTE_STATES[picker.value]
+            for name, picker in self.attribute_pickers.items() if picker.value in _ATTRIBUTE_STATES
+        }
+
+    def set_k(self, k: int) -> pd.DataFrame | None:
+        """Change how many results are shown and repeat the last query."""
+        try:
+            self.k = _check_k(k, len(self.index.image_ids))
+        except CelebalibError as error:
+            return self._fail(str(error))
+        self._sync(self.k_slider, self.k)
+        if self._last_query is None:
+            return None
+        return self._run(self._last_query, self.query_label, self.query_thumbnail)
+
+    def _run(self, query: Callable[[int], pd.DataFrame], label: str, thumbnail: bytes | None) -> pd.DataFrame | None:
+        """Run a query; on success keep it (for k changes) and redraw, else show why."""
+        try:
+            results = query(self.k)
+        except CelebalibError as error:
+            return self._fail(str(error))
+        self.results = results.reset_index(drop=True)
+        self._last_query, self.query_label, self.query_thumbnail = query, label, thumbnail
+        self.status, self.error = f"The {len(self.results)} closest faces to {label}.", False
+        self._draw()
+        return self.results
+
+    def _fail(self, message: str) -> None:
+        """Show a message in the widget and keep the current results."""
+        self.status, self.error = message, True
+        self._draw_status()
+        return None
+
+    def _gallery_path(self, image_id: str) -> str | None:
+        """Return the file of a gallery image, or None when the id is unknown."""
+        where = np.flatnonzero(np.asarray(self.index.image_ids) == image_id)
+        return str(self.index.paths[where[0]]) if len(where) else None
+
+    def _thumbnail_of(self, path: str) -> bytes:
+        """Return the thumbnail of a gallery file, or a grey square where it cannot be read."""
+        try:
+            return _thumbnail_file(str(path), self.thumbnail_size)
+        except (OSError, UnidentifiedImageError):
+            return _placeholder(self.thumbnail_size)
+
+    def _sync(self, control: widgets.ValueWidget, value: Any) -> None:
+        """Set a control's value without triggering its query."""
+        self._quiet = True
+        try:
+            if value is None and isinstance(control, widgets.Dropdown):
+                control.index = None
+            else:
+                control.value = value
+        finally:
+            self._quiet = False
+
+    # Drawing: the controls call the query methods above, then show their outcome.
+
+    def _build_controls(self, max_choices: int) -> None:
+        """Create the controls and connect them to the query methods."""
+        ids = [str(image_id) for image_id in self.index.image_ids[:max_choices]]
+        self.image_picker = widgets.Dropdown(options=ids, description="Gallery image")
+        self.random_button = widgets.Button(description="Random", icon="random", tooltip="Query a random gallery image")
+        self.upload = widgets.FileUpload(accept="image/jpeg,image/png", multiple=False, description="Upload photo")
+        self.k_slider = widgets.IntSlider(value=self.k, min=1, max=min(48, len(self.index.image_ids)), description="k")
+        self.attribute_pickers = {
+            str(name): widgets.Dropdown(
+                options=[ANY, YES, NO], value=ANY, description=str(name),
+                style={"description_width": "140px"}, layout=widgets.Layout(width="220px"),
+            )
+            for name in self.index.attributes
+        }
+        self.clear_button = widgets.Button(description="All to any", tooltip="Reset every attribute to any")
+        self.image_picker.add_class("celebalib-image-picker")
+        self.image_picker.observe(self._on_pick, names="value")
+        self.random_button.on_click(lambda _: self.query_random())
+        self.upload.observe(self._on_upload, names="value")
+        self.k_slider.observe(self._on_k, names="value")
+        for picker in self.attribute_pickers.values():
+            picker.observe(self._on_attribute, names="value")
+        self.clear_button.on_click(self._on_clear)
+
+    def _build_layout(self) -> widgets.VBox:
+        """Arrange the controls, the query preview, the status line and the results grid."""
+        self.query_preview = widgets.Image(format="jpeg", layout=widgets.Layout(width=f"{self.thumbnail_size}px"))
+        self.query_caption = widgets.HTML()
+        self.query_caption.add_class("celebalib-query-caption")
+        self.status_html = widgets.HTML()
+        self.grid = widgets.GridBox(layout=widgets.Layout(
+            grid_template_columns=f"repeat(auto-fill, minmax({self.thumbnail_size + 60}px, 1fr))", grid_gap="8px",
+        ))
+        attributes = widgets.GridBox(
+            [*self.attribute_pickers.values()],
+            layout=widgets.Layout(grid_template_columns="repeat(auto-fill, 230px)"),
+        )
+        accordion = widgets.Accordion([widgets.VBox([self.clear_button, attributes])])
+        accordion.set_title(0, "Query by attributes (any / yes / no)")
+        controls = widgets.VBox([
+            widgets.HBox([self.image_picker, self.random_button]), self.upload, self.k_slider, accordion,
+        ])
+        preview = widgets.VBox([self.query_preview, self.query_caption])
+        root = widgets.VBox([widgets.HBox([preview, controls]), self.status_html, self.grid])
+        root.add_class("celebalib-retrieval")
+        return root
+
+    def _draw(self) -> None:
+        """Redraw the query preview, the status line and the results grid."""
+        self.query_preview.value = self.query_thumbnail or b""
+        self.query_preview.layout.display = None if self.query_thumbnail else "none"
+        self.query_caption.value = f"<b>Query:</b> {_escape(self.query_label)}"
+        self.grid.children = [self._card(row) for row in self.results.to_dict("records")]
+        self._draw_status()
+
+    def _draw_status(self) -> None:
+        """Show the status line, in red when the last action failed."""
+        colour = "#b00020" if self.error else "#333"
+        self.status_html.value = f'<span style="color:{colour}">{_escape(self.status)}</span>'
+
+    def _card(self, row: Mapping[str, Any]) -> widgets.VBox:
+        """Draw one result: thumbnail and caption."""
+        thumb = widgets.Image(value=self._thumbnail_of(row["path"]), format="jpeg")
+        caption = widgets.HTML(f'<div style="font-size:11px;line-height:1.3">{_escape(result_caption(row))}</div>')
+        card = widgets.VBox([thumb, caption], layout=widgets.Layout(align_items="center"))
+        card.add_class("celebalib-result")
+        return card
+
+    def _on_pick(self, change: Mapping[str, Any]) -> None:
+        """Query the image chosen in the dropdown."""
+        if not self._quiet and change["new"]:
+            self.query_by_id(change["new"])
+
+    def _on_upload(self, change: Mapping[str, Any]) -> None:
+        """Query the uploaded file, then clear the upload so the same file can be sent again."""
+        if self._quiet or not change["new"]:
+            return
+        upload = change["new"][-1]
+        self.query_by_upload(bytes(upload["content"]), str(upload.get("name", "upload")))
+        self._sync(self.upload, ())
+
+    def _on_k(self, change: Mapping[str, Any]) -> None:
+        """Repeat the last query with the new k."""
+        if not self._quiet:
+            self.set_k(change["new"])
+
+    def _on_attribute(self, change: Mapping[str, Any]) -> None:
+        """Query the attributes chosen so far."""
+        if not self._quiet:
+            self.query_by_attributes(self.selected_attributes())
+
+    def _on_clear(self, _: widgets.Button) -> None:
+        """Set every attribute picker back to any, without querying."""
+        self._quiet = True
+        try:
+            for picker in self.attribute_pickers.values():
+                picker.value = ANY
+        finally:
+            self._quiet = False
+
+    def _ipython_display_(self) -> None:
+        """Display the widget when the explorer is a cell's last expression."""
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def _check_k(k: int, gallery_size: int) -> int:
+    """Return ``k`` as an int, or raise ConfigError when it is not in 1..gallery size."""
+    if int(k) != k or not 1 <= k <= max(gallery_size, 1):
+        raise ConfigError(f"k={k!r}: expected a whole number from 1 to the gallery size ({gallery_size})")
+    return int(k)
+
+
+def _escape(text: str) -> str:
+    """Escape text for an HTML widget."""
+    return html.escape(str(text))

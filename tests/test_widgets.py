@@ -1,0 +1,160 @@
+"""The retrieval explorer driven headlessly: clicks, value changes and fake uploads."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from celebalib.attributes import ATTRIBUTES
+from celebalib.errors import ConfigError
+from celebalib.retrieval import GalleryIndex
+from celebalib.widgets import RetrievalExplorer, check_upload, result_caption
+
+
+@pytest.fixture(scope="module")
+def gallery(synthetic_table: pd.DataFrame) -> GalleryIndex:
+    """An index of 60 synthetic faces whose vectors are their labels blurred by noise (no model)."""
+    rows = synthetic_table.iloc[:60]
+    labels = rows[list(ATTRIBUTES)].to_numpy(np.float32)
+    noise = np.random.default_rng(0).uniform(0.0, 0.3, labels.shape)
+    return GalleryIndex(
+        probabilities=np.abs(labels - noise), image_ids=rows["image_id"].to_numpy(str),
+        paths=rows["path"].to_numpy(str), run_id="noisy-labels", split="any",
+    )
+
+
+def upload_state(content: bytes, name: str, kind: str = "image/jpeg") -> dict:
+    """The state a browser sends when a file is chosen in a FileUpload (ipywidgets 8 form)."""
+    entry = {"name": name, "type": kind, "size": len(content), "content": memoryview(content), "last_modified": 0}
+    return {"value": [entry]}
+
+
+def jpeg_bytes(size: tuple[int, int] = (178, 218), colour: tuple[int, int, int] = (180, 120, 90)) -> bytes:
+    """A plain JPEG image."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def test_opens_on_the_first_gallery_image(gallery: GalleryIndex) -> None:
+    explorer = RetrievalExplorer(gallery, k=5)
+    expected = gallery.query_id(gallery.image_ids[0], k=5)
+    pd.testing.assert_frame_equal(explorer.results, expected)
+    assert explorer.query_label == gallery.image_ids[0]
+    assert gallery.image_ids[0] in explorer.status and not explorer.error
+
+
+def test_choosing_an_image_in_the_dropdown_queries_it(gallery: GalleryIndex) -> None:
+    explorer = RetrievalExplorer(gallery, k=4)
+    before = explorer.results
+    explorer.image_picker.value = gallery.image_ids[7]
+    pd.testing.assert_frame_equal(explorer.results, gallery.query_id(gallery.image_ids[7], k=4))
+    assert not explorer.results["image_id"].equals(before["image_id"])
+    assert gallery.image_ids[7] in explorer.query_caption.value
+
+
+def test_random_button_queries_another_gallery_image(gallery: GalleryIndex) -> None:
+    explorer = RetrievalExplorer(gallery, k=4, seed=3)
+    labels = set()
+    for _ in range(5):
+        explorer.random_button.click()
+        labels.add(explorer.query_label)
+        pd.testing.assert_frame_equal(explorer.results, gallery.query_id(explorer.query_label, k=4))
+        # The dropdown follows the random pick, so the two controls never disagree.
+        assert explorer.image_picker.value == explorer.query_label
+    assert len(labels) > 1 and labels <= set(gallery.image_ids)
+
+
+def test_k_slider_repeats_the_query_with_more_results(gallery: GalleryIndex) -> None:
+    explorer = RetrievalExplorer(gallery, k=3)
+    explorer.image_picker.value = gallery.image_ids[2]
+    explorer.k_slider.value = 9
+    assert explorer.k == 9 and len(explorer.grid.children) == 9
+    pd.testing.assert_frame_equal(explorer.results, gallery.query_id(gallery.image_ids[2], k=9))
+
+
+def test_attribute_pickers_query_the_chosen_attributes(gallery: GalleryIndex) -> None:
+    explorer = RetrievalExplorer(gallery, k=6)
+    explorer.attribute_pickers["Eyeglasses"].value = "yes"
+    pd.testing.assert_frame_equal(explorer.results, gallery.query_attributes({"Eyeglasses": 1}, k=6))
+    explorer.attribute_pickers["Male"].value = "no"
+    expected = gallery.query_attributes({"Eyeglasses": 1, "Male": 0}, k=6)
+    pd.testing.assert_frame_equal(explorer.results, expected)
+    assert explorer.query_label == "Eyeglasses, not Male"
+    explorer.clear_button.click()
+    assert explorer.selected_attributes() == {}
+    pd.testing.assert_frame_equal(explorer.results, expected)
+
+
+def test_query_by_attributes_sets_the_pickers(gallery: GalleryIndex) -> None:
+    explorer = RetrievalExplorer(gallery, k=6)
+    explorer.query_by_attributes({"Smiling": 1, "Bald": 0})
+    assert explorer.selected_attributes() == {"Smiling": 1, "Bald": 0}
+    pd.testing.assert_frame_equal(explorer.results, gallery.query_attributes({"Smiling": 1, "Bald": 0}, k=6))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda e: e.query_by_attributes({}), "at least one attribute"),
+        (lambda e: e.query_by_attributes({"Wings": 1}), "Unknown attribute 'Wings'"),
+        (lambda e: e.query_by_id("999999.jpg"), "999999.jpg is not in the gallery"),
+        (lambda e: e.set_k(0), "k=0"),
+    ],
+)
+def test_unusable_queries_show_a_message_and_keep_the_results(gallery: GalleryIndex, call, message: str) -> None:
+    explorer = RetrievalExplorer(gallery, k=4)
+    before = explorer.results.copy()
+    assert call(explorer) is None
+    assert message in explorer.status and explorer.error
+    assert message.split("'")[0] in explorer.status_html.value
+    pd.testing.assert_frame_equal(explorer.results, before)
+
+
+def test_results_grid_shows_small_thumbnails_with_captions(gallery: GalleryIndex) -> None:
+    explorer = RetrievalExplorer(gallery, k=5, thumbnail_size=40)
+    assert len(explorer.grid.children) == 5
+    for card, row in zip(explorer.grid.children, explorer.results.to_dict("records")):
+        image, caption = card.children
+        with Image.open(io.BytesIO(image.value)) as thumb:
+            assert thumb.format == "JPEG" and max(thumb.size) <= 40
+        assert f"#{row['rank']} {row['image_id']}" in caption.value
+
+
+def test_caption_shortens_long_lists_of_differing_attributes() -> None:
+    row = {"rank": 2, "image_id": "000009.jpg", "distance": 0.12345, "differs": "Bald, Bangs, Big_Lips, Male, Young"}
+    assert result_caption(row) == "#2 000009.jpg · d=0.123 · Bald, Bangs, Big_Lips, Male +1 more"
+    assert result_caption({**row, "differs": ""}) == "#2 000009.jpg · d=0.123 · same attributes"
+
+
+def test_upload_without_a_run_shows_a_message(gallery: GalleryIndex) -> None:
+    explorer = RetrievalExplorer(gallery, k=4)
+    before = explorer.results.copy()
+    explorer.upload.set_state(upload_state(jpeg_bytes(), "me.jpg"))
+    assert "needs a trained run" in explorer.status and explorer.error
+    pd.testing.assert_frame_equal(explorer.results, before)
+
+
+def test_upload_checks_size_and_format_before_decoding() -> None:
+    assert check_upload(jpeg_bytes(), "a.jpg") is None
+    png = io.BytesIO()
+    Image.new("RGB", (20, 20)).save(png, format="PNG")
+    assert check_upload(png.getvalue(), "a.png") is None
+    gif = io.BytesIO()
+    Image.new("RGB", (20, 20)).save(gif, format="GIF")
+    assert "GIF image; expected a JPEG or PNG" in check_upload(gif.getvalue(), "a.gif")
+    assert "not a readable image" in check_upload(b"%PDF-1.4 not a photo", "cv.pdf")
+    assert "not a readable image" in check_upload(jpeg_bytes()[:200], "cut.jpg")
+    assert "limit is 1 MB" in check_upload(b"\xff" * (2**20 + 1), "big.jpg", max_bytes=2**20)
+    assert "empty" in check_upload(b"", "none.jpg")
+
+
+def test_k_outside_the_gallery_is_a_config_error(gallery: GalleryIndex) -> None:
+    with pytest.raises(ConfigError, match="k=0"):
+        RetrievalExplorer(gallery, k=0)
+    with pytest.raises(ConfigError, match="gallery size"):
+        RetrievalExplorer(gallery, k=len(gallery) + 1)
