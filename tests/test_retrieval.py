@@ -1,0 +1,261 @@
+"""Retrieval: exact top-k against a brute-force reference, the gallery index, the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from celebalib import cli
+from celebalib.attributes import ATTRIBUTES
+from celebalib.errors import ConfigError, RunError
+from celebalib.retrieval import (
+    GalleryIndex,
+    VectorSearch,
+    neighbours_excluding_self,
+    parse_attributes,
+    precision_at_k,
+    random_neighbours,
+    same_person_rate,
+    top_k,
+)
+
+
+def brute_force(query: np.ndarray, gallery: np.ndarray, k: int, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Reference: a distance per row in float64, stable sort (ties by lower index)."""
+    q, g = query.astype(np.float64), gallery.astype(np.float64)
+    if metric == "cosine":
+        distances = np.array([1 - row @ q / (np.linalg.norm(row) * np.linalg.norm(q)) for row in g])
+    else:
+        distances = np.array([np.sqrt(((row - q) ** 2).sum()) for row in g])
+    order = np.argsort(distances, kind="stable")[:k]
+    return order, distances[order]
+
+
+def small_index(n: int = 30, seed: int = 0, run_id: str = "run-a") -> GalleryIndex:
+    """An index of random probabilities, without a model."""
+    rng = np.random.default_rng(seed)
+    return GalleryIndex(probabilities=rng.random((n, len(ATTRIBUTES)), dtype=np.float32),
+                        image_ids=[f"{i + 1:06d}.jpg" for i in range(n)],
+                        paths=[f"/faces/{i + 1:06d}.jpg" for i in range(n)], run_id=run_id, split="test")
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_top_k_matches_brute_force_on_random_data(metric: str) -> None:
+    rng = np.random.default_rng(1)
+    gallery = rng.random((500, 40), dtype=np.float32)
+    queries = rng.random((7, 40), dtype=np.float32)
+    indices, distances = top_k(queries, gallery, 10, metric)
+    assert indices.shape == distances.shape == (7, 10)
+    for row, query in enumerate(queries):
+        expected_idx, expected_dist = brute_force(query, gallery, 10, metric)
+        np.testing.assert_array_equal(indices[row], expected_idx)
+        np.testing.assert_allclose(distances[row], expected_dist, rtol=1e-9, atol=1e-12)
+
+
+def test_top_k_breaks_ties_by_lower_index() -> None:
+    # Binary vectors give many equal distances; duplicates too.
+    rng = np.random.default_rng(2)
+    gallery = rng.integers(0, 2, size=(300, 6)).astype(np.float32)
+    for query in gallery[:20]:
+        indices, distances = top_k(query, gallery, 25)
+        expected_idx, expected_dist = brute_force(query, gallery, 25, "euclidean")
+        np.testing.assert_array_equal(indices, expected_idx)
+        np.testing.assert_allclose(distances, expected_dist)
+
+
+def test_one_query_gives_1d_results_and_k_is_clipped() -> None:
+    gallery = np.eye(4, dtype=np.float32)
+    indices, distances = top_k(gallery[2], gallery, 10)
+    assert indices.shape == distances.shape == (4,)
+    assert indices[0] == 2 and distances[0] == 0
+    np.testing.assert_array_equal(indices[1:], [0, 1, 3])
+
+
+def test_distances_are_symmetric_and_zero_on_self() -> None:
+    rng = np.random.default_rng(3)
+    vectors = rng.random((40, 40))
+    for metric in ("euclidean", "cosine"):
+        _, matrix_rows = top_k(vectors, vectors, 40, metric)
+        indices, _ = top_k(vectors, vectors, 40, metric)
+        full = np.empty((40, 40))
+        np.put_along_axis(full, indices, matrix_rows, axis=1)
+        np.testing.assert_allclose(full, full.T, atol=1e-12)
+        np.testing.assert_allclose(np.diag(full), 0, atol=1e-12)
+
+
+def test_bad_arguments_raise_config_errors() -> None:
+    gallery = np.zeros((5, 3))
+    with pytest.raises(ConfigError, match="metric"):
+        top_k(gallery[0], gallery, 2, metric="manhattan")
+    with pytest.raises(ConfigError, match="3"):
+        top_k(np.zeros(4), gallery, 2)
+    with pytest.raises(ConfigError, match="k must"):
+        top_k(gallery[0], gallery, 0)
+    with pytest.raises(ConfigError, match="NaN"):
+        top_k(np.full(3, np.nan), gallery, 1)
+
+
+def test_faiss_backend_gives_identical_results() -> None:
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(4)
+    gallery = np.vstack([rng.random((400, 40)), rng.integers(0, 2, (200, 40))]).astype(np.float32)
+    queries = gallery[::37]
+    for metric in ("euclidean", "cosine"):
+        expected = VectorSearch(gallery, metric).search(queries, 12)
+        found = VectorSearch(gallery, metric, backend="faiss").search(queries, 12)
+        np.testing.assert_array_equal(found[0], expected[0])
+        np.testing.assert_allclose(found[1], expected[1])
+
+
+def test_attribute_query_ignores_unspecified_attributes() -> None:
+    index = small_index()
+    wanted = {"Eyeglasses": 1, "Smiling": 1, "Male": 0}
+    before = index.query_attributes(wanted, k=30)
+    changed = small_index()
+    keep = [ATTRIBUTES.index(name) for name in wanted]
+    others = np.setdiff1d(np.arange(len(ATTRIBUTES)), keep)
+    changed.probabilities[:, others] = np.random.default_rng(9).random((30, len(others)))
+    after = changed.query_attributes(wanted, k=30)
+    pd.testing.assert_frame_equal(before[["image_id", "distance"]], after[["image_id", "distance"]])
+    # The distance is over the three named columns alone.
+    top = before.iloc[0]
+    row = index.probabilities[index.position(top["image_id"])][keep]
+    assert top["distance"] == pytest.approx(np.linalg.norm(row - np.array([1, 1, 0])))
+    assert set(before["differs"].str.split(", ").explode()) - {""} <= set(wanted)
+
+
+def test_attribute_query_errors() -> None:
+    index = small_index()
+    with pytest.raises(ConfigError, match="Sunglasses"):
+        index.query_attributes({"Sunglasses": 1})
+    with pytest.raises(ConfigError, match="expected 0 or 1"):
+        index.query_attributes({"Smiling": 2})
+    with pytest.raises(ConfigError, match="empty"):
+        index.query_attributes({})
+
+
+def test_parse_attributes() -> None:
+    assert parse_attributes("Eyeglasses, smiling,-Male") == {"Eyeglasses": 1, "Smiling": 1, "Male": 0}
+    with pytest.raises(ConfigError, match="Glasses"):
+        parse_attributes("Glasses")
+
+
+def test_query_id_leaves_the_image_out_and_reports_differences() -> None:
+    index = small_index()
+    results = index.query_id("000005.jpg", k=5)
+    assert list(results.columns) == ["rank", "image_id", "path", "distance", "differs"]
+    assert "000005.jpg" not in set(results["image_id"])
+    assert results["rank"].tolist() == [1, 2, 3, 4, 5]
+    assert results["distance"].is_monotonic_increasing
+    first = index.position(results["image_id"][0])
+    labels = index.probabilities[[4, first]] >= 0.5
+    expected = [name for name, a, b in zip(ATTRIBUTES, *labels, strict=True) if a != b]
+    assert results["differs"][0] == ", ".join(expected)
+    with pytest.raises(ConfigError, match="999999.jpg"):
+        index.query_id("999999.jpg")
+
+
+def test_query_vector_of_a_gallery_row_finds_it_first() -> None:
+    index = small_index()
+    results = index.query_vector(index.probabilities[7], k=3, metric="cosine")
+    assert results["image_id"][0] == "000008.jpg"
+    assert results["distance"][0] == pytest.approx(0, abs=1e-9)
+    assert results["differs"][0] == ""
+
+
+def test_save_load_round_trip(tmp_path) -> None:
+    index = small_index()
+    index.features = np.random.default_rng(5).random((30, 8)).astype(np.float32)
+    path = index.save(tmp_path / "index_test.npz")
+    assert [p.name for p in tmp_path.iterdir()] == ["index_test.npz"]
+    loaded = GalleryIndex.load(path)
+    np.testing.assert_array_equal(loaded.probabilities, index.probabilities)
+    np.testing.assert_array_equal(loaded.features, index.features)
+    np.testing.assert_array_equal(loaded.image_ids, index.image_ids)
+    assert loaded.image_ids.dtype.kind == "U"
+    assert (loaded.run_id, loaded.split, loaded.attributes) == ("run-a", "test", ATTRIBUTES)
+    pd.testing.assert_frame_equal(loaded.query_id("000003.jpg"), index.query_id("000003.jpg"))
+
+
+class FakeRun:
+    """The parts of a Run that loading checks."""
+
+    def __init__(self, run_id: str, attributes=ATTRIBUTES) -> None:
+        self.run_id = run_id
+        self.config = {"attributes": list(attributes)}
+
+
+def test_load_mismatch_and_missing_errors(tmp_path) -> None:
+    path = small_index(run_id="run-a").save(tmp_path / "index.npz")
+    GalleryIndex.load(path, run=FakeRun("run-a"))
+    with pytest.raises(RunError, match="run-a.*run-b"):
+        GalleryIndex.load(path, run=FakeRun("run-b"))
+    with pytest.raises(RunError, match="other attributes"):
+        GalleryIndex.load(path, run=FakeRun("run-a", ATTRIBUTES[:39] + ("Sunglasses",)))
+    with pytest.raises(RunError, match="no index"):
+        GalleryIndex.load(tmp_path / "absent.npz")
+    (tmp_path / "broken.npz").write_bytes(b"not an index")
+    with pytest.raises(RunError, match="broken.npz"):
+        GalleryIndex.load(tmp_path / "broken.npz")
+
+
+def test_precision_and_same_person_rate_on_hand_made_cases() -> None:
+    truth = np.array([[0, 0, 0, 0], [0, 0, 0, 1], [1, 1, 1, 1], [0, 0, 1, 1]])
+    queries = np.array([0, 2])
+    neighbours = np.array([[1, 2], [3, 0]])
+    # Query 0: row 1 within 1 (relevant), row 2 at 4 (not); query 2: row 3 at 2, row 0 at 4.
+    assert precision_at_k(neighbours, queries, truth, max_hamming=1) == 0.25
+    assert precision_at_k(neighbours, queries, truth, max_hamming=2) == 0.5
+    identities = np.array([7, 7, 8, -1])
+    # Query 0's person appears at row 1 (hit); query 2's person has no other image.
+    assert same_person_rate(neighbours, queries, identities) == 1.0
+
+
+def test_neighbour_lists_leave_the_query_out() -> None:
+    vectors = np.zeros((6, 3), dtype=np.float32)  # all equal: the query is not first
+    found = neighbours_excluding_self(vectors, np.array([0, 5]), k=3)
+    np.testing.assert_array_equal(found, [[1, 2, 3], [0, 1, 2]])
+    drawn = random_neighbours(6, np.array([0, 5]), k=5, seed=0)
+    assert all(q not in row and len(set(row)) == 5 for q, row in zip([0, 5], drawn, strict=True))
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run the command line in-process."""
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_query_cli_errors_are_one_line(tiny_run, tmp_path, capsys) -> None:
+    run_dir = str(tiny_run.path)
+    code, _, err = run_cli(["query", "--run", run_dir, "--like", "000001.jpg", "--index",
+                            str(tmp_path / "none.npz")], capsys)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "none.npz" in err
+    index = small_index(run_id=tiny_run.run_id)
+    path = str(index.save(tmp_path / "index.npz"))
+    for extra, needle in ([["--like", "nope.jpg"], "nope.jpg"], [["--attributes", "Smiling,-Glasses"], "Glasses"],
+                          [["--image", str(tmp_path / "missing.png")], "missing.png"]):
+        code, _, err = run_cli(["query", "--run", run_dir, "--index", path, *extra], capsys)
+        assert code == 1, extra
+        assert len(err.strip().splitlines()) == 1 and needle in err
+    code, _, err = run_cli(["query", "--run", run_dir, "--index", str(small_index(run_id="other").save(
+        tmp_path / "other.npz")), "--like", "000001.jpg"], capsys)
+    assert code == 1 and "other" in err
+
+
+def test_index_and_query_commands_on_tiny_run(tiny_run, synthetic_root, synthetic_table, tmp_path, capsys) -> None:
+    out = tmp_path / "index_val.npz"
+    code, printed, _ = run_cli(["index", "--run", str(tiny_run.path), "--data", str(synthetic_root),
+                                "--split", "val", "--limit", "12", "--out", str(out)], capsys)
+    assert code == 0 and str(out) in printed
+    index = GalleryIndex.load(out, run=tiny_run)
+    val = synthetic_table[synthetic_table["split"] == "val"].iloc[:12]
+    assert index.image_ids.tolist() == val["image_id"].tolist()
+    np.testing.assert_allclose(index.probabilities, tiny_run.predict(val, progress=False), atol=1e-5)
+    like = index.image_ids[3]
+    code, printed, _ = run_cli(["query", "--run", str(tiny_run.path), "--index", str(out), "--like", like,
+                                "-k", "4"], capsys)
+    assert code == 0 and len(printed.strip().splitlines()) == 5 and like not in printed
+    by_image = index.query_image(tiny_run, val["path"].iloc[3], k=1)
+    assert by_image["image_id"][0] == like and by_image["distance"][0] < 1e-3
