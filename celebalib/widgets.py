@@ -94,10 +94,12 @@ def _differs_text(differs: Any, limit: int = 4) -> str:
 
 
 def result_caption(row: Mapping[str, Any]) -> str:
-    """Return the caption of one result: rank, image id, distance and what differs."""
-    text = f"#{int(row['rank'])} {row['image_id']} · d={float(row['distance']):.3f}"
+    """Return the HTML caption of one result: rank, image id, distance and what differs."""
     differs = _differs_text(row.get("differs"))
-    return f"{text} · {differs}" if differs else text
+    return (
+        f'<div style="font-size:11px;line-height:1.3"><b>#{int(row["rank"])}</b> {_escape(row["image_id"])}'
+        f'<br>d = {float(row["distance"]):.3f}<br><span style="color:#666">{_escape(differs)}</span></div>'
+    )
 
 
 class RetrievalExplorer:
@@ -247,7 +249,9 @@ class RetrievalExplorer:
     def _build_controls(self, max_choices: int) -> None:
         """Create the controls and connect them to the query methods."""
         ids = [str(image_id) for image_id in self.index.image_ids[:max_choices]]
-        self.image_picker = widgets.Dropdown(options=ids, description="Gallery image")
+        self.image_picker = widgets.Dropdown(
+            options=ids, description="Gallery image", style={"description_width": "initial"},
+        )
         self.random_button = widgets.Button(description="Random", icon="random", tooltip="Query a random gallery image")
         self.upload = widgets.FileUpload(accept="image/jpeg,image/png", multiple=False, description="Upload photo")
         self.k_slider = widgets.IntSlider(value=self.k, min=1, max=min(48, len(self.index.image_ids)), description="k")
@@ -307,7 +311,7 @@ class RetrievalExplorer:
     def _card(self, row: Mapping[str, Any]) -> widgets.VBox:
         """Draw one result: thumbnail and caption."""
         thumb = widgets.Image(value=self._thumbnail_of(row["path"]), format="jpeg")
-        caption = widgets.HTML(f'<div style="font-size:11px;line-height:1.3">{_escape(result_caption(row))}</div>')
+        caption = widgets.HTML(result_caption(row))
         card = widgets.VBox([thumb, caption], layout=widgets.Layout(align_items="center"))
         card.add_class("celebalib-result")
         return card

@@ -122,13 +122,17 @@ def test_results_grid_shows_small_thumbnails_with_captions(gallery: GalleryIndex
         image, caption = card.children
         with Image.open(io.BytesIO(image.value)) as thumb:
             assert thumb.format == "JPEG" and max(thumb.size) <= 40
-        assert f"#{row['rank']} {row['image_id']}" in caption.value
+        assert f"#{row['rank']}</b> {row['image_id']}" in caption.value
+        assert f"d = {row['distance']:.3f}" in caption.value
 
 
 def test_caption_shortens_long_lists_of_differing_attributes() -> None:
     row = {"rank": 2, "image_id": "000009.jpg", "distance": 0.12345, "differs": "Bald, Bangs, Big_Lips, Male, Young"}
-    assert result_caption(row) == "#2 000009.jpg · d=0.123 · Bald, Bangs, Big_Lips, Male +1 more"
-    assert result_caption({**row, "differs": ""}) == "#2 000009.jpg · d=0.123 · same attributes"
+    caption = result_caption(row)
+    assert "<b>#2</b> 000009.jpg" in caption and "d = 0.123" in caption
+    assert ">Bald, Bangs, Big_Lips, Male +1 more<" in caption
+    assert ">same attributes<" in result_caption({**row, "differs": ""})
+    assert "&lt;b&gt;" in result_caption({**row, "image_id": "<b>.jpg"})
 
 
 def test_upload_without_a_run_shows_a_message(gallery: GalleryIndex) -> None:
