@@ -60,7 +60,7 @@ def _placeholder(size: int) -> bytes:
 def check_upload(content: bytes, name: str, *, max_bytes: int = MAX_UPLOAD_BYTES) -> str | None:
     """Return why an uploaded file cannot be used as a query, or None when it can."""
     if len(content) > max_bytes:
-        return f"{name} is {len(content) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB."
+        return f"{name} is {_size_text(len(content))}; the limit is {_size_text(max_bytes)}."
     if not content:
         return f"{name} is empty; expected a JPEG or PNG photo."
     try:
@@ -74,6 +74,14 @@ def check_upload(content: bytes, name: str, *, max_bytes: int = MAX_UPLOAD_BYTES
     if width * height > MAX_UPLOAD_PIXELS:
         return f"{name} is {width}x{height} pixels; the limit is {MAX_UPLOAD_PIXELS // 10**6} megapixels."
     return None
+
+
+def _size_text(n_bytes: int) -> str:
+    """Say a file size for people: 900 bytes, 12.5 KB, 10 MB."""
+    for unit, scale in (("MB", 2**20), ("KB", 2**10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.3g} {unit}"
+    return f"{n_bytes} bytes"
 
 
 def describe_attributes(wanted: Mapping[str, int]) -> str:

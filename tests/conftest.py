@@ -51,3 +51,11 @@ def tiny_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
         out, data_root=synthetic_root, epochs=2, image_size=32, batch_size=32,
         alpha=0.35, optimizer="adam", learning_rate=1e-3, seed=0, progress=False,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_index(tiny_run, synthetic_table):
+    """A gallery index of the synthetic test split predicted by :func:`tiny_run`."""
+    from celebalib.retrieval import GalleryIndex
+
+    return GalleryIndex.build(tiny_run, synthetic_table, "test", progress=False)

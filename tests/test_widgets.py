@@ -153,7 +153,7 @@ def test_upload_checks_size_and_format_before_decoding() -> None:
     assert "GIF image; expected a JPEG or PNG" in check_upload(gif.getvalue(), "a.gif")
     assert "not a readable image" in check_upload(b"%PDF-1.4 not a photo", "cv.pdf")
     assert "not a readable image" in check_upload(jpeg_bytes()[:200], "cut.jpg")
-    assert "limit is 1 MB" in check_upload(b"\xff" * (2**20 + 1), "big.jpg", max_bytes=2**20)
+    assert "big.jpg is 10 MB; the limit is 1 MB" in check_upload(b"\xff" * 10 * 2**20, "big.jpg", max_bytes=2**20)
     assert "empty" in check_upload(b"", "none.jpg")
 
 
@@ -162,3 +162,44 @@ def test_k_outside_the_gallery_is_a_config_error(gallery: GalleryIndex) -> None:
         RetrievalExplorer(gallery, k=0)
     with pytest.raises(ConfigError, match="gallery size"):
         RetrievalExplorer(gallery, k=len(gallery) + 1)
+
+
+@pytest.fixture(scope="module")
+def face_far_from_first(tiny_index: GalleryIndex) -> tuple[str, bytes]:
+    """The gallery face farthest from the first one (the explorer's opening query), and its JPEG."""
+    ranking = tiny_index.query_id(tiny_index.image_ids[0], k=len(tiny_index) - 1)
+    far = ranking.iloc[-1]
+    with open(far["path"], "rb") as handle:
+        return far["image_id"], handle.read()
+
+
+def test_uploading_a_photo_queries_its_predicted_vector(tiny_index, tiny_run, face_far_from_first) -> None:
+    explorer = RetrievalExplorer(tiny_index, tiny_run, k=5)
+    before = explorer.results.copy()
+    image_id, content = face_far_from_first
+    explorer.upload.set_state(upload_state(content, "me.jpg"))
+    assert not explorer.error and explorer.query_label == "me.jpg"
+    pd.testing.assert_frame_equal(explorer.results, tiny_index.query_image(tiny_run, content, k=5))
+    # The upload is that gallery face, cropped and resized as in training: it finds itself first.
+    assert explorer.results["image_id"].iloc[0] == image_id
+    assert explorer.results["distance"].iloc[0] < 1e-3
+    assert not explorer.results["image_id"].equals(before["image_id"])
+    assert explorer.upload.value == ()
+
+
+@pytest.mark.parametrize(
+    ("content", "limit", "message"),
+    [
+        (b"GIF89a but not really" * 10, 10 * 2**20, "not a readable image"),
+        (None, 1000, "the limit is 1000 bytes"),
+    ],
+)
+def test_a_bad_upload_shows_a_message_and_keeps_the_results(
+    tiny_index, tiny_run, face_far_from_first, content: bytes | None, limit: int, message: str
+) -> None:
+    explorer = RetrievalExplorer(tiny_index, tiny_run, k=5, max_upload_bytes=limit)
+    before = explorer.results.copy()
+    explorer.upload.set_state(upload_state(content or face_far_from_first[1], "file.jpg"))
+    assert explorer.error and message in explorer.status and message in explorer.status_html.value
+    pd.testing.assert_frame_equal(explorer.results, before)
+    assert explorer.query_label == tiny_index.image_ids[0]
