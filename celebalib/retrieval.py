@@ -381,11 +381,17 @@ class GalleryIndex:
         return np.asarray(columns), np.asarray(values)
 
     def query_image(self, run: Run, image: Any, k: int = 10, metric: str = "euclidean") -> pd.DataFrame:
-        """The k nearest images to a photo (path, bytes or array), preprocessed as in training."""
+        """The k nearest images to a photo (path or bytes, or an already preprocessed array), as in training."""
         from celebalib.data import load_image
 
         self.check_run(run)
-        pixels = image if isinstance(image, np.ndarray) else load_image(image, image_size=run.image_size, crop=run.crop)
+        if isinstance(image, np.ndarray):
+            pixels = image
+            if pixels.shape != (run.image_size, run.image_size, 3):
+                raise ConfigError(f"image array of shape {pixels.shape}: expected a preprocessed "
+                                  f"({run.image_size}, {run.image_size}, 3) array, or pass the file or its bytes")
+        else:
+            pixels = load_image(image, image_size=run.image_size, crop=run.crop)
         probabilities = np.asarray(run.predict_images(pixels[None]))[0]
         return self.query_vector(probabilities, k, metric)
 

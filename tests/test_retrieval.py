@@ -12,6 +12,7 @@ from celebalib.errors import ConfigError, RunError
 from celebalib.retrieval import (
     GalleryIndex,
     VectorSearch,
+    evaluate_retrieval,
     neighbours_excluding_self,
     parse_attributes,
     precision_at_k,
@@ -259,3 +260,27 @@ def test_index_and_query_commands_on_tiny_run(tiny_run, synthetic_root, syntheti
     assert code == 0 and len(printed.strip().splitlines()) == 5 and like not in printed
     by_image = index.query_image(tiny_run, val["path"].iloc[3], k=1)
     assert by_image["image_id"][0] == like and by_image["distance"][0] < 1e-3
+
+
+def test_evaluate_retrieval_ranks_oracle_above_random() -> None:
+    rng = np.random.default_rng(6)
+    people = rng.integers(0, 2, size=(40, len(ATTRIBUTES)))
+    identity = np.repeat(np.arange(40), 3)  # three photos per person, one label flipped on some
+    truth = people[identity].copy()
+    truth[::3, 0] ^= 1
+    table = pd.DataFrame(truth.astype(np.int8), columns=list(ATTRIBUTES))
+    table.insert(0, "image_id", [f"{i:06d}.jpg" for i in range(120)])
+    table.insert(1, "path", "/faces/" + table["image_id"])
+    table["split"], table["identity"] = "val", identity
+    # A "model" that predicts the true labels with a little noise, for the first 27 people (81 images).
+    noisy = np.clip(truth + rng.normal(0, 0.1, truth.shape), 0, 1)
+    index = GalleryIndex(probabilities=noisy[:81], image_ids=table["image_id"][:81], paths=table["path"][:81],
+                         run_id="r", split="val")
+    report = evaluate_retrieval(index, table, k=2, queries=50, seed=0).set_index("ranking")
+    assert list(report.index) == ["predicted", "oracle (true labels)", "random"]
+    assert (report["queries"] == 50).all() and (report["gallery"] == 81).all()
+    assert report.loc["oracle (true labels)", "precision_at_k"] == 1.0
+    assert report.loc["predicted", "same_person_at_k"] == 1.0
+    assert report.loc["random", "precision_at_k"] < 0.5
+    with pytest.raises(ConfigError, match="not in the table"):
+        evaluate_retrieval(index, table.iloc[10:])
