@@ -280,6 +280,9 @@ def _drop_missing_images(table: pd.DataFrame, image_dir: Path, attr_path: Path, 
     missing = table.loc[~present, "image_id"]
     if missing.empty:
         return table
+    if not present.any():
+        raise CelebAFormatError(image_dir, f"none of the {len(table):,} images listed in {attr_path.name} "
+                                "is here; pass images=False to read the annotations alone")
     examples = ", ".join(missing.head(3))
     if strict:
         row = int(np.argmax(~present))
@@ -335,6 +338,88 @@ def default_root() -> Path:
     from celebalib.synthetic import ensure_generated
 
     return Path(ensure_generated(settings.synthetic_dir, settings.synthetic_size, settings.synthetic_seed))
+
+
+# ---------------------------------------------------------------------------------------
+# Validating a root: ``celebalib check``
+
+
+def _inspect_one(path: str) -> tuple[str, int, int, str]:
+    """Fully decode one image with Pillow: (format, width, height, problem or "")."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            fmt, (width, height) = image.format or "", image.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        return "", 0, 0, f"cannot decode the image ({error})"
+    if fmt not in DECODABLE_FORMATS:
+        return fmt, width, height, f"{fmt} image; expected JPEG or PNG"
+    return fmt, width, height, ""
+
+
+def inspect_images(paths: Iterable[str], *, workers: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """Decode every image on a thread pool; one row per path: format, width, height, problem."""
+    from tqdm.auto import tqdm
+
+    paths = list(paths)
+    # Pillow releases the GIL while decoding, so threads use every core.
+    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        results = list(tqdm(pool.map(_inspect_one, paths), total=len(paths), disable=not progress,
+                            desc="Decoding images", unit="img"))
+    columns = ["format", "width", "height", "problem"]
+    return pd.DataFrame(results, columns=columns, index=pd.Index(paths, name="path"))
+
+
+def summarize(table: pd.DataFrame, report: pd.DataFrame | None = None) -> str:
+    """Describe a loaded root: layout, images per split, identities, positive rates, image sizes."""
+    counts = table["split"].value_counts().reindex(list(SPLITS), fill_value=0)
+    known = table[table["identity"] >= 0]
+    shared = int((known.groupby("identity")["split"].nunique() > 1).sum())
+    lines = [
+        f"Layout: {table.attrs.get('layout')} ({table.attrs.get('root')})",
+        f"Images: {len(table):,}" + (f" ({table.attrs['missing_images']:,} listed without an image file, "
+                                      "left out)" if table.attrs.get("missing_images") else ""),
+        "Per split: " + ", ".join(f"{split} {count:,}" for split, count in counts.items()),
+        f"Identities: {known['identity'].nunique():,} ({shared:,} shared across splits)",
+    ]
+    if report is not None:
+        sizes = (report["width"].astype(str) + "x" + report["height"].astype(str)).value_counts()
+        lines.append("Image sizes: " + ", ".join(f"{size} ({n:,})" for size, n in sizes.head(3).items()))
+    rates = pd.DataFrame({split: positive_rates(table, split) for split in SPLITS if counts[split]})
+    lines += ["Positive rate per attribute:", rates.to_string(float_format="{:.1%}".format)]
+    return "\n".join(lines)
+
+
+def _check_command(args: argparse.Namespace) -> int:
+    """Validate a root fully, decode every image, and print the summary."""
+    root = Path(args.root) if args.root else default_root()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MissingImagesWarning)
+        table = load_celeba(root, images=not args.annotations_only, strict=args.strict)
+    report = None
+    if not args.annotations_only:
+        report = inspect_images(table["path"], workers=args.workers, progress=not args.quiet)
+        bad = report[report["problem"] != ""]
+        if len(bad):
+            raise CelebAFormatError(bad.index[0], f"{bad['problem'].iat[0]} ({len(bad):,} of "
+                                    f"{len(report):,} images fail to decode)")
+    print(summarize(table, report))
+    for warning in caught:
+        print(f"Note: {warning.message}")
+    return 0
+
+
+def configure_check_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``celebalib check``."""
+    parser.add_argument("root", nargs="?", help="CelebA root in any layout (default: CELEBA_ROOT, "
+                        "else the synthetic dataset)")
+    parser.add_argument("--strict", action="store_true", help="a listed image without a file is an error")
+    parser.add_argument("--annotations-only", action="store_true", help="read the annotation files alone")
+    parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: all cores)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_check_command)
 
 
 # ---------------------------------------------------------------------------------------
