@@ -118,6 +118,16 @@ class RetrievalExplorer:
     used they leave ``results`` unchanged, put the reason in ``status`` (also shown in the
     widget) and return None, so a bad upload never raises inside a notebook.
     Show the widget with ``display(explorer)`` or ``explorer.widget``.
+
+    Args:
+        index: the gallery to search.
+        run: the run that built the index; needed only to query with an uploaded photo.
+        k: how many results to show at first (the slider changes it).
+        thumbnail_size: longest side of the result thumbnails, in pixels.
+        max_choices: how many gallery ids the dropdown lists (the Random button draws
+            from the whole gallery).
+        max_upload_bytes: larger uploads are refused with a message.
+        seed: seed of the Random button.
     """
 
     def __init__(
@@ -179,12 +189,14 @@ class RetrievalExplorer:
 
     def query_by_attributes(self, wanted: Mapping[str, int]) -> pd.DataFrame | None:
         """Query with an attribute description such as ``{"Eyeglasses": 1, "Male": 0}``."""
-        wanted = {name: int(value) for name, value in wanted.items()}
         if not wanted:
             return self._fail("Choose yes or no for at least one attribute.")
-        unknown = [name for name in wanted if name not in self.attribute_pickers]
-        if unknown:
-            return self._fail(f"Unknown attribute {unknown[0]!r}; expected one of the index's attribute names.")
+        for name, value in wanted.items():
+            if name not in self.attribute_pickers:
+                return self._fail(f"Unknown attribute {name!r}; expected one of the index's attribute names.")
+            if value not in (0, 1):
+                return self._fail(f"Attribute {name!r} = {value!r}; expected 1 (yes) or 0 (no).")
+        wanted = {name: int(value) for name, value in wanted.items()}
         self._quiet = True
         try:
             for name, picker in self.attribute_pickers.items():

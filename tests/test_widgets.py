@@ -102,6 +102,7 @@ def test_query_by_attributes_sets_the_pickers(gallery: GalleryIndex) -> None:
     [
         (lambda e: e.query_by_attributes({}), "at least one attribute"),
         (lambda e: e.query_by_attributes({"Wings": 1}), "Unknown attribute 'Wings'"),
+        (lambda e: e.query_by_attributes({"Smiling": 0.5}), "expected 1 (yes) or 0 (no)"),
         (lambda e: e.query_by_id("999999.jpg"), "999999.jpg is not in the gallery"),
         (lambda e: e.set_k(0), "k=0"),
     ],
