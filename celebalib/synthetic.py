@@ -19,13 +19,13 @@ import math
 import multiprocessing
 import os
 import shutil
+import statistics
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
-from scipy import stats
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from celebalib.attributes import ATTRIBUTE_INDEX, ATTRIBUTES, NUM_ATTRIBUTES, SPLITS
 from celebalib.errors import ConfigError
@@ -128,6 +128,11 @@ def apply_constraints(labels: np.ndarray, margin: np.ndarray) -> np.ndarray:
     return out.astype(np.int8)
 
 
+def _normal_quantile(p: np.ndarray) -> np.ndarray:
+    """Return the standard normal quantiles of probabilities ``p``."""
+    return np.array([statistics.NormalDist().inv_cdf(float(x)) for x in np.ravel(p)])
+
+
 @functools.lru_cache(maxsize=1)
 def calibrated_thresholds(rows: int = 20000, rounds: int = 4) -> np.ndarray:
     """Return latent thresholds whose labels, after the rules, match the target rates.
@@ -137,12 +142,12 @@ def calibrated_thresholds(rows: int = 20000, rounds: int = 4) -> np.ndarray:
     """
     model = load_label_model()
     z = sample_latent(np.arange(rows), np.random.default_rng(12345), model)
-    target = stats.norm.ppf(model.rates)
+    target = _normal_quantile(model.rates)
     threshold = target.copy()
     for _ in range(rounds):
         margin = threshold - z
         rates = apply_constraints(margin > 0, margin).mean(axis=0).clip(0.5 / rows, 1 - 0.5 / rows)
-        threshold += target - stats.norm.ppf(rates)
+        threshold += target - _normal_quantile(rates)
     return threshold
 
 
@@ -253,7 +258,8 @@ class Sketch:
     draw: ImageDraw.ImageDraw
     labels: np.ndarray
     face: Face
-    rng: np.random.Generator
+    rng: np.random.Generator  # nuisance only (background, pose, light), never a cue
+    cue_seed: tuple[int, int, int]
     cx: float
     cy: float
     dx: float  # sideways shift of the inner features: a little head turn
@@ -263,9 +269,13 @@ class Sketch:
         """Return whether the image carries the attribute."""
         return _has(self.labels, name)
 
-    def strength(self) -> float:
-        """Return a random strength in [0.6, 1] for the next cue."""
-        return float(self.rng.uniform(0.6, 1.0))
+    def cue(self, name: str) -> np.random.Generator:
+        """Return the random source of one cue, so switching a cue leaves the others alone."""
+        return np.random.default_rng([*self.cue_seed, ATTRIBUTE_INDEX[name]])
+
+    def strength(self, name: str) -> float:
+        """Return the random strength in [0.6, 1] of a cue."""
+        return float(self.cue(name).uniform(0.6, 1.0))
 
     @property
     def eye_y(self) -> float:
@@ -321,7 +331,7 @@ def draw_hair(sk: Sketch, front: bool) -> None:
         draw.polygon([(cx - a - 4, 0), *edge, (cx + a + 4, 0)], fill=255)
         face = Image.new("L", sk.image.size, 0)
         ImageDraw.Draw(face).ellipse((cx - a - 2, cy - b - 2, cx + a + 2, cy + b + 2), fill=255)
-        mask = Image.fromarray(np.minimum(np.asarray(mask), np.asarray(face)))
+        mask = ImageChops.darker(mask, face)
     else:
         draw.ellipse((cx - a - 7, cy - b - 12, cx + a + 7, cy + 0.4 * b), fill=255)
         if sk.face.hair_length > 10:
@@ -367,8 +377,10 @@ def draw_eyes(sk: Sketch) -> None:
     for side in (-1, 1):
         ex = sk.cx + sk.dx + side * f.eye_gap
         if sk.has("Heavy_Makeup"):
-            shadow = tuple(int(c) for c in sk.rng.choice([(120, 60, 140), (60, 90, 150), (140, 90, 60)]))
-            d.ellipse((ex - 10, y - 9, ex + 10, y + 1), fill=(*shadow, int(255 * sk.strength())))
+            r = sk.cue("Heavy_Makeup")
+            alpha = int(255 * r.uniform(0.6, 1.0))
+            shadow = tuple(int(c) for c in r.choice([(120, 60, 140), (60, 90, 150), (140, 90, 60)]))
+            d.ellipse((ex - 10, y - 9, ex + 10, y + 1), fill=(*shadow, alpha))
         if sk.has("Bags_Under_Eyes"):
             d.arc((ex - 8, y - 2, ex + 8, y + 9), 20, 160, fill=_shade(f.skin, 0.65), width=3)
         h = 1.6 if narrow else 4.2
@@ -377,7 +389,7 @@ def draw_eyes(sk: Sketch) -> None:
         liner = 3 if sk.has("Heavy_Makeup") else 1
         d.arc((ex - 7, y - h - 1, ex + 7, y + h + 1), 180, 360, fill=(20, 15, 15), width=liner)
         by = y - 11 + (1 if narrow else 0)
-        width = int(round(6 + 2 * sk.strength())) if sk.has("Bushy_Eyebrows") else 2
+        width = int(round(6 + 2 * sk.strength("Bushy_Eyebrows"))) if sk.has("Bushy_Eyebrows") else 2
         inner, outer = ex - side * 9, ex + side * 9
         if sk.has("Arched_Eyebrows"):
             points = [(inner, by + 1), (ex + side * 3, by - 5), (outer, by + 2)]
@@ -405,7 +417,7 @@ def draw_nose(sk: Sketch) -> None:
 def _lip_colour(sk: Sketch) -> tuple[int, int, int]:
     """Return red lipstick of random strength, or the natural lip tone."""
     if sk.has("Wearing_Lipstick"):
-        return _mix(sk.face.skin, (200, 20, 50), 0.55 + 0.45 * sk.strength())
+        return _mix(sk.face.skin, (200, 20, 50), 0.55 + 0.45 * sk.strength("Wearing_Lipstick"))
     return _mix(sk.face.skin, (150, 80, 80), 0.35)
 
 
@@ -435,12 +447,12 @@ def draw_cheeks_and_age(sk: Sketch) -> None:
     for side in (-1, 1):
         if sk.has("High_Cheekbones"):
             d.ellipse((cx + side * (a - 14) - 8, cy - 2, cx + side * (a - 14) + 8, cy + 6),
-                      fill=(255, 255, 255, int(110 * sk.strength())))
+                      fill=(255, 255, 255, int(110 * sk.strength("High_Cheekbones"))))
             d.line([(cx + side * (a - 4), cy + 4), (cx + side * (f.eye_gap - 4), cy + 20)],
                    fill=_shade(f.skin, 0.72), width=3)
         if sk.has("Rosy_Cheeks"):
             rx = cx + sk.dx + side * (f.eye_gap + 3)
-            d.ellipse((rx - 9, cy + 6, rx + 9, cy + 20), fill=(235, 70, 90, int(200 * sk.strength())))
+            d.ellipse((rx - 9, cy + 6, rx + 9, cy + 20), fill=(235, 70, 90, int(200 * sk.strength("Rosy_Cheeks"))))
         if not sk.has("Young"):
             d.line([(cx + sk.dx + side * 9, cy + 16), (cx + sk.dx + side * (f.mouth_width + 5), cy + 34)],
                    fill=_shade(f.skin, 0.62), width=2)
@@ -457,7 +469,7 @@ def draw_beard(sk: Sketch) -> None:
     d, f, cx, y = sk.draw, sk.face, sk.cx, sk.mouth_y
     colour = f.hair if not sk.has("Bald") else (60, 45, 35)
     if sk.has("5_o_Clock_Shadow"):
-        d.polygon(sk.jaw_polygon(sk.cy + 12), fill=(40, 40, 50, int(110 * sk.strength())))
+        d.polygon(sk.jaw_polygon(sk.cy + 12), fill=(40, 40, 50, int(110 * sk.strength("5_o_Clock_Shadow"))))
     if sk.has("Sideburns"):
         for side in (-1, 1):
             x0 = cx + side * f.half_width
@@ -481,18 +493,19 @@ def draw_jewellery(sk: Sketch) -> None:
     if sk.has("Wearing_Necktie"):
         d.polygon([(cx - 22, bottom + 20), (cx, bottom + 34), (cx + 22, bottom + 20), (cx, bottom + 28)],
                   fill=(245, 245, 245))
-        tie = tuple(int(c) for c in sk.rng.choice([(170, 20, 30), (20, 40, 130), (30, 30, 30), (20, 110, 50)]))
+        tie = tuple(int(c) for c in sk.cue("Wearing_Necktie").choice([(170, 20, 30), (20, 40, 130), (30, 30, 30), (20, 110, 50)]))
         d.polygon([(cx - 5, bottom + 26), (cx + 5, bottom + 26), (cx + 9, HEIGHT + 30), (cx - 9, HEIGHT + 30)],
                   fill=tie)
         d.rectangle((cx - 6, bottom + 24, cx + 6, bottom + 32), fill=_shade(tie, 0.7))
     if sk.has("Wearing_Necklace"):
-        metal = (240, 205, 60) if sk.rng.random() < 0.5 else (235, 235, 240)
+        metal = (240, 205, 60) if sk.cue("Wearing_Necklace").random() < 0.5 else (235, 235, 240)
         box = (cx - 0.55 * f.half_width - 6, bottom - 8, cx + 0.55 * f.half_width + 6, bottom + 26)
         d.arc(box, 15, 165, fill=metal, width=3)
         d.ellipse((cx - 4, bottom + 20, cx + 4, bottom + 29), fill=metal)
     if sk.has("Wearing_Earrings"):
-        metal = (245, 200, 40) if sk.rng.random() < 0.5 else (230, 230, 240)
-        r = 3 + 2 * sk.strength()
+        r = sk.cue("Wearing_Earrings")
+        metal = (245, 200, 40) if r.random() < 0.5 else (230, 230, 240)
+        r = 3 + 2 * r.uniform(0.6, 1.0)
         for side in (-1, 1):
             ex, ey = cx + side * (f.half_width + 1), cy + 16
             d.line([(ex, cy + 10), (ex, ey)], fill=metal, width=2)
@@ -503,19 +516,21 @@ def draw_hat_and_glasses(sk: Sketch) -> None:
     """Paint eyeglasses (thick dark frames, sometimes sunglasses) and a hat over the top."""
     d, f, cx, cy, y = sk.draw, sk.face, sk.cx, sk.cy, sk.eye_y
     if sk.has("Eyeglasses"):
-        frame = tuple(int(c) for c in sk.rng.choice([(15, 15, 15), (60, 35, 20), (20, 30, 80)]))
-        width = int(round(3 + 2 * sk.strength()))
-        lens = (20, 20, 30, 230) if sk.rng.random() < 0.25 else None
+        r = sk.cue("Eyeglasses")
+        frame = tuple(int(c) for c in r.choice([(15, 15, 15), (60, 35, 20), (20, 30, 80)]))
+        width = int(round(3 + 2 * r.uniform(0.6, 1.0)))
+        lens = (20, 20, 30, 230) if r.random() < 0.25 else None
         for side in (-1, 1):
             ex = cx + sk.dx + side * f.eye_gap
             d.rounded_rectangle((ex - 11, y - 8, ex + 11, y + 8), 4, fill=lens, outline=frame, width=width)
             d.line([(ex + side * 11, y - 4), (cx + side * f.half_width, y - 2)], fill=frame, width=width)
         d.line([(cx + sk.dx - f.eye_gap + 11, y - 2), (cx + sk.dx + f.eye_gap - 11, y - 2)], fill=frame, width=width)
     if sk.has("Wearing_Hat"):
-        colour = tuple(int(c) for c in sk.rng.integers(0, 256, 3))
-        brim = cy - 0.5 * f.half_height + sk.rng.uniform(-4, 4)
+        r = sk.cue("Wearing_Hat")
+        colour = tuple(int(c) for c in r.integers(0, 256, 3))
+        brim = cy - 0.5 * f.half_height + r.uniform(-4, 4)
         a = f.half_width
-        top = cy - f.half_height - 22 - 12 * sk.strength()
+        top = cy - f.half_height - 22 - 12 * r.uniform(0.6, 1.0)
         d.chord((cx - a - 4, top, cx + a + 4, brim + 10), 180, 360, fill=colour)
         d.rectangle((cx - a - 4, (top + brim + 10) / 2 - 1, cx + a + 4, brim), fill=colour)
         d.rounded_rectangle((cx - a - 14, brim - 3, cx + a + 14, brim + 5), 3, fill=_shade(colour, 0.6))
@@ -568,10 +583,9 @@ def render_face(labels: np.ndarray, identity: int, index: int, seed: int = 0) ->
     labels = np.asarray(labels)
     face = identity_face(labels, identity, seed)
     rng = np.random.default_rng([seed, 13, index])
-    background = _background(rng)
-    fill = background.getpixel((0, 0))
-    image = Image.new("RGB", (WIDTH, HEIGHT), fill)
-    sketch = Sketch(image, ImageDraw.Draw(image, "RGBA"), labels, face, rng,
+    image = _background(rng)
+    fill = image.getpixel((0, 0))
+    sketch = Sketch(image, ImageDraw.Draw(image, "RGBA"), labels, face, rng, (seed, 17, index),
                     cx=WIDTH / 2, cy=108.0, dx=float(rng.uniform(-3, 3)))
     draw_body(sketch)
     draw_hair(sketch, front=False)
@@ -581,9 +595,7 @@ def render_face(labels: np.ndarray, identity: int, index: int, seed: int = 0) ->
     draw_hair(sketch, front=True)
     for step in (draw_eyes, draw_nose, draw_mouth, draw_jewellery, draw_hat_and_glasses):
         step(sketch)
-    mask = Image.fromarray((np.asarray(image) != np.asarray(fill, dtype=np.uint8)).any(axis=2).astype(np.uint8) * 255)
-    background.paste(image, mask=mask)
-    return _finish(_pose(background, rng, fill), rng, _has(labels, "Blurry"))
+    return _finish(_pose(image, rng, fill), rng, _has(labels, "Blurry"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -678,6 +690,8 @@ def generate(out_dir: str | Path, n: int, seed: int = 0, *, workers: int | None 
     workers = _default_workers(n) if workers is None else int(workers)
     if workers < 1:
         raise ConfigError(f"workers={workers}: expected a positive number of processes")
+    if target.exists() and not (target / MARKER).is_file():
+        raise ConfigError(f"{target}: exists and is not a synthetic dataset; choose an empty or new folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     fresh = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     fresh.chmod(0o755)  # mkdtemp makes a private folder; the dataset is meant to be shared.
