@@ -89,55 +89,79 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         raise RunError(f"{path}:{error.lineno}: expected JSON ({error.msg})") from None
 
 
-def _eval_summary(run_dir: Path) -> tuple[str, dict[str, Any]] | None:
-    """Return (split, summary) from the run's evaluation JSON, test split first."""
+def _eval_summary(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """Return (path, contents) of the run's evaluation JSON, test split first."""
     for split in ("test", "val"):
-        data = _read_json(run_dir / f"eval_{split}.json")
+        path = run_dir / f"eval_{split}.json"
+        data = _read_json(path)
         if data is not None:
-            return split, data
+            return path, data
     return None
 
 
-def headline_figures(run_dir: Path) -> dict[str, float | str]:
+def _eval_figures(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """Pick the mean figures out of an ``eval_<split>.json`` written by celebalib.evaluate."""
+    try:
+        means = data["means"]
+        return {
+            "split": str(data["split"]), "n_images": int(data["n_images"]),
+            "baseline": float(means["at_0.5"]["baseline"]),
+            "accuracy": float(means["at_0.5"]["accuracy"]),
+            "balanced_accuracy": float(means["at_0.5"]["balanced_accuracy"]),
+            "accuracy_tuned": float(means["tuned"]["accuracy"]),
+            "balanced_accuracy_tuned": float(means["tuned"]["balanced_accuracy"]),
+        }
+    except (KeyError, TypeError, ValueError) as error:
+        raise RunError(f"{path}: expected the mean figures of celebalib.evaluate (missing {error})") from None
+
+
+def _retrieval_figures(path: Path, k: int = 10) -> dict[str, float]:
+    """Precision@k of the predicted, oracle and random rankings from ``retrieval_<split>.json``."""
+    data = _read_json(path)
+    if data is None:
+        return {}
+    names = {"predicted": "precision_at_10", "oracle (true labels)": "precision_at_10_oracle",
+             "random": "precision_at_10_random"}
+    try:
+        return {names[row["ranking"]]: float(row["precision_at_k"])
+                for row in data["rankings"] if row["ranking"] in names and int(row["k"]) == k}
+    except (KeyError, TypeError, ValueError) as error:
+        raise RunError(f"{path}: expected rankings with ranking, k and precision_at_k (missing {error})") from None
+
+
+def headline_figures(run_dir: Path) -> dict[str, Any]:
     """Read the headline figures from the files evaluation and retrieval left in a run folder.
 
     Returns:
-        A dict with ``split``, ``accuracy``, ``balanced_accuracy``, ``baseline_accuracy``
-        and, when notebook 05 wrote it, ``precision_at_10``; empty when nothing was evaluated.
+        ``split``, ``n_images``, ``baseline``, ``accuracy`` and ``balanced_accuracy`` (at
+        0.5, and ``_tuned`` at the val-tuned thresholds), and the retrieval ``precision_at_10``
+        (with ``_oracle`` and ``_random``) when notebook 05 wrote it; empty when nothing was evaluated.
     """
-    figures: dict[str, float | str] = {}
     found = _eval_summary(run_dir)
-    if found is not None:
-        split, data = found
-        means = data.get("means", data)
-        try:
-            figures.update(
-                split=split,
-                accuracy=float(means["accuracy"]),
-                balanced_accuracy=float(means["balanced_accuracy"]),
-                baseline_accuracy=float(means["baseline_accuracy"]),
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise RunError(f"{run_dir / f'eval_{split}.json'}: expected mean figures ({error})") from None
-    retrieval = _read_json(run_dir / f"retrieval_{figures.get('split', 'test')}.json")
-    if retrieval is not None and "precision_at_10" in retrieval:
-        figures["precision_at_10"] = float(retrieval["precision_at_10"])
+    if found is None:
+        return {}
+    figures = _eval_figures(*found)
+    figures.update(_retrieval_figures(run_dir / f"retrieval_{figures['split']}.json"))
     return figures
 
 
-def format_headline(figures: dict[str, float | str], run_dir: Path, out_dir: Path) -> str:
+def format_headline(figures: dict[str, Any], run_dir: Path, out_dir: Path) -> str:
     """Return the lines the demo prints at the end: figures, then where to look."""
     lines = []
     if "accuracy" in figures:
-        lines.append(
-            f"Mean accuracy on the {figures['split']} split: {figures['accuracy']:.3f} "
-            f"(majority baseline {figures['baseline_accuracy']:.3f}); "
-            f"mean balanced accuracy: {figures['balanced_accuracy']:.3f} (baseline 0.500)."
-        )
+        lines += [
+            f"{figures['split']} split, {figures['n_images']} images:",
+            f"  mean accuracy           {figures['accuracy']:.3f} at 0.5, {figures['accuracy_tuned']:.3f} "
+            f"with val-tuned thresholds (majority baseline {figures['baseline']:.3f})",
+            f"  mean balanced accuracy  {figures['balanced_accuracy']:.3f} at 0.5, "
+            f"{figures['balanced_accuracy_tuned']:.3f} with val-tuned thresholds (baseline 0.500)",
+        ]
     else:
         lines.append(f"No evaluation found in {run_dir} (notebook 04 writes it).")
     if "precision_at_10" in figures:
-        lines.append(f"Retrieval precision@10: {figures['precision_at_10']:.3f}.")
+        extra = [f"{name} {figures[key]:.3f}" for name, key in
+                 (("true labels", "precision_at_10_oracle"), ("random", "precision_at_10_random")) if key in figures]
+        lines.append(f"  retrieval precision@10 {figures['precision_at_10']:.3f}" + (f" ({', '.join(extra)})" if extra else ""))
     lines.append(f"Executed notebooks and HTML copies: {out_dir}")
     lines.append(f"Trained run (model, history, evaluation): {run_dir}")
     return "\n".join(lines)

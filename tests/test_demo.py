@@ -20,11 +20,17 @@ def _write_notebook(path: Path, *sources: str) -> Path:
     return path
 
 
+def _eval_json(split: str = "test", accuracy: float = 0.91) -> dict:
+    """A small evaluation summary shaped like celebalib.evaluate's eval_<split>.json."""
+    means = {"at_0.5": {"accuracy": accuracy, "balanced_accuracy": 0.7, "baseline": 0.8},
+             "tuned": {"accuracy": 0.88, "balanced_accuracy": 0.83, "baseline": 0.8}}
+    return {"split": split, "n_images": 120, "means": means, "per_attribute": []}
+
+
 def _write_eval(run_dir: Path, split: str = "test") -> None:
-    """Write a small evaluation summary the way the evaluation module does."""
+    """Write the evaluation summary into a run folder."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    means = {"accuracy": 0.91, "balanced_accuracy": 0.83, "baseline_accuracy": 0.8}
-    (run_dir / f"eval_{split}.json").write_text(json.dumps({"means": means}))
+    (run_dir / f"eval_{split}.json").write_text(json.dumps(_eval_json(split)))
 
 
 def test_course_notebooks_errors_name_the_folder(tmp_path: Path) -> None:
@@ -38,22 +44,31 @@ def test_course_notebooks_errors_name_the_folder(tmp_path: Path) -> None:
 def test_headline_figures_read_eval_and_retrieval_files(tmp_path: Path) -> None:
     assert demo.headline_figures(tmp_path) == {}
     _write_eval(tmp_path, split="val")
-    (tmp_path / "retrieval_val.json").write_text(json.dumps({"precision_at_10": 0.625}))
+    rankings = [{"ranking": "predicted", "precision_at_k": 0.625, "k": 10},
+                {"ranking": "random", "precision_at_k": 0.05, "k": 10},
+                {"ranking": "predicted", "precision_at_k": 0.9, "k": 5}]
+    (tmp_path / "retrieval_val.json").write_text(json.dumps({"rankings": rankings}))
     figures = demo.headline_figures(tmp_path)
-    assert figures == {"split": "val", "accuracy": 0.91, "balanced_accuracy": 0.83,
-                       "baseline_accuracy": 0.8, "precision_at_10": 0.625}
+    assert figures == {"split": "val", "n_images": 120, "baseline": 0.8, "accuracy": 0.91,
+                       "balanced_accuracy": 0.7, "accuracy_tuned": 0.88, "balanced_accuracy_tuned": 0.83,
+                       "precision_at_10": 0.625, "precision_at_10_random": 0.05}
     text = demo.format_headline(figures, tmp_path, tmp_path / "reports")
-    assert "0.910" in text and "baseline 0.800" in text and "precision@10: 0.625" in text
+    assert "0.910 at 0.5, 0.880 with val-tuned thresholds (majority baseline 0.800)" in text
+    assert "precision@10 0.625 (random 0.050)" in text
 
 
 def test_headline_figures_prefer_test_and_reject_damaged_files(tmp_path: Path) -> None:
     _write_eval(tmp_path, split="val")
-    (tmp_path / "eval_test.json").write_text('{"means": {"accuracy": 0.5}}')
-    with pytest.raises(RunError, match="eval_test.json: expected mean figures"):
+    damaged = _eval_json("test")
+    del damaged["means"]["tuned"]
+    (tmp_path / "eval_test.json").write_text(json.dumps(damaged))
+    with pytest.raises(RunError, match="eval_test.json: expected the mean figures .*tuned"):
         demo.headline_figures(tmp_path)
     (tmp_path / "eval_test.json").write_text('{"means": \n oops')
     with pytest.raises(RunError, match=r"eval_test.json:2: expected JSON"):
         demo.headline_figures(tmp_path)
+    (tmp_path / "eval_test.json").write_text(json.dumps(_eval_json("test", accuracy=0.5)))
+    assert demo.headline_figures(tmp_path)["accuracy"] == 0.5
 
 
 def test_demo_rejects_a_file_as_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -75,13 +90,12 @@ def test_demo_runs_notebooks_writes_reports_and_prints_figures(
     run_dir = tmp_path / "home" / "runs" / "course"
     _write_notebook(folder / "01-ok.ipynb", "import json, pathlib, os",
                     f"d = pathlib.Path({str(run_dir)!r}); d.mkdir(parents=True)\n"
-                    "m = {'accuracy': 0.9, 'balanced_accuracy': 0.7, 'baseline_accuracy': 0.8}\n"
-                    "(d / 'eval_test.json').write_text(json.dumps({'means': m}))",
+                    f"(d / 'eval_test.json').write_text(json.dumps({_eval_json()!r}))",
                     "os.environ['CELEBALIB_FAST']")
     out = tmp_path / "out"
     assert cli.main(["demo", "--fast", "--notebooks", str(folder), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "mean balanced accuracy: 0.700" in printed and str(out) in printed
+    assert "mean balanced accuracy  0.700 at 0.5" in printed and str(out) in printed
     executed = nbformat.read(out / "01-ok.ipynb", as_version=4)
     assert [c.execution_count for c in executed.cells] == [1, 2, 3]
     assert executed.cells[2].outputs[0]["data"]["text/plain"] == "'1'"  # --fast reached the kernel
