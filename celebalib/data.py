@@ -445,8 +445,10 @@ def decode_image(image_bytes: tf.Tensor | bytes, *, image_size: int, crop: str =
         height, width = tf.shape(image)[0], tf.shape(image)[1]
         side = tf.minimum(height, width)
         image = tf.image.crop_to_bounding_box(image, (height - side) // 2, (width - side) // 2, side, side)
-    # Antialiasing keeps downsampled faces free of aliasing; bilinear never overshoots [0, 255].
+    # Antialiasing keeps downsampled faces free of aliasing; clipping removes float rounding
+    # (255.00003) so the promised [0, 255] range holds exactly.
     image = tf.image.resize(image, (image_size, image_size), antialias=True)
+    image = tf.clip_by_value(image, 0.0, 255.0)
     return tf.ensure_shape(image, (image_size, image_size, 3))
 
 
