@@ -88,3 +88,56 @@ def contact_sheet(table: pd.DataFrame, n: int = 12, columns: int = 4, seed: int 
     sample = table.sample(n=min(n, len(table)), random_state=seed)
     captions = [_positive_caption(row) for _, row in sample.iterrows()]
     return image_grid(list(sample["path"]), captions, columns=columns, fontsize=5.5)
+
+
+# ---------------------------------------------------------------------------------------
+# Cluster charts (for celebalib.clustering)
+
+
+def cluster_map(coords: np.ndarray, labels: np.ndarray, *,
+                title: str = "Clusters on the first two principal components") -> Figure:
+    """Scatter a 2-D map (e.g. ``clustering.pca_map``) with one colour per cluster."""
+    import seaborn as sns
+
+    coords, labels = np.asarray(coords), np.asarray(labels)
+    if coords.ndim != 2 or coords.shape[1] != 2 or len(coords) != len(labels):
+        raise ConfigError(f"cluster_map: coords {coords.shape} and {len(labels)} labels; expected (N, 2) and N")
+    fig = Figure(figsize=(6, 5), layout="constrained")
+    ax = fig.subplots()
+    palette = sns.color_palette("tab10" if len(np.unique(labels)) <= 10 else "husl", len(np.unique(labels)))
+    sns.scatterplot(x=coords[:, 0], y=coords[:, 1], hue=labels, palette=palette, s=14, linewidth=0,
+                    alpha=0.8, ax=ax)
+    ax.set(xlabel="PC 1", ylabel="PC 2", title=title)
+    ax.legend(title="cluster", fontsize="small", markerscale=1.5)
+    return fig
+
+
+def cluster_examples(paths: Sequence[str | Path], labels: np.ndarray, *, per_cluster: int = 6,
+                     seed: int = 0) -> Figure:
+    """A grid of example faces: one row per cluster, up to ``per_cluster`` random members each."""
+    labels = np.asarray(labels)
+    if len(paths) != len(labels) or per_cluster < 1:
+        raise ConfigError(f"cluster_examples: {len(paths)} paths, {len(labels)} labels, per_cluster={per_cluster}")
+    rng = np.random.default_rng(seed)
+    blank = np.full((8, 8, 3), 255.0)
+    images: list[str | Path | np.ndarray] = []
+    captions: list[str] = []
+    for cluster in np.unique(labels):
+        members = np.flatnonzero(labels == cluster)
+        picks = rng.choice(members, size=min(per_cluster, len(members)), replace=False)
+        # Blank cells pad small clusters so that every cluster starts a new row.
+        images += [paths[i] for i in picks] + [blank] * (per_cluster - len(picks))
+        captions += [f"cluster {cluster}"] * len(picks) + [""] * (per_cluster - len(picks))
+    return image_grid(images, captions, columns=per_cluster, title="Example faces per cluster")
+
+
+def cluster_lift_heatmap(lift: pd.DataFrame) -> Figure:
+    """Heatmap of ``clustering.cluster_lift``: how far each cluster is above or below the gallery."""
+    import seaborn as sns
+
+    fig = Figure(figsize=(12, 0.4 * len(lift) + 2.2), layout="constrained")
+    ax = fig.subplots()
+    sns.heatmap(lift, cmap="vlag", center=0, vmin=-1, vmax=1, ax=ax,
+                cbar_kws={"label": "cluster mean - gallery mean"})
+    ax.set(xlabel="", ylabel="cluster", title="Attributes over- and under-represented per cluster")
+    return fig

@@ -71,3 +71,31 @@ def test_bad_input_raises_config_errors() -> None:
         suggest_k(vectors[:3], range(5, 8))
     with pytest.raises(ConfigError, match="labels"):
         cluster_profiles(vectors, np.zeros(3))
+
+
+def test_cluster_map_draws_every_point_in_its_cluster_colour() -> None:
+    from celebalib.plots import cluster_map
+
+    vectors, groups = blobs(3, per=20)
+    fig = cluster_map(pca_map(vectors), groups)
+    points = fig.axes[0].collections[0]
+    assert len(points.get_offsets()) == 60
+    assert len({tuple(c) for c in points.get_facecolors().round(4)}) == 3
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["0", "1", "2"]
+
+
+def test_cluster_examples_gives_one_row_per_cluster(tmp_path) -> None:
+    from PIL import Image
+
+    from celebalib.plots import cluster_examples
+
+    paths = []
+    for i in range(7):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (10, 12), (30 * i, 0, 0)).save(paths[-1])
+    labels = np.array([0, 0, 0, 0, 1, 1, 2])  # cluster 2 has one face: two blank cells pad its row
+    fig = cluster_examples(paths, labels, per_cluster=3)
+    axes = fig.axes
+    assert len(axes) == 9
+    captions = [ax.texts[0].get_text() if ax.texts else "" for ax in axes]
+    assert captions == ["cluster 0"] * 3 + ["cluster 1"] * 2 + [""] + ["cluster 2"] + ["", ""]
