@@ -183,9 +183,8 @@ class RetrievalExplorer:
         if problem is not None:
             return self._fail(problem)
         image = bytes(content)
-        return self._run(
-            lambda k: self.index.query_image(self.run, image, k=k), name, thumbnail_bytes(image, self.thumbnail_size)
-        )
+        thumbnail = thumbnail_bytes(image, self.thumbnail_size)
+        return self._run(lambda k: self.index.query_image(self.run, image, k=k), name, thumbnail, from_gallery=False)
 
     def query_by_attributes(self, wanted: Mapping[str, int]) -> pd.DataFrame | None:
         """Query with an attribute description such as ``{"Eyeglasses": 1, "Male": 0}``."""
@@ -203,7 +202,9 @@ class RetrievalExplorer:
                 picker.value = {1: YES, 0: NO}.get(wanted.get(name, -1), ANY)
         finally:
             self._quiet = False
-        return self._run(lambda k: self.index.query_attributes(wanted, k=k), describe_attributes(wanted), None)
+        return self._run(
+            lambda k: self.index.query_attributes(wanted, k=k), describe_attributes(wanted), None, from_gallery=False
+        )
 
     def selected_attributes(self) -> dict[str, int]:
         """Return the attributes set to yes (1) or no (0) in the attribute pickers."""
@@ -223,12 +224,16 @@ class RetrievalExplorer:
             return None
         return self._run(self._last_query, self.query_label, self.query_thumbnail)
 
-    def _run(self, query: Callable[[int], pd.DataFrame], label: str, thumbnail: bytes | None) -> pd.DataFrame | None:
+    def _run(self, query: Callable[[int], pd.DataFrame], label: str, thumbnail: bytes | None, *,
+             from_gallery: bool = True) -> pd.DataFrame | None:
         """Run a query; on success keep it (for k changes) and redraw, else show why."""
         try:
             results = query(self.k)
         except CelebalibError as error:
             return self._fail(str(error))
+        if not from_gallery:
+            # The dropdown names the query only while it is a gallery image.
+            self._sync(self.image_picker, None)
         self.results = results.reset_index(drop=True)
         self._last_query, self.query_label, self.query_thumbnail = query, label, thumbnail
         self.status, self.error = f"The {len(self.results)} closest faces to {label}.", False
@@ -274,7 +279,7 @@ class RetrievalExplorer:
         )
         self.random_button = widgets.Button(description="Random", icon="random", tooltip="Query a random gallery image")
         self.upload = widgets.FileUpload(accept="image/jpeg,image/png", multiple=False, description="Upload photo")
-        self.k_slider = widgets.IntSlider(value=self.k, min=1, max=min(48, len(self.index.image_ids)), description="k")
+        self.k_slider = widgets.IntSlider(value=self.k, min=1, max=min(max(48, self.k), len(self.index.image_ids)), description="k")
         self.attribute_pickers = {
             str(name): widgets.Dropdown(
                 options=[ANY, YES, NO], value=ANY, description=str(name),
@@ -307,11 +312,12 @@ class RetrievalExplorer:
         )
         accordion = widgets.Accordion([widgets.VBox([self.clear_button, attributes])])
         accordion.set_title(0, "Query by attributes (any / yes / no)")
-        controls = widgets.VBox([
-            widgets.HBox([self.image_picker, self.random_button]), self.upload, self.k_slider, accordion,
-        ])
-        preview = widgets.VBox([self.query_preview, self.query_caption])
-        root = widgets.VBox([widgets.HBox([preview, controls]), self.status_html, self.grid])
+        controls = widgets.VBox([widgets.HBox([self.image_picker, self.random_button]), self.upload, self.k_slider])
+        preview = widgets.VBox(
+            [self.query_preview, self.query_caption],
+            layout=widgets.Layout(width=f"{max(self.thumbnail_size, 120) + 40}px"),
+        )
+        root = widgets.VBox([widgets.HBox([preview, controls]), accordion, self.status_html, self.grid])
         root.add_class("celebalib-retrieval")
         return root
 

@@ -85,6 +85,7 @@ def test_attribute_pickers_query_the_chosen_attributes(gallery: GalleryIndex) ->
     expected = gallery.query_attributes({"Eyeglasses": 1, "Male": 0}, k=6)
     pd.testing.assert_frame_equal(explorer.results, expected)
     assert explorer.query_label == "Eyeglasses, not Male"
+    assert explorer.image_picker.value is None  # the dropdown no longer names the query
     explorer.clear_button.click()
     assert explorer.selected_attributes() == {}
     pd.testing.assert_frame_equal(explorer.results, expected)
