@@ -279,7 +279,8 @@ class RetrievalExplorer:
         )
         self.random_button = widgets.Button(description="Random", icon="random", tooltip="Query a random gallery image")
         self.upload = widgets.FileUpload(accept="image/jpeg,image/png", multiple=False, description="Upload photo")
-        self.k_slider = widgets.IntSlider(value=self.k, min=1, max=min(max(48, self.k), len(self.index.image_ids)), description="k")
+        largest = min(max(48, self.k), len(self.index.image_ids))
+        self.k_slider = widgets.IntSlider(value=self.k, min=1, max=largest, description="k")
         self.attribute_pickers = {
             str(name): widgets.Dropdown(
                 options=[ANY, YES, NO], value=ANY, description=str(name),
