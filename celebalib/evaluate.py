@@ -320,8 +320,8 @@ def evaluate_run(
     """
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
-    check_run_matches(run)
     rows = _split_rows(table, split)
+    check_run_matches(run)
     y_prob = np.asarray(run.predict(rows, batch_size=batch_size, progress=progress), dtype=np.float64)
     y_true = rows[list(ATTRIBUTES)].to_numpy()
     from celebalib.data import majority_baseline
@@ -422,15 +422,12 @@ def _evaluate_command(args: argparse.Namespace) -> int:
     from celebalib.data import default_root, load_celeba
     from celebalib.runs import open_run
 
-    run_dir = Path(args.run)
-    if not (run_dir / "config.json").is_file():
-        raise RunError(f"{run_dir}: no run folder here (expected config.json from 'celebalib train')")
-    run = open_run(run_dir)
+    run = open_run(args.run)
     root = args.data or run.config.get("data_root") or default_root()
     table = load_celeba(root)
     result = evaluate_run(run, table, args.split, objective=args.objective, batch_size=args.batch_size,
                           progress=not args.no_progress)
-    csv_path, json_path = write_evaluation(result, run_dir)
+    csv_path, json_path = write_evaluation(result, run.path)
     print(summary_text(result))
     print(f"wrote {csv_path} and {json_path}")
     return 0

@@ -114,3 +114,110 @@ def test_cross_fitted_figures_are_not_fitted_to_themselves() -> None:
     assert crossed["balanced_accuracy"].mean() < 0.52
     assert crossed["balanced_accuracy"].mean() < in_sample["balanced_accuracy"].mean() - 0.02
     assert crossed["roc_auc"].equals(in_sample["roc_auc"])  # threshold-free, so unchanged
+
+
+@pytest.fixture(scope="module")
+def run_copy(tiny_run, tmp_path_factory: pytest.TempPathFactory):
+    """A private copy of the tiny run, since evaluation writes thresholds into config.json."""
+    import shutil
+
+    from celebalib.runs import open_run
+
+    target = tmp_path_factory.mktemp("eval") / "run"
+    shutil.copytree(tiny_run.path, target)
+    return open_run(target)
+
+
+@pytest.fixture(scope="module")
+def val_result(run_copy, synthetic_table):
+    """Evaluation of the val split, which tunes and stores the thresholds."""
+    return evaluate.evaluate_run(run_copy, synthetic_table, "val", progress=False, folds=3)
+
+
+def test_val_evaluation_stores_thresholds_that_never_lower_the_val_metric(val_result, run_copy) -> None:
+    stored = json.loads((run_copy.path / "config.json").read_text())["thresholds"]
+    assert stored["objective"] == "balanced_accuracy" and list(stored["values"]) == list(ATTRIBUTES)
+    np.testing.assert_allclose(run_copy.thresholds, val_result.thresholds, rtol=1e-6)
+    at_half = val_result.table_default["balanced_accuracy"]
+    in_sample = val_result.table_tuned_in_sample["balanced_accuracy"]
+    assert (in_sample.dropna() >= at_half.dropna()).all()
+    assert "cross-fitted" in val_result.thresholds_source
+
+
+def test_val_tables_describe_the_val_images(val_result, synthetic_table) -> None:
+    val = synthetic_table[synthetic_table["split"] == "val"]
+    assert val_result.n_images == len(val) and val_result.image_ids == val["image_id"].tolist()
+    rates = val[list(ATTRIBUTES)].mean().to_numpy()
+    np.testing.assert_allclose(val_result.table_default["positive_rate"].to_numpy(), rates)
+    assert val_result.probabilities.shape == (len(val), NUM_ATTRIBUTES)
+    assert list(val_result.means.columns) == ["at_0.5", "tuned"]
+
+
+def test_test_split_applies_the_stored_thresholds_unchanged(val_result, run_copy, synthetic_table) -> None:
+    result = evaluate.evaluate_run(run_copy, synthetic_table, "test", progress=False)
+    np.testing.assert_allclose(result.table_tuned["threshold"].to_numpy(), val_result.thresholds, rtol=1e-6)
+    assert "config.json" in result.thresholds_source and result.table_tuned_in_sample is None
+
+
+def test_cli_writes_documented_json_and_csv(val_result, run_copy, synthetic_root: Path, capsys) -> None:
+    from celebalib.cli import main
+
+    code = main(["evaluate", "--run", str(run_copy.path), "--data", str(synthetic_root), "--split", "test", "--no-progress"])
+    assert code == 0
+    data = json.loads((run_copy.path / "eval_test.json").read_text())
+    assert set(data) == {"split", "n_images", "data_root", "objective", "thresholds_source", "means", "per_attribute"}
+    assert set(data["means"]) == {"at_0.5", "tuned"}
+    assert set(data["means"]["tuned"]) == {"accuracy", "balanced_accuracy", "roc_auc", "f1", "baseline"}
+    assert [entry["attribute"] for entry in data["per_attribute"]] == list(ATTRIBUTES)
+    assert data["split"] == "test" and data["n_images"] > 0
+    table = pd.read_csv(run_copy.path / "eval_test.csv", index_col="attribute")
+    assert list(table.index) == list(ATTRIBUTES) and "balanced_accuracy_tuned" in table
+    out = capsys.readouterr().out
+    assert "mean balanced accuracy" in out and "worst" in out
+
+
+def _one_line_error(capsys) -> str:
+    """The single stderr line of a failed command."""
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_cli_missing_run_folder_is_one_line(tmp_path: Path, capsys) -> None:
+    from celebalib.cli import main
+
+    assert main(["evaluate", "--run", str(tmp_path / "absent"), "--split", "val"]) == 1
+    assert "run folder not found" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("attributes", list(ATTRIBUTES[:39]), "39 attributes"),
+    ("image_size", 48, "image_size 48"),
+])
+def test_cli_mismatched_run_is_one_line(run_copy, synthetic_root: Path, tmp_path: Path, capsys,
+                                        key: str, value, message: str) -> None:
+    import shutil
+
+    from celebalib.cli import main
+
+    broken = tmp_path / "broken"
+    shutil.copytree(run_copy.path, broken)
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, key: value}))
+    assert main(["evaluate", "--run", str(broken), "--data", str(synthetic_root), "--split", "val"]) == 1
+    line = _one_line_error(capsys)
+    assert message in line and "config.json" in line
+
+
+def test_cli_empty_split_is_one_line(run_copy, synthetic_root: Path, synthetic_table, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    from celebalib.cli import main
+
+    # As in the genuine files beside the project: the test split is listed, its images are not there.
+    root = tmp_path / "no-test-images"
+    shutil.copytree(synthetic_root, root)
+    for name in synthetic_table.loc[synthetic_table["split"] == "test", "image_id"]:
+        next(root.rglob(name)).unlink()
+    assert main(["evaluate", "--run", str(run_copy.path), "--data", str(root), "--split", "test"]) == 1
+    assert "test split has no images" in _one_line_error(capsys)
