@@ -33,7 +33,7 @@ from celebalib.io import write_json, write_text
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
 MARKER = ".celebalib-synthetic.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 WIDTH, HEIGHT = 178, 218
 MIN_IMAGES = 20
 JPEG_QUALITY = 90
@@ -232,8 +232,8 @@ def identity_face(labels: np.ndarray, identity: int, seed: int) -> Face:
     """Draw the stable geometry and colours of one identity."""
     rng = np.random.default_rng([seed, 11, identity])
     chubby, oval = _has(labels, "Chubby"), _has(labels, "Oval_Face")
-    half_width = rng.uniform(36, 41) + (7 if chubby else 0) + (2 if _has(labels, "Male") else 0)
-    half_height = rng.uniform(48, 52) + (6 if oval else 0) - (2 if chubby else 0)
+    half_width = rng.uniform(36, 41) + (7 if chubby else 0) + (2 if _has(labels, "Male") else 0) - (3 if oval else 0)
+    half_height = rng.uniform(47, 51) + (10 if oval else 0) - (2 if chubby else 0)
     if _has(labels, "Pale_Skin"):
         skin = PALE_SKIN + rng.integers(-6, 5, 3)
     else:
@@ -382,17 +382,17 @@ def draw_eyes(sk: Sketch) -> None:
             shadow = tuple(int(c) for c in r.choice([(120, 60, 140), (60, 90, 150), (140, 90, 60)]))
             d.ellipse((ex - 10, y - 9, ex + 10, y + 1), fill=(*shadow, alpha))
         if sk.has("Bags_Under_Eyes"):
-            d.arc((ex - 8, y - 2, ex + 8, y + 9), 20, 160, fill=_shade(f.skin, 0.65), width=3)
-        h = 1.6 if narrow else 4.2
+            d.arc((ex - 8, y - 2, ex + 8, y + 9), 20, 160, fill=_shade(f.skin, 0.6), width=4)
+        h = 1.4 if narrow else 4.5
         d.ellipse((ex - 7, y - h, ex + 7, y + h), fill=(245, 245, 240))
         d.ellipse((ex - 3, y - min(h, 3), ex + 3, y + min(h, 3)), fill=f.eye_colour)
         liner = 3 if sk.has("Heavy_Makeup") else 1
         d.arc((ex - 7, y - h - 1, ex + 7, y + h + 1), 180, 360, fill=(20, 15, 15), width=liner)
         by = y - 11 + (1 if narrow else 0)
-        width = int(round(6 + 2 * sk.strength("Bushy_Eyebrows"))) if sk.has("Bushy_Eyebrows") else 2
+        width = int(round(6 + 2 * sk.strength("Bushy_Eyebrows"))) if sk.has("Bushy_Eyebrows") else 3
         inner, outer = ex - side * 9, ex + side * 9
         if sk.has("Arched_Eyebrows"):
-            points = [(inner, by + 1), (ex + side * 3, by - 5), (outer, by + 2)]
+            points = [(inner, by + 1), (ex + side * 3, by - 7), (outer, by + 2)]
         else:
             points = [(inner, by), (outer, by)]
         d.line(points, fill=brow, width=width, joint="curve")
@@ -406,7 +406,7 @@ def draw_nose(sk: Sketch) -> None:
     top = sk.eye_y + 5
     d.polygon([(x - 2, top), (x + 2, top), (x + half, tip), (x - half, tip)], fill=_shade(f.skin, 0.88))
     if sk.has("Pointy_Nose"):
-        d.polygon([(x - 5, tip - 3), (x + 5, tip - 3), (x, tip + 7)], fill=_shade(f.skin, 0.8))
+        d.polygon([(x - 5, tip - 3), (x + 5, tip - 3), (x, tip + 9)], fill=_shade(f.skin, 0.72))
     else:
         d.ellipse((x - 0.6 * half, tip - 4, x + 0.6 * half, tip + 3), fill=_shade(f.skin, 0.88))
     for side in (-1, 1):
