@@ -1,0 +1,168 @@
+"""Run folders: what a training run leaves behind, and how to use it afterwards.
+
+A finished run folder holds ``model.keras`` (final weights), ``best.keras`` (best epoch
+by validation mean balanced accuracy), ``config.json``, ``history.csv`` and ``logs/``
+(TensorBoard). ``backup/`` exists only while a run is unfinished, so it can resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from celebalib.attributes import ATTRIBUTES
+from celebalib.errors import RunError
+from celebalib.io import write_json
+
+CONFIG = "config.json"
+FINAL = "model.keras"
+BEST = "best.keras"
+HISTORY = "history.csv"
+MODEL_FILES = {"best": BEST, "final": FINAL}
+
+
+def save_model(model: Any, path: str | Path) -> None:
+    """Save a Keras model atomically: Keras needs a ``.keras`` name, so save in a temp folder, then rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{target.stem}.", dir=target.parent) as tmp:
+        staged = Path(tmp) / target.name
+        model.save(staged)
+        os.replace(staged, target)
+
+
+def load_model(path: str | Path) -> Any:
+    """Load a saved model in Keras's safe mode (no pickled code; custom objects are registered)."""
+    import keras
+
+    # Importing registers the custom loss and metric classes with Keras.
+    import celebalib.losses  # noqa: F401
+    import celebalib.metrics  # noqa: F401
+
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path}: model file not found")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except (ValueError, OSError, KeyError) as error:
+        raise RunError(f"{path}: cannot load the model ({error})") from None
+
+
+def read_config(path: Path) -> dict:
+    """Read a run's config.json, raising RunError for a missing or broken file."""
+    config_path = path / CONFIG
+    if not config_path.is_file():
+        raise RunError(f"{config_path}: not found; expected a run folder written by celebalib train")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise RunError(f"{config_path}:{error.lineno}: invalid JSON ({error.msg})") from None
+    for key in ("run_id", "image_size", "crop", "attributes"):
+        if key not in config:
+            raise RunError(f"{config_path}: missing key {key!r}")
+    return config
+
+
+class Run:
+    """A trained run folder: its config, models, history, and predictions through the one pipeline."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self.config = read_config(self.path)
+        self._models: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, run_id={self.run_id!r})"
+
+    @property
+    def run_id(self) -> str:
+        """The run's unique id (folder name and creation time)."""
+        return str(self.config["run_id"])
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square images the model takes."""
+        return int(self.config["image_size"])
+
+    @property
+    def crop(self) -> str:
+        """The crop used in training, to use again at inference."""
+        return str(self.config["crop"])
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """Decision threshold per attribute (40 values): tuned ones from config, else 0.5."""
+        values = (self.config.get("thresholds") or {}).get("values") or {}
+        return np.array([float(values.get(name, 0.5)) for name in ATTRIBUTES], dtype=np.float32)
+
+    def history(self) -> pd.DataFrame:
+        """The per-epoch training history (epoch, loss, metrics, val_ metrics)."""
+        path = self.path / HISTORY
+        if not path.is_file():
+            raise RunError(f"{path}: not found; the run has not finished an epoch")
+        return pd.read_csv(path)
+
+    def model(self, which: str = "best") -> Any:
+        """The Keras model (``"best"`` or ``"final"``), loaded once in safe mode."""
+        if which not in MODEL_FILES:
+            raise RunError(f"model {which!r}: expected 'best' or 'final'")
+        if which not in self._models:
+            self._models[which] = load_model(self.path / MODEL_FILES[which])
+        return self._models[which]
+
+    def _dataset(self, table: pd.DataFrame, batch_size: int | None):
+        """Images of every row of ``table``, in order, through the training pipeline."""
+        from celebalib.data import make_dataset
+
+        size = batch_size or int(self.config.get("batch_size") or 64)
+        return make_dataset(table, None, image_size=self.image_size, batch_size=size, training=False,
+                            crop=self.crop, labels=False)
+
+    def predict(self, table: pd.DataFrame, *, batch_size: int | None = None, progress: bool = True,
+                which: str = "best") -> np.ndarray:
+        """Probabilities (N, 40) for the rows of ``table``, in table order."""
+        model = self.model(which)
+        return np.asarray(model.predict(self._dataset(table, batch_size), verbose=1 if progress else 0))
+
+    def features(self, table: pd.DataFrame, *, batch_size: int | None = None, progress: bool = True,
+                 which: str = "best") -> np.ndarray:
+        """Pooled feature vectors (N, D) for the rows of ``table``, in table order."""
+        from celebalib.model import feature_extractor
+
+        key = f"{which}-features"
+        if key not in self._models:
+            self._models[key] = feature_extractor(self.model(which))
+        return np.asarray(self._models[key].predict(self._dataset(table, batch_size), verbose=1 if progress else 0))
+
+    def predict_images(self, images: np.ndarray, *, which: str = "best") -> np.ndarray:
+        """Probabilities (N, 40) for images (N, S, S, 3) float in [0, 255], e.g. from ``data.load_image``."""
+        pixels = np.asarray(images, dtype=np.float32)
+        if pixels.ndim == 3:
+            pixels = pixels[None]
+        if pixels.ndim != 4 or pixels.shape[1:] != (self.image_size, self.image_size, 3):
+            raise RunError(f"{self.path}: images of shape {pixels.shape}; expected (N, {self.image_size}, "
+                           f"{self.image_size}, 3), as data.load_image(..., image_size={self.image_size}) gives")
+        return np.asarray(self.model(which)(pixels, training=False))
+
+    def update_config(self, **values: Any) -> dict:
+        """Merge ``values`` into config.json (written atomically) and return the new config."""
+        config = {**read_config(self.path), **values}
+        write_json(self.path / CONFIG, config)
+        self.config = config
+        return config
+
+
+def open_run(path: str | Path) -> Run:
+    """Open a finished run folder, raising RunError if it is missing or incomplete."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise RunError(f"{folder}: run folder not found")
+    if not (folder / FINAL).is_file():
+        raise RunError(f"{folder}: no {FINAL}; the run is unfinished (run the same train command again to resume)")
+    return Run(folder)
