@@ -471,18 +471,6 @@ def load_image(path_or_bytes: str | Path | bytes | bytearray | memoryview, *, im
         raise CelebAFormatError(source, "cannot decode the image; expected a JPEG or PNG file") from None
 
 
-def _select(table: pd.DataFrame, split: str | None, limit: int | None) -> pd.DataFrame:
-    """Return the rows of one split (None: all rows), at most ``limit`` of them."""
-    if split is not None and split not in SPLITS:
-        raise ConfigError(f"split={split!r}: expected one of {', '.join(SPLITS)}")
-    rows = table if split is None else table[table["split"] == split]
-    if limit is not None:
-        rows = rows.head(limit)
-    if rows.empty:
-        raise ConfigError(f"no images in split {split!r}; the table has {len(table)} rows")
-    return rows
-
-
 def make_dataset(table: pd.DataFrame, split: str | None, *, image_size: int, batch_size: int,
                  training: bool, seed: int = 0, crop: str = "center", cache: bool | str = False,
                  limit: int | None = None, labels: bool = True) -> tf.data.Dataset:
@@ -499,23 +487,28 @@ def make_dataset(table: pd.DataFrame, split: str | None, *, image_size: int, bat
     import tensorflow as tf
 
     _check_image_args(image_size, crop)
-    rows = _select(table, split, limit)
-    targets = rows[list(ATTRIBUTES)].to_numpy(np.float32)
-    ds = tf.data.Dataset.from_tensor_slices((rows["path"].to_numpy(str), targets))
-    shuffle_early = training and not cache
-    if shuffle_early:
+    if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise ConfigError(f"batch_size={batch_size!r}: expected a positive whole number")
+    needed = ["path", *ATTRIBUTES] if labels else ["path"]
+    if missing := [name for name in needed if name not in table.columns]:
+        raise ConfigError(f"the table lacks columns {missing[:3]}; expected one from load_celeba")
+    rows = _rows(table, split, limit)
+    paths = rows["path"].to_numpy(str)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (paths, rows[list(ATTRIBUTES)].to_numpy(np.float32)) if labels else paths)
+
+    def load(path: tf.Tensor, *target: tf.Tensor) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
+        image = decode_image(tf.io.read_file(path), image_size=image_size, crop=crop)
+        return (image, *target) if target else image
+
+    if training and not cache:
         # Shuffling file names before decoding keeps the buffer tiny.
         ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(
-        lambda path, y: (decode_image(tf.io.read_file(path), image_size=image_size, crop=crop), y),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+    ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
         ds = ds.cache("" if cache is True else str(cache))
         if training:
             ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
-    if not labels:
-        ds = ds.map(lambda image, y: image)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
@@ -523,13 +516,15 @@ def make_dataset(table: pd.DataFrame, split: str | None, *, image_size: int, bat
 # Imbalance helpers
 
 
-def _rows(table: pd.DataFrame, split: str | None) -> pd.DataFrame:
-    """Return the rows of one split (None: all), raising when there are none."""
+def _rows(table: pd.DataFrame, split: str | None, limit: int | None = None) -> pd.DataFrame:
+    """Return the rows of one split (None: all rows), at most ``limit`` of them; never none."""
     if split is not None and split not in SPLITS:
         raise ConfigError(f"split={split!r}: expected one of {', '.join(SPLITS)}")
     rows = table if split is None else table[table["split"] == split]
+    if limit is not None:
+        rows = rows.head(limit)
     if rows.empty:
-        raise ConfigError(f"no images in split {split!r}")
+        raise ConfigError(f"no images in split {split!r}; the table has {len(table)} rows")
     return rows
 
 

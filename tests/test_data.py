@@ -293,6 +293,10 @@ def test_make_dataset_options_and_bad_arguments(flat_root: Path) -> None:
     table = data.load_celeba(flat_root)
     images_only = data.make_dataset(table, "val", image_size=4, batch_size=8, training=False, labels=False)
     assert next(iter(images_only)).shape == (2, 4, 4, 3)
+    paths_only = data.make_dataset(table[["path"]], None, image_size=4, batch_size=8, training=False, labels=False)
+    assert next(iter(paths_only)).shape == (8, 4, 4, 3)
+    with pytest.raises(ConfigError, match="lacks columns"):
+        data.make_dataset(table[["path"]], None, image_size=4, batch_size=8, training=False)
     limited = data.make_dataset(table, "train", image_size=4, batch_size=8, training=False, limit=3)
     assert next(iter(limited))[1].shape == (3, 40)
     with pytest.raises(ConfigError, match="split='dev'"):
