@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from celebalib.attributes import ATTRIBUTES
+from celebalib.data import load_image
 from celebalib.errors import ConfigError
 from celebalib.retrieval import GalleryIndex
 from celebalib.widgets import RetrievalExplorer, check_upload, result_caption
@@ -166,27 +167,59 @@ def test_k_outside_the_gallery_is_a_config_error(gallery: GalleryIndex) -> None:
         RetrievalExplorer(gallery, k=len(gallery) + 1)
 
 
+class PixelRun:
+    """A stand-in run whose "model" reads 40 pixel values, so every face gets its own vector."""
+
+    run_id = "pixel-run"
+    config = {"attributes": list(ATTRIBUTES)}
+    image_size = 8
+    crop = "center"
+
+    def predict_images(self, images: np.ndarray) -> np.ndarray:
+        """Return the first 40 pixel values of each image, scaled to [0, 1]."""
+        return images.reshape(len(images), -1)[:, :40] / 255.0
+
+
 @pytest.fixture(scope="module")
-def face_far_from_first(tiny_index: GalleryIndex) -> tuple[str, bytes]:
+def pixel_gallery(synthetic_table: pd.DataFrame) -> GalleryIndex:
+    """An index of 30 synthetic faces by :class:`PixelRun`, preprocessed as uploads are."""
+    rows, run = synthetic_table.iloc[:30], PixelRun()
+    pixels = np.stack([load_image(path, image_size=run.image_size, crop=run.crop) for path in rows["path"]])
+    return GalleryIndex(
+        probabilities=run.predict_images(pixels), image_ids=rows["image_id"].to_numpy(str),
+        paths=rows["path"].to_numpy(str), run_id=run.run_id,
+    )
+
+
+@pytest.fixture(scope="module")
+def face_far_from_first(pixel_gallery: GalleryIndex) -> tuple[str, bytes]:
     """The gallery face farthest from the first one (the explorer's opening query), and its JPEG."""
-    ranking = tiny_index.query_id(tiny_index.image_ids[0], k=len(tiny_index) - 1)
-    far = ranking.iloc[-1]
+    far = pixel_gallery.query_id(pixel_gallery.image_ids[0], k=len(pixel_gallery) - 1).iloc[-1]
     with open(far["path"], "rb") as handle:
         return far["image_id"], handle.read()
 
 
-def test_uploading_a_photo_queries_its_predicted_vector(tiny_index, tiny_run, face_far_from_first) -> None:
-    explorer = RetrievalExplorer(tiny_index, tiny_run, k=5)
+def test_uploading_a_photo_changes_the_results(pixel_gallery: GalleryIndex, face_far_from_first) -> None:
+    explorer = RetrievalExplorer(pixel_gallery, PixelRun(), k=5)
     before = explorer.results.copy()
     image_id, content = face_far_from_first
     explorer.upload.set_state(upload_state(content, "me.jpg"))
     assert not explorer.error and explorer.query_label == "me.jpg"
-    pd.testing.assert_frame_equal(explorer.results, tiny_index.query_image(tiny_run, content, k=5))
-    # The upload is that gallery face, cropped and resized as in training: it finds itself first.
+    pd.testing.assert_frame_equal(explorer.results, pixel_gallery.query_image(PixelRun(), content, k=5))
+    # The upload is that gallery face, cropped and resized as the gallery was: it finds itself first.
     assert explorer.results["image_id"].iloc[0] == image_id
-    assert explorer.results["distance"].iloc[0] < 1e-3
+    assert explorer.results["distance"].iloc[0] < 1e-6
     assert not explorer.results["image_id"].equals(before["image_id"])
-    assert explorer.upload.value == ()
+    assert explorer.upload.value == () and explorer.image_picker.value is None
+
+
+def test_uploading_a_photo_with_a_trained_run(tiny_index: GalleryIndex, tiny_run) -> None:
+    explorer = RetrievalExplorer(tiny_index, tiny_run, k=5)
+    with open(tiny_index.paths[3], "rb") as handle:
+        content = handle.read()
+    explorer.upload.set_state(upload_state(content, "face.jpg"))
+    assert not explorer.error and explorer.query_label == "face.jpg"
+    pd.testing.assert_frame_equal(explorer.results, tiny_index.query_image(tiny_run, content, k=5))
 
 
 @pytest.mark.parametrize(
@@ -197,11 +230,11 @@ def test_uploading_a_photo_queries_its_predicted_vector(tiny_index, tiny_run, fa
     ],
 )
 def test_a_bad_upload_shows_a_message_and_keeps_the_results(
-    tiny_index, tiny_run, face_far_from_first, content: bytes | None, limit: int, message: str
+    pixel_gallery: GalleryIndex, face_far_from_first, content: bytes | None, limit: int, message: str
 ) -> None:
-    explorer = RetrievalExplorer(tiny_index, tiny_run, k=5, max_upload_bytes=limit)
+    explorer = RetrievalExplorer(pixel_gallery, PixelRun(), k=5, max_upload_bytes=limit)
     before = explorer.results.copy()
     explorer.upload.set_state(upload_state(content or face_far_from_first[1], "file.jpg"))
     assert explorer.error and message in explorer.status and message in explorer.status_html.value
     pd.testing.assert_frame_equal(explorer.results, before)
-    assert explorer.query_label == tiny_index.image_ids[0]
+    assert explorer.query_label == pixel_gallery.image_ids[0]
