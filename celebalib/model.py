@@ -85,6 +85,27 @@ def set_bn_momentum(model: keras.Model, momentum: float) -> None:
             layer.momentum = momentum
 
 
+def freeze_batch_norm(model: keras.Model) -> None:
+    """Keep every batch-norm layer of ``model`` in inference mode, also while training.
+
+    Pretrained statistics must survive fine-tuning (Keras's transfer-learning guide). In
+    Keras 3 a frozen BatchNormalization layer runs in inference mode; calling the backbone
+    with ``training=False`` would not be enough, since ``fit`` passes ``training=True``
+    down to every nested layer and overrides it.
+    """
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, layers.BatchNormalization):
+            layer.trainable = False
+
+
+def set_backbone_trainable(model: keras.Model, trainable: bool, *, pretrained: bool) -> None:
+    """Freeze or unfreeze the backbone; a pretrained one keeps its batch norm frozen."""
+    backbone = backbone_of(model)
+    backbone.trainable = trainable
+    if pretrained:
+        freeze_batch_norm(backbone)
+
+
 def build_model(
     *,
     image_size: int,
@@ -108,9 +129,9 @@ def build_model(
     # The same scaling as mobilenet_v2.preprocess_input: [0, 255] -> [-1, 1].
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(x)
     backbone = build_backbone(image_size, alpha, weights)
-    # Pretrained: batch norm stays in inference mode even once the backbone is unfrozen,
-    # as Keras's transfer-learning guide explains, so fine-tuning does not wreck its statistics.
-    x = backbone(x, training=False) if weights is not None else backbone(x)
+    if weights is not None:
+        freeze_batch_norm(backbone)
+    x = backbone(x)
     x = layers.GlobalAveragePooling2D(name=POOLED)(x)
     x = layers.BatchNormalization(name="head_bn")(x)
     x = layers.Dropout(dropout_rate, name="dropout")(x)

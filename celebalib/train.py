@@ -29,7 +29,7 @@ from celebalib.errors import ConfigError, RunError
 from celebalib.io import write_json, write_text
 from celebalib.losses import LOSSES, get_loss
 from celebalib.metrics import MeanBalancedAccuracy
-from celebalib.model import backbone_of, build_model, check_image_size
+from celebalib.model import build_model, check_image_size, set_backbone_trainable
 
 # Adadelta adapts its own step sizes; the paper's learning rate is 1.0. Keras's default of
 # 0.001 shrinks every step a thousandfold and barely moves the weights: on 9,600 genuine
@@ -96,7 +96,7 @@ class HistoryWriter(keras.callbacks.Callback):
         # Rows from an epoch that is being repeated after a crash are replaced, never doubled.
         previous = previous[previous["epoch"] <= epoch]
         row = {"epoch": epoch + 1, "phase": self.phase, **{k: float(v) for k, v in (logs or {}).items()}}
-        table = pd.concat([previous, pd.DataFrame([row])], ignore_index=True)
+        table = pd.concat([previous, pd.DataFrame([row])], ignore_index=True).astype({"epoch": int})
         write_text(self.path, table.to_csv(index=False))
 
 
@@ -177,7 +177,7 @@ def _compile(model: keras.Model, options: dict[str, Any], phase: tuple[str, int,
              pos_weights: np.ndarray | None) -> None:
     """Freeze or unfreeze the backbone for ``phase`` and compile with a fresh optimiser."""
     name, first, end = phase
-    backbone_of(model).trainable = name != "warmup"
+    set_backbone_trainable(model, name != "warmup", pretrained=options["weights"] is not None)
     rate = options["learning_rate"]
     if name == "finetune":
         # Fine-tuning a pretrained backbone needs a much smaller step than training the head.
@@ -276,3 +276,63 @@ def _train(out: Path, table: pd.DataFrame, options: dict[str, Any], progress: bo
             model.fit(train_ds, validation_data=val_ds, initial_epoch=phase[1], epochs=phase[2],
                       callbacks=_callbacks(out, phase[0], callbacks), verbose=1 if progress else 0)
     return model
+
+
+# ---------------------------------------------------------------------------------------
+# Command line: ``python -m celebalib train``
+
+# Command-line options and the fit() argument each sets; None means "not given".
+CLI_OPTIONS: dict[str, tuple[type, str]] = {
+    "epochs": (int, "passes over the train split"),
+    "image_size": (int, "side of the square input images in pixels (at least 32)"),
+    "alpha": (float, "MobileNetV2 width multiplier"),
+    "weights": (str, "None (from scratch), imagenet, or a local weights file"),
+    "loss": (str, f"one of {', '.join(LOSSES)}"),
+    "optimizer": (str, f"one of {', '.join(DEFAULT_LEARNING_RATES)}"),
+    "learning_rate": (float, "default 1.0 for adadelta, 1e-3 for adam"),
+    "lr_schedule": (str, "cosine for cosine decay (default: constant)"),
+    "batch_size": (int, "images per step"),
+    "limit": (int, "use at most this many images of each split"),
+    "crop": (str, "center (the face square) or none"),
+    "bn_momentum": (float, "batch-norm momentum (default 0.9 from scratch)"),
+    "warmup_epochs": (int, "pretrained runs: epochs with the backbone frozen"),
+    "seed": (int, "random seed"),
+    "strategy": (str, "default, or mirrored for all local GPUs"),
+}
+
+
+def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge settings defaults, then the preset, then explicit flags (which win)."""
+    settings = get_settings()
+    options: dict[str, Any] = {"epochs": settings.epochs, "image_size": settings.image_size,
+                               "batch_size": settings.batch_size, "seed": settings.seed}
+    if args.preset is not None:
+        if args.preset not in PRESETS:
+            raise ConfigError(f"unknown preset {args.preset!r}; expected one of {', '.join(PRESETS)}")
+        options.update(PRESETS[args.preset])
+    options.update({name: getattr(args, name) for name in CLI_OPTIONS if getattr(args, name) is not None})
+    if options.get("weights") in ("None", "none"):
+        options["weights"] = None
+    if args.no_augment:
+        options["augment"] = False
+    return options
+
+
+def _train_command(args: argparse.Namespace) -> int:
+    """Train from the command line and print where the run went."""
+    run = fit(args.out, data_root=args.data, progress=not args.quiet, **resolve_options(args))
+    best = run.history()["val_mean_balanced_accuracy"].max()
+    print(f"run {run.run_id} -> {run.path} (best val mean balanced accuracy {best:.3f})")
+    return 0
+
+
+def configure_train_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``train`` arguments; defaults come from the settings, then ``--preset``."""
+    parser.add_argument("--data", help="CelebA root (default: CELEBA_ROOT, else the synthetic set)")
+    parser.add_argument("--out", required=True, help="run folder to create, or to resume")
+    parser.add_argument("--preset", help=f"named settings: {', '.join(PRESETS)}; explicit flags override it")
+    for name, (kind, text) in CLI_OPTIONS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=text)
+    parser.add_argument("--no-augment", action="store_true", help="train without flips, zoom and shifts")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_train_command)

@@ -1,0 +1,127 @@
+"""The attribute model: shapes, augmentation only in training, weights, batch-norm handling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from celebalib.errors import ConfigError
+from celebalib.model import (
+    SCRATCH_BN_MOMENTUM, backbone_of, build_backbone, build_model, feature_extractor, imagenet_weights_file,
+)
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def model() -> keras.Model:
+    """A from-scratch 32 px model (building one takes a few seconds, so it is shared)."""
+    keras.utils.set_random_seed(0)
+    return build_model(image_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    """Four random RGB images in [0, 255]."""
+    return np.random.default_rng(0).uniform(0, 255, (4, SIZE, SIZE, 3)).astype("float32")
+
+
+def moving_means(model: keras.Model) -> np.ndarray:
+    """The moving means of every batch-norm layer of the backbone, concatenated."""
+    bns = [layer for layer in backbone_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)]
+    return np.concatenate([np.asarray(layer.moving_mean) for layer in bns])
+
+
+def test_outputs_are_40_probabilities(model: keras.Model, images: np.ndarray) -> None:
+    probs = np.asarray(model(images, training=False))
+    assert probs.shape == (4, 40) and probs.dtype == np.float32
+    assert np.all((probs >= 0) & (probs <= 1))
+    assert model.get_layer("attributes").dtype_policy.compute_dtype == "float32"
+
+
+def test_augmentation_acts_only_in_training(model: keras.Model, images: np.ndarray) -> None:
+    augment = model.get_layer("augment")
+    np.testing.assert_array_equal(np.asarray(augment(images, training=False)), images)
+    assert not np.allclose(np.asarray(augment(images, training=True)), images)
+    first = np.asarray(model(images, training=False))
+    np.testing.assert_array_equal(first, np.asarray(model(images, training=False)))
+
+
+def test_scaling_maps_pixels_to_minus_one_one(model: keras.Model) -> None:
+    scale = model.get_layer("scale")
+    values = np.asarray(scale(np.array([[[[0.0, 127.5, 255.0]]]], "float32"))).ravel()
+    np.testing.assert_allclose(values, keras.applications.mobilenet_v2.preprocess_input(
+        np.array([0.0, 127.5, 255.0])), atol=1e-6)
+
+
+def test_feature_extractor_shares_weights(model: keras.Model, images: np.ndarray) -> None:
+    features = np.asarray(feature_extractor(model)(images, training=False))
+    assert features.shape == (4, 1280)
+    # The head is a function of the pooled vector alone.
+    head = [model.get_layer(name) for name in ("head_bn", "dropout", "attributes")]
+    x = features
+    for layer in head:
+        x = layer(x, training=False)
+    np.testing.assert_allclose(np.asarray(x), np.asarray(model(images, training=False)), atol=1e-5)
+
+
+def test_from_scratch_uses_fast_batch_norm(model: keras.Model) -> None:
+    momenta = {layer.momentum for layer in backbone_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)}
+    assert momenta == {SCRATCH_BN_MOMENTUM}
+
+
+def test_local_weights_file_is_loaded_and_batch_norm_frozen(tmp_path: Path, images: np.ndarray) -> None:
+    source = build_backbone(SIZE, 0.35, None)
+    path = tmp_path / "backbone.weights.h5"
+    source.save_weights(path)
+    model = build_model(image_size=SIZE, weights=str(path), augment=False)
+    for mine, theirs in zip(backbone_of(model).weights, source.weights):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
+    # Pretrained: Keras's momentum stays, and training steps leave the backbone statistics alone.
+    assert {layer.momentum for layer in backbone_of(model).layers
+            if isinstance(layer, keras.layers.BatchNormalization)} == {0.999}
+    before = moving_means(model)
+    model(images, training=True)
+    np.testing.assert_array_equal(before, moving_means(model))
+
+
+def test_scratch_training_updates_batch_norm(model: keras.Model, images: np.ndarray) -> None:
+    clone = keras.models.clone_model(model)
+    before = moving_means(clone)
+    clone(images, training=True)
+    assert not np.allclose(before, moving_means(clone))
+
+
+def test_save_and_safe_load_give_the_same_outputs(model: keras.Model, images: np.ndarray, tmp_path: Path) -> None:
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    np.testing.assert_allclose(np.asarray(loaded(images, training=False)),
+                               np.asarray(model(images, training=False)), atol=1e-6)
+
+
+def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="at least 32"):
+        build_model(image_size=31)
+    with pytest.raises(ConfigError, match="not found"):
+        build_model(image_size=SIZE, weights=str(tmp_path / "missing.h5"))
+    with pytest.raises(ConfigError, match="alpha 0.3"):
+        build_model(image_size=SIZE, weights="imagenet", alpha=0.3)
+
+
+def test_failed_download_names_the_file_and_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from keras.src.utils import file_utils
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure: no network")  # what Keras raises when offline
+
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    expected = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96_no_top.h5"
+    assert imagenet_weights_file(0.35, 96).name == expected
+    with pytest.raises(ConfigError) as error:
+        build_model(image_size=96, weights="imagenet")
+    message = str(error.value)
+    assert expected in message and str(tmp_path / "models") in message and "\n" not in message
