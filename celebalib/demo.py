@@ -56,6 +56,9 @@ def execute_notebook(path: Path, *, timeout: int = CELL_TIMEOUT):
     client = NotebookClient(
         notebook, timeout=timeout, kernel_name="python3", record_timing=False,
         resources={"metadata": {"path": str(path.parent)}},
+        # TensorFlow's C++ start-up lines (no GPU found, CPU features) would otherwise land
+        # in the reports as cell output; Python-level output is still captured.
+        extra_arguments=["--IPKernelApp.capture_fd_output=False"],
         on_cell_start=lambda cell, cell_index: current.update(index=cell_index),
     )
     try:
