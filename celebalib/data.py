@@ -498,6 +498,7 @@ def make_dataset(table: pd.DataFrame, split: str | None, *, image_size: int, bat
         (paths, rows[list(ATTRIBUTES)].to_numpy(np.float32)) if labels else paths)
 
     def load(path: tf.Tensor, *target: tf.Tensor) -> tf.Tensor | tuple[tf.Tensor, tf.Tensor]:
+        """Read and decode one file, passing its labels (if any) through."""
         image = decode_image(tf.io.read_file(path), image_size=image_size, crop=crop)
         return (image, *target) if target else image
 

@@ -55,8 +55,9 @@ def make_root(root: Path, layout: str = "flat", images: list[str] = IDS) -> Path
     attr, partition, identity, image_dir = LAYOUT_PATHS[layout]
     if layout == "kaggle":
         header = ",".join(["image_id", *ATTRIBUTES])
-        write(root / attr, [header] + [",".join([i, *map(str, r)]) for i, r in zip(IDS, LABELS)], "\n")
-        write(root / partition, ["image_id,partition"] + [f"{i},{s}" for i, s in zip(IDS, SPLITS)], "\n")
+        # CRLF here too: the comma-separated files must accept it like the text files.
+        write(root / attr, [header] + [",".join([i, *map(str, r)]) for i, r in zip(IDS, LABELS)])
+        write(root / partition, ["image_id,partition"] + [f"{i},{s}" for i, s in zip(IDS, SPLITS)])
     else:
         write(root / attr, attr_lines())
         write(root / partition, [f"{i} {s}" for i, s in zip(IDS, SPLITS)])
