@@ -273,16 +273,16 @@ def _attach_splits(table: pd.DataFrame, partition: pd.Series, part_path: Path, a
 def _drop_missing_images(table: pd.DataFrame, image_dir: Path, attr_path: Path, first: int,
                          strict: bool) -> pd.DataFrame:
     """Keep the rows whose image file exists; warn (or raise when strict) about the others."""
+    hint = "read the annotations alone with images=False (celebalib check --annotations-only)"
     if not image_dir.is_dir():
-        raise CelebAFormatError(image_dir, "image folder not found; pass images=False to read the "
-                                "annotations alone")
+        raise CelebAFormatError(image_dir, f"image folder not found; {hint}")
     present = table["image_id"].isin(set(os.listdir(image_dir))).to_numpy()
     missing = table.loc[~present, "image_id"]
     if missing.empty:
         return table
     if not present.any():
         raise CelebAFormatError(image_dir, f"none of the {len(table):,} images listed in {attr_path.name} "
-                                "is here; pass images=False to read the annotations alone")
+                                f"is here; {hint}")
     examples = ", ".join(missing.head(3))
     if strict:
         row = int(np.argmax(~present))

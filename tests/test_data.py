@@ -142,6 +142,10 @@ def test_annotations_alone_need_no_image_folder(tmp_path: Path) -> None:
     assert table["path"].iloc[0] == str(root.resolve() / "img_align_celeba" / IDS[0])
     with pytest.raises(CelebAFormatError, match="image folder not found"):
         data.load_celeba(root)
+    write_image(root / "img_align_celeba" / "other.jpg", 0)
+    with pytest.raises(CelebAFormatError, match="none of the 8 images") as info:
+        data.load_celeba(root)
+    assert info.value.path == root.resolve() / "img_align_celeba"
 
 
 # --- bad input ------------------------------------------------------------------------
