@@ -218,12 +218,12 @@ def _has(labels: np.ndarray, name: str) -> bool:
     return bool(labels[ATTRIBUTE_INDEX[name]])
 
 
-def _shade(rgb, factor: float) -> tuple[int, int, int]:
+def _shade(rgb: tuple[int, ...], factor: float) -> tuple[int, int, int]:
     """Scale a colour's brightness."""
     return tuple(min(255, max(0, int(c * factor))) for c in rgb)
 
 
-def _mix(a, b, t: float) -> tuple[int, int, int]:
+def _mix(a: tuple[int, ...] | np.ndarray, b: tuple[int, ...] | np.ndarray, t: float) -> tuple[int, int, int]:
     """Blend two colours, ``t`` = 0 gives ``a``."""
     return tuple(int(round((1 - t) * x + t * y)) for x, y in zip(a, b))
 
@@ -232,7 +232,8 @@ def identity_face(labels: np.ndarray, identity: int, seed: int) -> Face:
     """Draw the stable geometry and colours of one identity."""
     rng = np.random.default_rng([seed, 11, identity])
     chubby, oval = _has(labels, "Chubby"), _has(labels, "Oval_Face")
-    half_width = rng.uniform(36, 41) + (7 if chubby else 0) + (2 if _has(labels, "Male") else 0) - (3 if oval else 0)
+    male = _has(labels, "Male")
+    half_width = rng.uniform(36, 41) + (7 if chubby else 0) + (2 if male else 0) - (3 if oval else 0)
     half_height = rng.uniform(47, 51) + (10 if oval else 0) - (2 if chubby else 0)
     if _has(labels, "Pale_Skin"):
         skin = PALE_SKIN + rng.integers(-6, 5, 3)
@@ -279,15 +280,17 @@ class Sketch:
 
     @property
     def eye_y(self) -> float:
+        """Height of the eye centres."""
         return self.cy + self.face.eye_y
 
     @property
     def mouth_y(self) -> float:
+        """Height of the line between the lips."""
         return self.cy + 30 + (2 if self.has("Big_Lips") else 0)
 
-    def jaw_polygon(self, top: float, inset: float = 0.0) -> list[tuple[float, float]]:
+    def jaw_polygon(self, top: float) -> list[tuple[float, float]]:
         """Return the outline of the face ellipse below height ``top``."""
-        a, b = self.face.half_width - inset, self.face.half_height - inset
+        a, b = self.face.half_width, self.face.half_height
         start = math.asin(max(-1.0, min(1.0, (top - self.cy) / b)))
         angles = np.linspace(start, math.pi - start, 24)
         return [(self.cx + a * math.cos(t), self.cy + b * math.sin(t)) for t in angles]
@@ -295,7 +298,7 @@ class Sketch:
 
 def _hairline(sk: Sketch, x: np.ndarray) -> np.ndarray:
     """Return the lower edge of the hair over the forehead at positions ``x``."""
-    a, b, u = sk.face.half_width, sk.face.half_height, (x - sk.cx) / sk.face.half_width
+    b, u = sk.face.half_height, (x - sk.cx) / sk.face.half_width
     if sk.has("Bangs"):
         return sk.eye_y - 15 + 3 * np.sign(np.sin(x * 1.1))  # a jagged fringe above the brows
     if sk.has("Receding_Hairline"):
@@ -493,7 +496,8 @@ def draw_jewellery(sk: Sketch) -> None:
     if sk.has("Wearing_Necktie"):
         d.polygon([(cx - 22, bottom + 20), (cx, bottom + 34), (cx + 22, bottom + 20), (cx, bottom + 28)],
                   fill=(245, 245, 245))
-        tie = tuple(int(c) for c in sk.cue("Wearing_Necktie").choice([(170, 20, 30), (20, 40, 130), (30, 30, 30), (20, 110, 50)]))
+        ties = [(170, 20, 30), (20, 40, 130), (30, 30, 30), (20, 110, 50)]
+        tie = tuple(int(c) for c in sk.cue("Wearing_Necktie").choice(ties))
         d.polygon([(cx - 5, bottom + 26), (cx + 5, bottom + 26), (cx + 9, HEIGHT + 30), (cx - 9, HEIGHT + 30)],
                   fill=tie)
         d.rectangle((cx - 6, bottom + 24, cx + 6, bottom + 32), fill=_shade(tie, 0.7))
