@@ -129,6 +129,16 @@ def test_results_grid_shows_small_thumbnails_with_captions(gallery: GalleryIndex
         assert f"d = {row['distance']:.3f}" in caption.value
 
 
+def test_a_missing_gallery_file_shows_a_grey_square(gallery: GalleryIndex, tmp_path) -> None:
+    paths = gallery.paths.copy()
+    paths[1:] = str(tmp_path / "gone.jpg")
+    moved = GalleryIndex(probabilities=gallery.probabilities, image_ids=gallery.image_ids, paths=paths)
+    explorer = RetrievalExplorer(moved, k=3, thumbnail_size=24)
+    for card in explorer.grid.children:
+        with Image.open(io.BytesIO(card.children[0].value)) as thumb:
+            assert thumb.size == (24, 24) and thumb.getpixel((12, 12)) == pytest.approx((200, 200, 200), abs=3)
+
+
 def test_caption_shortens_long_lists_of_differing_attributes() -> None:
     row = {"rank": 2, "image_id": "000009.jpg", "distance": 0.12345, "differs": "Bald, Bangs, Big_Lips, Male, Young"}
     caption = result_caption(row)
