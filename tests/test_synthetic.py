@@ -151,3 +151,40 @@ def test_synth_command_writes_a_root(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "20 synthetic faces" in capsys.readouterr().out
     assert synthetic.is_generated(tmp_path / "s", 20, seed=2)
     assert main(["synth", "--out", str(tmp_path / "t"), "--n", "2"]) == 1
+
+
+def _derive_script():
+    """Import scripts/derive_label_stats.py, which is a tool rather than part of the package."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "derive_label_stats.py"
+    spec = importlib.util.spec_from_file_location("derive_label_stats", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_statistics_form_a_valid_correlation_model() -> None:
+    model = synthetic.load_label_model()
+    corr = model.correlation
+    assert corr.shape == (40, 40) and np.allclose(corr, corr.T) and np.allclose(np.diag(corr), 1)
+    assert np.linalg.eigvalsh(corr).min() > 0
+    assert ((model.rates > 0) & (model.rates < 1)).all()
+    at = ATTRIBUTE_INDEX
+    assert corr[at["Male"], at["Wearing_Lipstick"]] < -0.8
+    assert corr[at["Smiling"], at["High_Cheekbones"]] > 0.6
+
+
+def test_tetrachoric_recovers_a_known_latent_correlation() -> None:
+    rng = np.random.default_rng(0)
+    z = rng.multivariate_normal([0, 0], [[1, 0.6], [0.6, 1]], size=50_000)
+    a, b = z[:, 0] < -0.5, z[:, 1] < 0.8
+    estimate = _derive_script().tetrachoric(a.mean(), b.mean(), (a & b).mean())
+    assert abs(estimate - 0.6) < 0.03
+
+
+@pytest.mark.celeba
+def test_committed_rates_are_those_of_the_genuine_file(celeba_shared: Path) -> None:
+    labels = _derive_script().read_labels(celeba_shared / "list_attr_celeba.txt")
+    assert labels.shape == (202_599, 40)
+    assert np.abs(labels.mean(axis=0) - synthetic.load_label_model().rates).max() < 1e-5
