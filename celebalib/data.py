@@ -85,8 +85,8 @@ def _split_line(line: str, sep: str | None) -> list[str]:
     return line.split() if sep is None else [token.strip() for token in line.split(sep)]
 
 
-def _raise_bad_row(path: Path, body: bytes, first: int, n_fields: int, sep: str | None) -> None:
-    """Find the first row without ``n_fields`` values and raise an error naming its line."""
+def _check_field_counts(path: Path, body: bytes, first: int, n_fields: int, sep: str | None) -> None:
+    """Raise at the first row without ``n_fields`` values (a slow scan, run only on trouble)."""
     for offset, raw in enumerate(body.splitlines()):
         line = raw.decode("utf-8", errors="replace")
         found = len(_split_line(line, sep)) if line.strip() else 0
@@ -95,7 +95,6 @@ def _raise_bad_row(path: Path, body: bytes, first: int, n_fields: int, sep: str 
                 path, f"expected {n_fields} values (image id and {n_fields - 1} more), found {found}",
                 line=first + offset + 1,
             )
-    raise CelebAFormatError(path, "could not parse the rows", line=first + 1)
 
 
 def _parse_rows(path: Path, body: bytes, first: int, n_fields: int, sep: str | None) -> pd.DataFrame:
@@ -109,8 +108,14 @@ def _parse_rows(path: Path, body: bytes, first: int, n_fields: int, sep: str | N
         )
     except pd.errors.ParserError:
         frame = None
-    if frame is None or frame[0].isna().any() or frame.iloc[:, 1:].isna().any(axis=None):
-        _raise_bad_row(path, body, first, n_fields, sep)
+    if frame is None or frame.isna().any(axis=None):
+        _check_field_counts(path, body, first, n_fields, sep)
+    if frame is None:
+        raise CelebAFormatError(path, "could not parse the rows; expected plain values without quotes",
+                                line=first + 1)
+    if frame[0].isna().any():
+        row = int(np.argmax(frame[0].isna().to_numpy()))
+        raise CelebAFormatError(path, "empty image id; expected a file name", line=first + row + 1)
     return frame
 
 
@@ -129,8 +134,10 @@ def _check_values(path: Path, frame: pd.DataFrame, first: int, allowed: Sequence
         bad |= ~np.logical_or.reduce([numbers == value for value in allowed])
     if bad.any():
         row, column = np.argwhere(bad)[0]
+        value = values.iat[row, column]
+        shown = "an empty value" if pd.isna(value) else f"value '{value}'"
         raise CelebAFormatError(
-            path, f"value {values.iat[row, column]!r} in column {column + 2}: expected {expected}",
+            path, f"{shown} in column {column + 2}: expected {expected}",
             line=first + int(row) + 1,
         )
     return numbers

@@ -203,13 +203,18 @@ def test_bad_input_names_the_file_and_line(flat_root: Path, case: str) -> None:
     assert fragment in str(info.value)
 
 
-def test_kaggle_csv_errors_count_the_header_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("row", "fragment"), [
+    ("000003.jpg," + ",".join(["2"] + ["1"] * 39), "value '2' in column 2: expected -1 or 1"),
+    ("000003.jpg,," + ",".join(["1"] * 39), "an empty value in column 2"),
+    ("," + ",".join(["1"] * 40), "empty image id"),
+])
+def test_kaggle_csv_errors_count_the_header_line(tmp_path: Path, row: str, fragment: str) -> None:
     root = make_root(tmp_path, "kaggle")
     path = root / "list_attr_celeba.csv"
     lines = path.read_text().splitlines()
-    lines[3] = lines[3].replace("-1", "2", 1)
+    lines[3] = row
     write(path, lines, "\n")
-    with pytest.raises(CelebAFormatError, match="expected -1 or 1") as info:
+    with pytest.raises(CelebAFormatError, match=fragment) as info:
         data.load_celeba(root)
     assert (info.value.path.name, info.value.line) == ("list_attr_celeba.csv", 4)
 
