@@ -30,9 +30,6 @@ if TYPE_CHECKING:
 
 METRICS: tuple[str, ...] = ("euclidean", "cosine")
 INDEX_FORMAT = 1
-# Headroom for float32 rounding in the expanded distance ||q||^2 - 2 q.g + ||g||^2:
-# candidates within this many ulps (relative to the norms) of the k-th are re-scored exactly.
-_FLOAT32_SLACK = 64 * float(np.finfo(np.float32).eps)
 
 
 # ---------------------------------------------------------------------------------------
@@ -62,20 +59,25 @@ def _as_matrix(values: Any, name: str) -> np.ndarray:
 
 
 def _unit_rows(array: np.ndarray) -> np.ndarray:
-    """Scale rows to unit length; all-zero rows stay zero (cosine distance 1 to anything)."""
+    """Scale rows to unit length; all-zero rows stay zero (cosine similarity 0 to anything)."""
     norms = np.linalg.norm(array, axis=1, keepdims=True)
     return array / np.where(norms == 0, 1, norms)
 
 
 def _exact_top(query: np.ndarray, rows: np.ndarray, candidates: np.ndarray, k: int,
                cosine: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Re-score candidate rows in float64 by direct differences; sort by (distance, index)."""
+    """Re-score candidates in float64; sort by (distance, index).
+
+    The score is the squared L2 distance, or for cosine 2 (1 - cos), which equals the squared
+    distance of the unit vectors and keeps all-zero vectors at cosine distance 1.
+    """
     chosen = rows[candidates].astype(np.float64)
     target = query.astype(np.float64)[None, :]
     if cosine:
-        chosen, target = _unit_rows(chosen), _unit_rows(target)
-    diff = chosen - target
-    sq = np.einsum("ij,ij->i", diff, diff)
+        sq = 2.0 * (1.0 - _unit_rows(chosen) @ _unit_rows(target)[0])
+    else:
+        diff = chosen - target
+        sq = np.einsum("ij,ij->i", diff, diff)
     order = np.lexsort((candidates, sq))[:k]
     return candidates[order], sq[order]
 
@@ -103,10 +105,14 @@ class VectorSearch:
         scaled = self.rows.astype(np.float32)
         if metric == "cosine":
             scaled = _unit_rows(scaled)
-        self._columns = np.ascontiguousarray(scaled.T)
-        self._sq = np.einsum("ij,ij->i", scaled, scaled)
+        # For cosine, ||g||^2 is taken as 1 for every row so that a zero row scores 2 (1 - 0).
+        self._sq = np.ones(len(scaled), np.float32) if metric == "cosine" else np.einsum("ij,ij->i", scaled, scaled)
         self._max_sq = float(self._sq.max(initial=0.0))
-        self._faiss = _faiss_index(scaled) if backend == "faiss" else None
+        # Float32 dot products of D terms err by at most about D ulps of the norms involved;
+        # twice that (plus the conversion to float32) bounds the error of one approximate distance.
+        self._rounding = 2.0 * (self.rows.shape[1] + 2) * float(np.finfo(np.float32).eps)
+        self._faiss = _faiss_index(scaled, metric) if backend == "faiss" else None
+        self._columns = np.ascontiguousarray(scaled.T) if backend == "numpy" else None
 
     def __len__(self) -> int:
         return self.rows.shape[0]
@@ -143,7 +149,7 @@ class VectorSearch:
     def _slack(self, queries: np.ndarray) -> np.ndarray:
         """Per query, how far float32 rounding can move an approximate squared distance."""
         q_sq = 1.0 if self.metric == "cosine" else np.einsum("ij,ij->i", queries, queries)
-        return _FLOAT32_SLACK * (q_sq + self._max_sq + 1.0) * np.ones(len(queries))
+        return self._rounding * (q_sq + self._max_sq + 1.0) * np.ones(len(queries))
 
     def _search_block(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k (squared distances) for a block of queries."""
@@ -165,6 +171,8 @@ class VectorSearch:
             q32 = _unit_rows(q32)
         wanted = min(len(self), 2 * k + 16)
         approx, found = self._faiss.search(q32, wanted)
+        if self.metric == "cosine":
+            approx = 2.0 * (1.0 - approx)  # inner products of unit vectors, as 2 (1 - cos)
         slack = self._slack(queries)
         indices = np.empty((len(queries), k), dtype=np.int64)
         squared = np.empty((len(queries), k), dtype=np.float64)
@@ -183,11 +191,11 @@ def _blas_controller() -> ThreadpoolController:
     return ThreadpoolController()
 
 
-def _faiss_index(scaled: np.ndarray) -> Any:
-    """An exact FAISS IndexFlatL2 holding the float32 gallery."""
+def _faiss_index(scaled: np.ndarray, metric: str) -> Any:
+    """An exact FAISS flat index of the float32 gallery: L2, or inner product of unit rows for cosine."""
     import faiss
 
-    index = faiss.IndexFlatL2(scaled.shape[1])
+    index = faiss.IndexFlatIP(scaled.shape[1]) if metric == "cosine" else faiss.IndexFlatL2(scaled.shape[1])
     index.add(np.ascontiguousarray(scaled, dtype=np.float32))
     return index
 

@@ -73,6 +73,13 @@ def test_one_query_gives_1d_results_and_k_is_clipped() -> None:
     np.testing.assert_array_equal(indices[1:], [0, 1, 3])
 
 
+def test_cosine_treats_a_zero_vector_as_orthogonal_to_everything() -> None:
+    gallery = np.array([[0.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [2.0, 2.0]])
+    indices, distances = top_k(np.array([3.0, 0.0]), gallery, 4, metric="cosine")
+    np.testing.assert_array_equal(indices, [1, 3, 0, 2])
+    np.testing.assert_allclose(distances, [0.0, 1 - np.sqrt(0.5), 1.0, 2.0], atol=1e-12)
+
+
 def test_distances_are_symmetric_and_zero_on_self() -> None:
     rng = np.random.default_rng(3)
     vectors = rng.random((40, 40))
