@@ -401,6 +401,8 @@ def summarize(table: pd.DataFrame, report: pd.DataFrame | None = None) -> str:
 
 def _check_command(args: argparse.Namespace) -> int:
     """Validate a root fully, decode every image, and print the summary."""
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: expected a positive number of threads")
     root = Path(args.root) if args.root else default_root()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MissingImagesWarning)

@@ -366,6 +366,11 @@ def test_check_reports_bad_annotations_in_one_line(flat_root: Path, capsys: pyte
     assert err.count("\n") == 0 and "list_eval_partition.txt:5:" in err
 
 
+def test_check_rejects_a_bad_thread_count(flat_root: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["check", str(flat_root), "--workers", "0"]) == 1
+    assert "--workers 0: expected a positive number" in capsys.readouterr().err
+
+
 def test_default_root_prefers_celeba_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CELEBA_ROOT", str(tmp_path))
     assert data.default_root() == tmp_path.resolve()
