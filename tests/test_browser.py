@@ -185,7 +185,7 @@ def test_changing_the_query_in_chromium_changes_the_results(
             assert shown_ids(page) == expected
             assert page.locator(".celebalib-result img").count() == K
             screenshot = tmp_path / "retrieval_widget.png"
-            page.screenshot(path=str(screenshot), full_page=True)
+            page.locator(".celebalib-retrieval").screenshot(path=str(screenshot))
         finally:
             browser.close()
     assert screenshot.stat().st_size > 10_000
