@@ -12,6 +12,7 @@ real images of the given root and split and says so.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
@@ -19,6 +20,8 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
 from celebalib.retrieval import VectorSearch, faiss_available, top_k
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # only the figures on the console
 
 K = 10
 DIM = 40
@@ -91,7 +94,7 @@ def bench_build(run_dir: str, root: str | None, split: str, limit: int) -> None:
     print(f"\nindex building on {len(rows):,} {split} images of {table.attrs.get('root')} "
           f"(run {run.run_id}, {run.image_size} px):")
     dataset = make_dataset(rows, split, image_size=run.image_size, batch_size=run.config.get("batch_size", 64),
-                           training=False, crop=run.crop)
+                           training=False, crop=run.crop, labels=False)
     model = run.model()
     model.predict(dataset.take(1), verbose=0)  # warm-up: tracing the predict function
     raw = timings(lambda i: model.predict(dataset, verbose=0), 1)[0]
@@ -112,12 +115,15 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=2000)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    print(f"exact top-{K} retrieval; faiss {'available' if faiss_available() else 'not installed'}")
+    # Other work on the machine slows every method; the load average tells the reader how busy it was.
+    print(f"exact top-{K} retrieval; faiss {'available' if faiss_available() else 'not installed'}; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     for n in args.sizes:
         bench_size(n, args.repeats, rng)
     bench_batch(200_000 if 200_000 in args.sizes else args.sizes[0], args.batch, rng)
     if args.run:
         bench_build(args.run, args.data, args.split, args.limit)
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
