@@ -47,12 +47,15 @@ def time_pipeline(root: Path, label: str, batches: int, image_size: int, batch_s
     ds = data.make_dataset(table, "train", image_size=image_size, batch_size=batch_size, training=True)
     iterator = iter(ds.repeat())
     next(iterator)  # Warm-up: builds the graph and starts the parallel readers.
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     for _ in range(batches):
         next(iterator)
-    rate = batches * batch_size / (time.perf_counter() - start)
-    print(f"pipeline: {rate:,.0f} images/s from JPEG ({label}, train split, {batches * batch_size:,} images; "
-          f"centre crop, {image_size} px, batch {batch_size}, {os.cpu_count()} CPU cores)")
+    images = batches * batch_size
+    rate = images / (time.perf_counter() - start)
+    per_cpu = images / (time.process_time() - start_cpu)
+    print(f"pipeline: {rate:,.0f} images/s from JPEG, {per_cpu:,.0f} per CPU-second ({label}, train split, "
+          f"{images:,} images; centre crop, {image_size} px, batch {batch_size}; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     return rate
 
 
