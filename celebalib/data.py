@@ -283,7 +283,11 @@ def _drop_missing_images(table: pd.DataFrame, image_dir: Path, attr_path: Path, 
     hint = "read the annotations alone with images=False (celebalib check --annotations-only)"
     if not image_dir.is_dir():
         raise CelebAFormatError(image_dir, f"image folder not found; {hint}")
-    present = table["image_id"].isin(set(os.listdir(image_dir))).to_numpy()
+    try:
+        names = set(os.listdir(image_dir))
+    except OSError as error:
+        raise CelebAFormatError(image_dir, f"cannot list the image folder ({error.strerror})") from None
+    present = table["image_id"].isin(names).to_numpy()
     missing = table.loc[~present, "image_id"]
     if missing.empty:
         return table
