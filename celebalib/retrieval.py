@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import importlib.util
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -246,7 +246,7 @@ def _check_same(path: Path, expected: Any, found: Any, what: str) -> None:
         raise RunError(f"{path}: index was built for other {what} than this run uses; rebuild it with `celebalib index`")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)  # arrays have no single truth value; compare fields directly
 class GalleryIndex:
     """Predicted attribute vectors of one split, with what is needed to show and query them."""
 
