@@ -141,3 +141,120 @@ def cluster_lift_heatmap(lift: pd.DataFrame) -> Figure:
                 cbar_kws={"label": "cluster mean - gallery mean"})
     ax.set(xlabel="", ylabel="cluster", title="Attributes over- and under-represented per cluster")
     return fig
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluation charts (for celebalib.evaluate, notebook 04)
+
+
+def _by_attribute(table: pd.DataFrame, columns: dict[str, str], sort_by: str) -> tuple[pd.DataFrame, list[str]]:
+    """Long-form rows (attribute, measure, value) of ``columns``, and attributes by ``sort_by``."""
+    missing = [c for c in (*columns, sort_by) if c not in table.columns]
+    if missing:
+        raise ConfigError(f"evaluation chart: the table lacks columns {missing}; expected one from evaluate.attribute_table")
+    order = list(table[sort_by].sort_values(ascending=False).index)
+    long = table[list(columns)].rename(columns=columns).rename_axis("attribute").reset_index()
+    return long.melt("attribute", var_name="measure", value_name="value"), order
+
+
+def _bar_chart(long: pd.DataFrame, order: list[str], *, xlabel: str, title: str) -> Figure:
+    """Horizontal grouped bars, one group per attribute in ``order``, x from 0 to 1."""
+    import seaborn as sns
+
+    fig = Figure(figsize=(7, 0.8 + 0.25 * len(order)), layout="constrained")
+    ax = fig.subplots()
+    sns.barplot(data=long, y="attribute", x="value", hue="measure", order=order, ax=ax)
+    ax.set(xlim=(0, 1), xlabel=xlabel, ylabel="", title=title)
+    ax.legend(loc="lower right", fontsize="small")
+    return fig
+
+
+def accuracy_vs_baseline(table: pd.DataFrame) -> Figure:
+    """Accuracy and majority-baseline accuracy per attribute, sorted by the gain over it."""
+    long, order = _by_attribute(table, {"accuracy": "model", "baseline": "majority label"}, "gain")
+    return _bar_chart(long, order, xlabel="accuracy", title="Accuracy against the majority baseline (by gain)")
+
+
+def rates_per_attribute(table: pd.DataFrame) -> Figure:
+    """True-positive and true-negative rates per attribute, sorted by balanced accuracy."""
+    long, order = _by_attribute(table, {"tpr": "true-positive rate", "tnr": "true-negative rate"}, "balanced_accuracy")
+    fig = _bar_chart(long, order, xlabel="rate", title="Rates per attribute (by balanced accuracy)")
+    fig.axes[0].axvline(0.5, color="0.4", linestyle=":", linewidth=1)
+    return fig
+
+
+def prediction_marks(y_true: Sequence[int], y_pred: Sequence[int], names: Sequence[str] = ATTRIBUTES,
+                     limit: int = 6) -> list[str]:
+    """For one image: the labelled or predicted attributes, mistakes first, each marked.
+
+    ``✗ name (missed)`` is labelled but not predicted, ``✗ name (false)`` predicted but not
+    labelled, ``✓ name`` both.
+    """
+    marks = []
+    for name, truth, pred in zip(names, y_true, y_pred):
+        if truth and pred:
+            marks.append((1, f"✓ {name}"))
+        elif truth or pred:
+            marks.append((0, f"✗ {name} ({'missed' if truth else 'false'})"))
+    return [text for _, text in sorted(marks, key=lambda mark: mark[0])][:limit]
+
+
+def prediction_grid(images: Sequence[str | Path | np.ndarray], y_true: np.ndarray, y_pred: np.ndarray,
+                    names: Sequence[str] = ATTRIBUTES, columns: int = 4, limit: int = 6) -> Figure:
+    """Faces with their attributes marked right (✓) or wrong (✗), and the count of mistakes."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape != y_pred.shape or len(y_true) != len(images):
+        raise ConfigError(f"prediction_grid: {len(images)} images, labels {y_true.shape}, predictions {y_pred.shape}")
+    captions = [
+        "\n".join([f"{int((t != p).sum())} wrong of {len(names)}", *prediction_marks(t, p, names, limit)])
+        for t, p in zip(y_true, y_pred)
+    ]
+    return image_grid(images, captions, columns=columns, cell_width=2.2, caption_lines=limit + 1,
+                      title="Predictions (✗ wrong, ✓ right)")
+
+
+def training_curves(history: pd.DataFrame | str | Path) -> Figure:
+    """One panel per metric of ``history.csv``: training and validation against the epoch."""
+    import seaborn as sns
+
+    frame = pd.read_csv(history) if isinstance(history, (str, Path)) else history
+    if "epoch" not in frame:
+        frame = frame.rename_axis("epoch").reset_index()
+    numeric = frame.select_dtypes("number").columns  # leaves out text columns such as "phase"
+    metrics = [c for c in numeric if c not in ("epoch", "learning_rate") and not c.startswith("val_")]
+    if not metrics:
+        raise ConfigError(f"training_curves: no metric columns in {list(frame.columns)}; expected history.csv")
+    fig = Figure(figsize=(3.6 * len(metrics), 3.0), layout="constrained")
+    for ax, metric in zip(fig.subplots(1, len(metrics), squeeze=False).flat, metrics):
+        present = [c for c in (metric, f"val_{metric}") if c in frame]
+        long = frame.melt("epoch", value_vars=present, var_name="split", value_name="value")
+        long["split"] = np.where(long["split"].str.startswith("val_"), "val", "train")
+        sns.lineplot(data=long, x="epoch", y="value", hue="split", marker="o", ax=ax)
+        ax.set(title=metric.replace("_", " "), ylabel="")
+        for start in _phase_starts(frame):
+            ax.axvline(start - 0.5, color="0.5", linestyle=":", linewidth=1)
+    return fig
+
+
+def _phase_starts(frame: pd.DataFrame) -> list[int]:
+    """Epochs where a new training phase begins (e.g. fine-tuning after a warm-up)."""
+    if "phase" not in frame or frame.empty:
+        return []
+    changed = frame["phase"].ne(frame["phase"].shift()) & frame.index.to_series().gt(frame.index[0])
+    return frame.loc[changed, "epoch"].tolist()
+
+
+def heatmap_overlay(image: str | Path | np.ndarray, heat: np.ndarray, *, alpha: float = 0.45,
+                    title: str | None = None, ax=None) -> Figure:
+    """Draw a Grad-CAM heat map (H, W) in [0, 1] over its image (an array in [0, 255] or a path)."""
+    array = _as_array(image)
+    if np.shape(heat) != array.shape[:2]:
+        raise ConfigError(f"heatmap_overlay: heat map {np.shape(heat)} for an image {array.shape[:2]}; expected equal sizes")
+    if ax is None:
+        ax = Figure(figsize=(3, 3), layout="constrained").subplots()
+    ax.imshow(array)
+    ax.imshow(heat, cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0)
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return ax.figure

@@ -221,3 +221,65 @@ def test_cli_empty_split_is_one_line(run_copy, synthetic_root: Path, synthetic_t
         next(root.rglob(name)).unlink()
     assert main(["evaluate", "--run", str(run_copy.path), "--data", str(root), "--split", "test"]) == 1
     assert "test split has no images" in _one_line_error(capsys)
+
+
+def test_accuracy_chart_orders_attributes_by_gain(val_result) -> None:
+    from celebalib import plots
+
+    table = val_result.table_tuned
+    fig = plots.accuracy_vs_baseline(table)
+    shown = [label.get_text() for label in fig.axes[0].get_yticklabels()]
+    assert shown == list(table["gain"].sort_values(ascending=False).index)
+    assert len(fig.axes[0].patches) >= 2 * NUM_ATTRIBUTES  # a model bar and a baseline bar each
+
+
+def test_rates_chart_orders_by_balanced_accuracy_and_rejects_other_tables(val_result) -> None:
+    from celebalib import plots
+
+    table = val_result.table_default
+    shown = [label.get_text() for label in plots.rates_per_attribute(table).axes[0].get_yticklabels()]
+    assert shown == list(table["balanced_accuracy"].sort_values(ascending=False).index)
+    with pytest.raises(ConfigError, match="lacks columns"):
+        plots.rates_per_attribute(table.drop(columns="tpr"))
+
+
+def test_prediction_marks_put_mistakes_first() -> None:
+    from celebalib.plots import prediction_marks
+
+    marks = prediction_marks([1, 1, 0, 0], [1, 0, 1, 0], names=["A", "B", "C", "D"])
+    assert marks == ["✗ B (missed)", "✗ C (false)", "✓ A"]
+
+
+def test_prediction_grid_counts_mistakes_per_face(synthetic_table) -> None:
+    from celebalib.plots import prediction_grid
+
+    rows = synthetic_table.head(2)
+    truth = rows[list(ATTRIBUTES)].to_numpy()
+    pred = truth.copy()
+    pred[1, :3] = 1 - pred[1, :3]
+    fig = prediction_grid(list(rows["path"]), truth, pred, columns=2)
+    texts = [text.get_text() for ax in fig.axes for text in ax.texts]
+    assert texts[0].startswith("0 wrong of 40") and texts[1].startswith("3 wrong of 40")
+
+
+def test_training_curves_draw_train_and_val_per_metric(tiny_run) -> None:
+    from celebalib.plots import training_curves
+
+    history = tiny_run.history()
+    fig = training_curves(tiny_run.path / "history.csv")
+    metrics = [c for c in history.select_dtypes("number") if c != "epoch" and not c.startswith("val_")]
+    assert len(fig.axes) == len(metrics) and "loss" in metrics
+    assert all(len(ax.lines) >= 2 for ax in fig.axes)  # train and val
+    two_phases = pd.DataFrame({"epoch": [1, 2, 3], "phase": ["warmup", "fine_tune", "fine_tune"],
+                               "loss": [0.9, 0.8, 0.7], "val_loss": [1.0, 0.9, 0.85]})
+    ax = training_curves(two_phases).axes[0]
+    assert [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == ":"] == [1.5]
+
+
+def test_heatmap_overlay_checks_sizes() -> None:
+    from celebalib.plots import heatmap_overlay
+
+    image = np.full((8, 8, 3), 128.0)
+    assert len(heatmap_overlay(image, np.zeros((8, 8))).axes[0].images) == 2
+    with pytest.raises(ConfigError, match="equal sizes"):
+        heatmap_overlay(image, np.zeros((4, 4)))
