@@ -209,8 +209,11 @@ def prediction_grid(images: Sequence[str | Path | np.ndarray], y_true: np.ndarra
         "\n".join([f"{int((t != p).sum())} wrong of {len(names)}", *prediction_marks(t, p, names, limit)])
         for t, p in zip(y_true, y_pred)
     ]
-    return image_grid(images, captions, columns=columns, cell_width=2.2, caption_lines=limit + 1,
-                      title="Predictions (✗ wrong, ✓ right)")
+    fig = image_grid(images, captions, columns=columns, cell_width=2.2, caption_lines=limit + 1,
+                     title="Predictions (✗ wrong, ✓ right)")
+    for ax in fig.axes:
+        ax.set_anchor("N")  # Faces at the top of their cells leave the room below for the marks.
+    return fig
 
 
 def training_curves(history: pd.DataFrame | str | Path) -> Figure:
