@@ -174,7 +174,7 @@ def _phases(options: dict[str, Any]) -> list[tuple[str, int, int]]:
 
 
 def _compile(model: keras.Model, options: dict[str, Any], phase: tuple[str, int, int], steps: int,
-             pos_weights: np.ndarray | None) -> None:
+             pos_weights: np.ndarray | None, run_eagerly: bool = False) -> None:
     """Freeze or unfreeze the backbone for ``phase`` and compile with a fresh optimiser."""
     name, first, end = phase
     set_backbone_trainable(model, name != "warmup", pretrained=options["weights"] is not None)
@@ -187,6 +187,7 @@ def _compile(model: keras.Model, options: dict[str, Any], phase: tuple[str, int,
         optimizer=make_optimizer(options["optimizer"], rate, decay),
         loss=get_loss(options["loss"], pos_weights),
         metrics=[keras.metrics.BinaryAccuracy(name="binary_accuracy"), MeanBalancedAccuracy()],
+        run_eagerly=run_eagerly,
     )
 
 
@@ -223,7 +224,7 @@ def fit(
     loss: str = "bce", optimizer: str = "adadelta", learning_rate: float | None = None,
     lr_schedule: str | None = None, limit: int | None = None, seed: int = 0, crop: str = "center",
     dropout_rate: float = 0.2, augment: bool = True, bn_momentum: float | None = None,
-    warmup_epochs: int = 2, strategy: str = "default", progress: bool = True,
+    warmup_epochs: int = 2, strategy: str = "default", run_eagerly: bool = False, progress: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> runs.Run:
     """Train the attribute model into ``out_dir`` (resuming an unfinished run there) and return the Run.
@@ -235,9 +236,12 @@ def fit(
         learning_rate: None means 1.0 for Adadelta (the paper's value) and 1e-3 for Adam.
         limit: use at most this many images of each of the train and val splits.
         strategy: "default", or "mirrored" for all local GPUs.
+        run_eagerly: skip compiling the training step to a graph. Tracing MobileNetV2 costs
+            more CPU than a handful of steps do, so tiny runs (tests, smoke checks) are cheaper eagerly.
         callbacks: extra Keras callbacks, run after the run folder's own.
     """
-    options = {k: v for k, v in locals().items() if k not in ("out_dir", "data_root", "table", "progress", "callbacks")}
+    options = {k: v for k, v in locals().items()
+               if k not in ("out_dir", "data_root", "table", "run_eagerly", "progress", "callbacks")}
     _check_options(options)
     seed_everything(seed)
     table = _load_table(data_root, table)
@@ -246,7 +250,7 @@ def fit(
     with precision_policy() as mixed:
         options["mixed_precision"] = mixed
         _start_config(out, options)
-        model = _train(out, table, options, progress, callbacks)
+        model = _train(out, table, options, run_eagerly, progress, callbacks)
     runs.save_model(model, out / runs.FINAL)
     if not (out / runs.BEST).is_file():
         runs.save_model(model, out / runs.BEST)
@@ -256,7 +260,7 @@ def fit(
     return run
 
 
-def _train(out: Path, table: pd.DataFrame, options: dict[str, Any], progress: bool,
+def _train(out: Path, table: pd.DataFrame, options: dict[str, Any], run_eagerly: bool, progress: bool,
            callbacks: Sequence[keras.callbacks.Callback]) -> keras.Model:
     """Build the model under the strategy and run each phase; return the trained model."""
     from celebalib.data import make_dataset, positive_weights
@@ -272,7 +276,7 @@ def _train(out: Path, table: pd.DataFrame, options: dict[str, Any], progress: bo
                             dropout_rate=options["dropout_rate"], augment=options["augment"],
                             bn_momentum=options["bn_momentum"])
         for phase in _phases(options):
-            _compile(model, options, phase, steps, pos_weights)
+            _compile(model, options, phase, steps, pos_weights, run_eagerly)
             model.fit(train_ds, validation_data=val_ds, initial_epoch=phase[1], epochs=phase[2],
                       callbacks=_callbacks(out, phase[0], callbacks), verbose=1 if progress else 0)
     return model

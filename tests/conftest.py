@@ -50,6 +50,7 @@ def tiny_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
     return train.fit(
         out, data_root=synthetic_root, epochs=2, image_size=32, batch_size=32,
         alpha=0.35, optimizer="adam", learning_rate=1e-3, seed=0, progress=False,
+        run_eagerly=True,  # tracing the training graph costs more than these 16 steps
     )
 
 

@@ -1,0 +1,171 @@
+"""Training: a complete run folder, resuming after an interruption, presets, bad arguments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from celebalib import cli, runs, train
+from celebalib.errors import ConfigError, RunError
+from celebalib.model import backbone_of, build_model
+
+CONTRACT_KEYS = {"run_id", "created", "attributes", "image_size", "crop", "alpha", "weights", "loss", "optimizer",
+                 "learning_rate", "batch_size", "epochs", "data_root", "thresholds", "versions"}
+
+
+class Interrupt(Exception):
+    """Stands in for Ctrl-C or a killed process."""
+
+
+class StopAfterFirstEpoch(keras.callbacks.Callback):
+    """Raise once the first epoch is over (and backed up)."""
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch == 0:
+            raise Interrupt
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Remember which epochs ran (0-based)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epochs: list[int] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epochs.append(epoch)
+
+
+def test_two_epochs_lower_the_loss_and_write_a_complete_run(tiny_run: runs.Run) -> None:
+    files = {path.name for path in tiny_run.path.iterdir()}
+    assert {"model.keras", "best.keras", "config.json", "history.csv", "logs"} <= files
+    assert "backup" not in files and not [name for name in files if name.startswith(".")]
+    assert any((tiny_run.path / "logs").rglob("events.out.tfevents.*"))
+    config = json.loads((tiny_run.path / "config.json").read_text())
+    assert CONTRACT_KEYS <= set(config) and config["image_size"] == 32 and config["thresholds"] is None
+    history = tiny_run.history()
+    assert history["epoch"].tolist() == [1, 2]
+    assert history["loss"].iloc[1] < history["loss"].iloc[0]
+    assert {"binary_accuracy", "mean_balanced_accuracy", "val_mean_balanced_accuracy"} <= set(history)
+
+
+def test_best_checkpoint_saves_only_improvements_and_remembers_them(tmp_path: Path) -> None:
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    best, history = tmp_path / "best.keras", tmp_path / "history.csv"
+    callback = train.BestCheckpoint(best, history)
+    callback.set_model(model)
+    callback.on_train_begin()
+    saved = []
+    for epoch, score in enumerate([0.5, 0.4, 0.6]):
+        model.layers[0].bias.assign([float(epoch)])
+        callback.on_epoch_end(epoch, {train.MONITOR: score})
+        saved.append(float(runs.load_model(best).layers[0].bias.numpy()[0]))
+    assert saved == [0.0, 0.0, 2.0]
+    # A resumed run starts from the best figure in history.csv, not from scratch.
+    pd.DataFrame({"epoch": [1, 2, 3], train.MONITOR: [0.5, 0.4, 0.6]}).to_csv(history, index=False)
+    resumed = train.BestCheckpoint(best, history)
+    resumed.on_train_begin()
+    assert resumed.best == pytest.approx(0.6)
+
+
+def test_history_replaces_a_repeated_epoch(tmp_path: Path) -> None:
+    path = tmp_path / "history.csv"
+    writer = train.HistoryWriter(path, "train")
+    for epoch, loss in [(0, 0.9), (1, 0.8), (1, 0.7)]:  # epoch 2 repeated after a crash
+        writer.on_epoch_end(epoch, {"loss": loss})
+    table = pd.read_csv(path)
+    assert table["epoch"].tolist() == [1, 2] and table["loss"].tolist() == [0.9, 0.7]
+
+
+def test_interrupted_run_resumes_at_the_next_epoch(synthetic_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "resumed"
+    options = dict(data_root=synthetic_root, epochs=2, image_size=32, batch_size=32, limit=64,
+                   optimizer="adam", progress=False, run_eagerly=True)
+    with pytest.raises(Interrupt):
+        train.fit(out, callbacks=[StopAfterFirstEpoch()], **options)
+    assert (out / "backup").is_dir() and not (out / "model.keras").exists()
+    with pytest.raises(RunError, match="unfinished"):
+        runs.open_run(out)
+    recorder = EpochRecorder()
+    run = train.fit(out, callbacks=[recorder], **options)
+    assert recorder.epochs == [1]
+    assert run.history()["epoch"].tolist() == [1, 2]
+    assert not (out / "backup").exists() and (out / "model.keras").is_file()
+    with pytest.raises(RunError, match="finished run"):
+        train.fit(out, **options)
+
+
+def test_a_resumed_run_must_keep_its_settings(tiny_run: runs.Run, tmp_path: Path) -> None:
+    out = tmp_path / "changed"
+    out.mkdir()
+    (out / "backup").mkdir()
+    (out / "config.json").write_text((tiny_run.path / "config.json").read_text())
+    with pytest.raises(RunError, match="image_size is 32"):
+        train.fit(out, data_root=tiny_run.config["data_root"], epochs=2, image_size=64, batch_size=32,
+                  optimizer="adam", progress=False)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"loss": "hinge"}, "unknown loss 'hinge'"),
+    ({"image_size": 31}, "at least 32"),
+    ({"optimizer": "sgd"}, "unknown optimizer 'sgd'"),
+    ({"strategy": "tpu"}, "unknown strategy 'tpu'"),
+    ({"epochs": 0}, "epochs=0"),
+])
+def test_bad_arguments_fail_before_any_work(tmp_path: Path, change: dict, message: str) -> None:
+    options = {"epochs": 1, "image_size": 32, "batch_size": 8, **change}
+    with pytest.raises(ConfigError, match=message):
+        train.fit(tmp_path / "run", data_root=tmp_path / "nowhere", **options)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--data", "{tmp}/nowhere", "--image-size", "32"], "data root {tmp}/nowhere not found"),
+    (["--loss", "hinge"], "unknown loss 'hinge'"),
+    (["--image-size", "16"], "image size 16"),
+    (["--preset", "celeba-gpu"], "unknown preset 'celeba-gpu'"),
+])
+def test_cli_prints_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture, argv: list, message: str) -> None:
+    argv = [arg.format(tmp=tmp_path) for arg in argv]
+    assert cli.main(["train", "--out", str(tmp_path / "run"), *argv]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message.format(tmp=tmp_path) in err
+
+
+def test_explicit_flags_override_the_preset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CELEBALIB_EPOCHS", "3")
+    parse = cli.build_parser("train").parse_args
+    options = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--epochs", "5"]))
+    assert options["epochs"] == 5 and options["image_size"] == 128 and options["optimizer"] == "adam"
+    assert options["lr_schedule"] == "cosine" and options["bn_momentum"] == 0.9
+    plain = train.resolve_options(parse(["train", "--out", "x", "--weights", "none", "--no-augment"]))
+    assert plain["epochs"] == 3 and plain["weights"] is None and plain["augment"] is False
+
+
+def test_optimizers_default_to_their_paper_learning_rates() -> None:
+    assert float(train.make_optimizer("adadelta").learning_rate) == pytest.approx(1.0)
+    assert float(train.make_optimizer("adam").learning_rate) == pytest.approx(1e-3)
+    schedule = train.make_optimizer("adam", 0.01, decay_steps=10)._learning_rate
+    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(10)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_pretrained_runs_warm_up_with_a_frozen_backbone() -> None:
+    options = {"epochs": 5, "weights": "local.weights.h5", "warmup_epochs": 2}
+    assert train._phases(options) == [("warmup", 0, 2), ("finetune", 2, 5)]
+    assert train._phases({**options, "weights": None}) == [("train", 0, 5)]
+
+
+def test_mirrored_strategy_scope_on_one_device() -> None:
+    strategy = train.get_strategy("mirrored")
+    assert strategy.num_replicas_in_sync >= 1
+    with strategy.scope():
+        model = build_model(image_size=32, augment=False)
+        model.compile(optimizer=train.make_optimizer("adam"), loss="binary_crossentropy")
+    assert all(isinstance(v.value, tf.distribute.DistributedValues) for v in backbone_of(model).trainable_weights)
