@@ -356,7 +356,7 @@ class GalleryIndex:
         try:
             return self._position[image_id]
         except KeyError:
-            example = self.image_ids[0] if len(self) else "000001.jpg"
+            example = str(self.image_ids[0]) if len(self) else "000001.jpg"
             raise ConfigError(f"image id {image_id!r} is not in the {self.split or 'gallery'} index "
                               f"({len(self)} images, e.g. {example!r})") from None
 
