@@ -249,7 +249,14 @@ def test_query_cli_errors_are_one_line(tiny_run, tmp_path, capsys) -> None:
         assert len(err.strip().splitlines()) == 1 and needle in err
     code, _, err = run_cli(["query", "--run", run_dir, "--index", str(small_index(run_id="other").save(
         tmp_path / "other.npz")), "--like", "000001.jpg"], capsys)
-    assert code == 1 and "other" in err
+    assert code == 1 and "built by run 'other'" in err
+
+
+def test_index_cli_errors_are_one_line(tmp_path, capsys) -> None:
+    cases = [(["--run", str(tmp_path / "absent")], "absent"), (["--run", str(tmp_path), "--limit", "0"], "--limit")]
+    for argv, needle in cases:
+        code, _, err = run_cli(["index", *argv], capsys)
+        assert code == 1 and len(err.strip().splitlines()) == 1 and needle in err
 
 
 def test_index_and_query_commands_on_tiny_run(tiny_run, synthetic_root, synthetic_table, tmp_path, capsys) -> None:
