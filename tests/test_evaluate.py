@@ -283,3 +283,13 @@ def test_heatmap_overlay_checks_sizes() -> None:
     assert len(heatmap_overlay(image, np.zeros((8, 8))).axes[0].images) == 2
     with pytest.raises(ConfigError, match="equal sizes"):
         heatmap_overlay(image, np.zeros((4, 4)))
+
+
+@pytest.mark.celeba
+def test_genuine_test_split_without_images_is_a_run_error(run_copy, celeba_shared: Path) -> None:
+    from celebalib.data import load_celeba
+    from celebalib.errors import RunError
+
+    table = load_celeba(celeba_shared)  # the test images are held out of this folder
+    with pytest.raises(RunError, match="test split has no images"):
+        evaluate.evaluate_run(run_copy, table, "test", progress=False)
