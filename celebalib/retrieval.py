@@ -243,7 +243,8 @@ def parse_attributes(text: str) -> dict[str, int]:
 def _check_same(path: Path, expected: Any, found: Any, what: str) -> None:
     """Raise RunError when an index's ``what`` differs from the run's."""
     if list(expected) != list(found):
-        raise RunError(f"{path}: index was built for other {what} than this run uses; rebuild it with `celebalib index`")
+        raise RunError(f"{path}: index was built for other {what} than this run uses; "
+                       "rebuild it with `celebalib index`")
 
 
 @dataclasses.dataclass(eq=False)  # arrays have no single truth value; compare fields directly
