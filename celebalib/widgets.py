@@ -185,6 +185,9 @@ class RetrievalExplorer:
             return self._fail(problem)
         image = bytes(content)
         thumbnail = thumbnail_bytes(image, self.thumbnail_size)
+        # The first prediction loads TensorFlow and the model (seconds): say so meanwhile.
+        self.status, self.error = f"Predicting the attributes of {name}...", False
+        self._draw_status()
         return self._run(lambda k: self.index.query_image(self.run, image, k=k), name, thumbnail, from_gallery=False)
 
     def query_by_attributes(self, wanted: Mapping[str, int]) -> pd.DataFrame | None:
