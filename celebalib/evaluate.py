@@ -324,7 +324,7 @@ def evaluate_run(
     check_run_matches(run)
     y_prob = np.asarray(run.predict(rows, batch_size=batch_size, progress=progress), dtype=np.float64)
     y_true = rows[list(ATTRIBUTES)].to_numpy()
-    from celebalib.data import majority_baseline
+    from celebalib.data import majority_baseline  # imported here: it loads TensorFlow
 
     baseline = majority_baseline(table, split)
     in_sample = None
