@@ -277,7 +277,8 @@ def _train(out: Path, table: pd.DataFrame, options: dict[str, Any], run_eagerly:
                             bn_momentum=options["bn_momentum"])
         for phase in _phases(options):
             _compile(model, options, phase, steps, pos_weights, run_eagerly)
-            model.fit(train_ds, validation_data=val_ds, initial_epoch=phase[1], epochs=phase[2],
+            # The dataset shuffles itself (make_dataset), so Keras must not try to.
+            model.fit(train_ds, validation_data=val_ds, initial_epoch=phase[1], epochs=phase[2], shuffle=False,
                       callbacks=_callbacks(out, phase[0], callbacks), verbose=1 if progress else 0)
     return model
 
