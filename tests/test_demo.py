@@ -33,6 +33,12 @@ def _write_eval(run_dir: Path, split: str = "test") -> None:
     (run_dir / f"eval_{split}.json").write_text(json.dumps(_eval_json(split)))
 
 
+def test_course_notebooks_are_the_five_in_order() -> None:
+    names = [path.name for path in demo.course_notebooks()]
+    assert [name[:3] for name in names] == ["01-", "02-", "03-", "04-", "05-"]
+    assert names[2] == "03-train-with-adadelta.ipynb"  # the notebook that trains the course run
+
+
 def test_course_notebooks_errors_name_the_folder(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=str(tmp_path / "absent")):
         demo.course_notebooks(tmp_path / "absent")
