@@ -66,18 +66,18 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def write_notebook(path: Path, index_path: Path, run_path: Path | None) -> Path:
-    """Write a notebook that loads the index (and run, if any) and shows the explorer."""
-    opening = "None" if run_path is None else f"open_run({str(run_path)!r})"
+def write_notebook(path: Path, index_path: Path, run_path: Path) -> Path:
+    """Write a notebook that loads the index and its run and shows the explorer."""
     sources = [
         "from celebalib.retrieval import GalleryIndex\nfrom celebalib.runs import open_run\n"
         "from celebalib.widgets import RetrievalExplorer",
-        f"index = GalleryIndex.load({str(index_path)!r})\nrun = {opening}",
+        f"index = GalleryIndex.load({str(index_path)!r})\nrun = open_run({str(run_path)!r})",
         f"RetrievalExplorer(index, run, k={K}, thumbnail_size=80)",
     ]
     cells = [
-        {"cell_type": "code", "execution_count": None, "metadata": {}, "outputs": [], "source": source}
-        for source in sources
+        {"cell_type": "code", "id": f"cell-{i}", "execution_count": None, "metadata": {}, "outputs": [],
+         "source": source}
+        for i, source in enumerate(sources)
     ]
     notebook = {
         "cells": cells,
@@ -89,7 +89,7 @@ def write_notebook(path: Path, index_path: Path, run_path: Path | None) -> Path:
     return path
 
 
-def wait_until_serving(process: subprocess.Popen, port: int, log: Path, timeout: float = 30.0) -> None:
+def wait_until_serving(process: subprocess.Popen, port: int, log: Path, timeout: float = 60.0) -> None:
     """Poll a missing file until Voila answers 404 (``/`` would start a kernel).
 
     Serving one notebook, Voila redirects unknown paths to its file handler, which answers
