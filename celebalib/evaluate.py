@@ -44,7 +44,8 @@ def _check_arrays(y_true: np.ndarray, y_prob: np.ndarray) -> tuple[np.ndarray, n
     y_true, y_prob = np.asarray(y_true), np.asarray(y_prob, dtype=np.float64)
     if y_true.ndim != 2 or y_true.shape[1] != NUM_ATTRIBUTES or y_true.shape != y_prob.shape:
         raise ConfigError(
-            f"labels {y_true.shape} and probabilities {y_prob.shape}: expected two arrays of shape (N, {NUM_ATTRIBUTES})"
+            f"labels {y_true.shape} and probabilities {y_prob.shape}: "
+            f"expected two arrays of shape (N, {NUM_ATTRIBUTES})"
         )
     if not np.isin(y_true, (0, 1)).all():
         raise ConfigError("labels: expected only 0 and 1 (convert CelebA's -1/1 first)")
@@ -164,7 +165,10 @@ def _best_cut(labels: np.ndarray, probs: np.ndarray, objective: str) -> float:
     fpr, tpr, cuts = roc_curve(labels, probs, drop_intermediate=False)
     positives = labels.sum()
     negatives = len(labels) - positives
-    scores = (tpr + 1 - fpr) / 2 if objective == "balanced_accuracy" else (tpr * positives + (1 - fpr) * negatives) / len(labels)
+    if objective == "balanced_accuracy":
+        scores = (tpr + 1 - fpr) / 2
+    else:
+        scores = (tpr * positives + (1 - fpr) * negatives) / len(labels)
     # Put each cut half-way to the next lower probability: same predictions, more margin.
     lower = np.append(cuts[1:], 0.0)
     cuts = np.where(np.isinf(cuts), np.nextafter(cuts[1], np.inf), (cuts + lower) / 2)
@@ -255,7 +259,9 @@ def check_run_matches(run: Any) -> None:
         )
     input_size = tuple(run.model().input_shape[1:3])
     if input_size != (run.image_size, run.image_size):
-        raise RunError(f"{config_path}: image_size {run.image_size} but the model takes {input_size[0]}x{input_size[1]} images")
+        raise RunError(
+            f"{config_path}: image_size {run.image_size} but the model takes {input_size[0]}x{input_size[1]} images"
+        )
 
 
 def _split_rows(table: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -265,7 +271,9 @@ def _split_rows(table: pd.DataFrame, split: str) -> pd.DataFrame:
     rows = table[table["split"] == split]
     if rows.empty:
         root = table.attrs.get("root", "the table")
-        raise RunError(f"{root}: the {split} split has no images to evaluate (its images may be absent from the folder)")
+        raise RunError(
+            f"{root}: the {split} split has no images to evaluate (its images may be absent from the folder)"
+        )
     return rows
 
 
@@ -280,8 +288,8 @@ def _folds_for(rows: pd.DataFrame, folds: int) -> tuple[int, np.ndarray | None]:
     return folds, identity
 
 
-def _tune_on_val(run: Any, rows: pd.DataFrame, y_true: np.ndarray, y_prob: np.ndarray, objective: str, baseline: pd.Series,
-                 folds: int) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame, str]:
+def _tune_on_val(run: Any, rows: pd.DataFrame, y_true: np.ndarray, y_prob: np.ndarray, objective: str,
+                 baseline: pd.Series, folds: int) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame, str]:
     """Tune and store thresholds on val; return them, the cross-fitted and in-sample tables."""
     thresholds = tune_thresholds(y_true, y_prob, objective)
     run.update_config(thresholds={"objective": objective, "values": dict(zip(ATTRIBUTES, map(float, thresholds)))})
@@ -296,7 +304,8 @@ def _stored_thresholds(run: Any, objective: str) -> tuple[np.ndarray, str, str]:
     """The thresholds stored in the run, their objective and a note on where they came from."""
     stored = run.config.get("thresholds")
     if not stored:
-        return np.full(NUM_ATTRIBUTES, 0.5), objective, "0.5 for every attribute: none stored yet (evaluate the val split first)"
+        note = "0.5 for every attribute: none stored yet (evaluate the val split first)"
+        return np.full(NUM_ATTRIBUTES, 0.5), objective, note
     return np.asarray(run.thresholds, dtype=np.float64), stored.get("objective", objective), (
         f"tuned on val ({stored.get('objective')}), read from config.json"
     )

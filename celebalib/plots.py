@@ -151,7 +151,9 @@ def _by_attribute(table: pd.DataFrame, columns: dict[str, str], sort_by: str) ->
     """Long-form rows (attribute, measure, value) of ``columns``, and attributes by ``sort_by``."""
     missing = [c for c in (*columns, sort_by) if c not in table.columns]
     if missing:
-        raise ConfigError(f"evaluation chart: the table lacks columns {missing}; expected one from evaluate.attribute_table")
+        raise ConfigError(
+            f"evaluation chart: the table lacks columns {missing}; expected one from evaluate.attribute_table"
+        )
     order = list(table[sort_by].sort_values(ascending=False).index)
     long = table[list(columns)].rename(columns=columns).rename_axis("attribute").reset_index()
     return long.melt("attribute", var_name="measure", value_name="value"), order
@@ -252,7 +254,9 @@ def heatmap_overlay(image: str | Path | np.ndarray, heat: np.ndarray, *, alpha: 
     """Draw a Grad-CAM heat map (H, W) in [0, 1] over its image (an array in [0, 255] or a path)."""
     array = _as_array(image)
     if np.shape(heat) != array.shape[:2]:
-        raise ConfigError(f"heatmap_overlay: heat map {np.shape(heat)} for an image {array.shape[:2]}; expected equal sizes")
+        raise ConfigError(
+            f"heatmap_overlay: heat map {np.shape(heat)} for an image {array.shape[:2]}; expected equal sizes"
+        )
     if ax is None:
         ax = Figure(figsize=(3, 3), layout="constrained").subplots()
     ax.imshow(array)

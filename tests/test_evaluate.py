@@ -162,7 +162,8 @@ def test_test_split_applies_the_stored_thresholds_unchanged(val_result, run_copy
 def test_cli_writes_documented_json_and_csv(val_result, run_copy, synthetic_root: Path, capsys) -> None:
     from celebalib.cli import main
 
-    code = main(["evaluate", "--run", str(run_copy.path), "--data", str(synthetic_root), "--split", "test", "--no-progress"])
+    code = main(["evaluate", "--run", str(run_copy.path), "--data", str(synthetic_root), "--split", "test",
+                 "--no-progress"])
     assert code == 0
     data = json.loads((run_copy.path / "eval_test.json").read_text())
     assert set(data) == {"split", "n_images", "data_root", "objective", "thresholds_source", "means", "per_attribute"}
