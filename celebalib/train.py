@@ -242,6 +242,7 @@ def fit(
     """
     options = {k: v for k, v in locals().items()
                if k not in ("out_dir", "data_root", "table", "run_eagerly", "progress", "callbacks")}
+    options["weights"] = None if weights is None else str(weights)  # a Path must still go into JSON
     _check_options(options)
     seed_everything(seed)
     table = _load_table(data_root, table)
