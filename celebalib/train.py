@@ -38,6 +38,9 @@ from celebalib.model import build_model, check_image_size, set_backbone_trainabl
 DEFAULT_LEARNING_RATES = {"adadelta": 1.0, "adam": 1e-3}
 STRATEGIES = ("default", "mirrored")
 MONITOR = "val_mean_balanced_accuracy"
+# Decoded images (float32) are kept in memory when train + val fit in this many bytes: on a
+# CPU, decoding JPEGs every epoch takes cores away from training.
+CACHE_BUDGET = 1 << 30
 # Settings that must not change when a run resumes.
 FIXED_ON_RESUME = ("image_size", "crop", "alpha", "weights", "loss", "optimizer", "batch_size", "augment")
 
@@ -224,7 +227,8 @@ def fit(
     loss: str = "bce", optimizer: str = "adadelta", learning_rate: float | None = None,
     lr_schedule: str | None = None, limit: int | None = None, seed: int = 0, crop: str = "center",
     dropout_rate: float = 0.2, augment: bool = True, bn_momentum: float | None = None,
-    warmup_epochs: int = 2, strategy: str = "default", run_eagerly: bool = False, progress: bool = True,
+    warmup_epochs: int = 2, strategy: str = "default", cache: bool | str = "auto", run_eagerly: bool = False,
+    progress: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> runs.Run:
     """Train the attribute model into ``out_dir`` (resuming an unfinished run there) and return the Run.
@@ -236,12 +240,14 @@ def fit(
         learning_rate: None means 1.0 for Adadelta (the paper's value) and 1e-3 for Adam.
         limit: use at most this many images of each of the train and val splits.
         strategy: "default", or "mirrored" for all local GPUs.
+        cache: keep decoded images in memory after the first epoch; "auto" does so when they
+            fit in ``CACHE_BUDGET`` bytes.
         run_eagerly: skip compiling the training step to a graph. Tracing MobileNetV2 costs
             more CPU than a handful of steps do, so tiny runs (tests, smoke checks) are cheaper eagerly.
         callbacks: extra Keras callbacks, run after the run folder's own.
     """
     options = {k: v for k, v in locals().items()
-               if k not in ("out_dir", "data_root", "table", "run_eagerly", "progress", "callbacks")}
+               if k not in ("out_dir", "data_root", "table", "cache", "run_eagerly", "progress", "callbacks")}
     options["weights"] = None if weights is None else str(weights)  # a Path must still go into JSON
     _check_options(options)
     seed_everything(seed)
@@ -251,7 +257,7 @@ def fit(
     with precision_policy() as mixed:
         options["mixed_precision"] = mixed
         _start_config(out, options)
-        model = _train(out, table, options, run_eagerly, progress, callbacks)
+        model = _train(out, table, options, (cache, run_eagerly, progress), callbacks)
     runs.save_model(model, out / runs.FINAL)
     if not (out / runs.BEST).is_file():
         runs.save_model(model, out / runs.BEST)
@@ -261,13 +267,27 @@ def fit(
     return run
 
 
-def _train(out: Path, table: pd.DataFrame, options: dict[str, Any], run_eagerly: bool, progress: bool,
+def should_cache(cache: bool | str, n_images: int, image_size: int) -> bool:
+    """Decide whether to keep decoded images in memory ("auto": when they fit in CACHE_BUDGET)."""
+    if cache == "auto":
+        return n_images * image_size * image_size * 3 * 4 <= CACHE_BUDGET
+    return bool(cache)
+
+
+def _train(out: Path, table: pd.DataFrame, options: dict[str, Any], switches: tuple[bool | str, bool, bool],
            callbacks: Sequence[keras.callbacks.Callback]) -> keras.Model:
-    """Build the model under the strategy and run each phase; return the trained model."""
+    """Build the model under the strategy and run each phase; return the trained model.
+
+    ``switches`` is (cache, run_eagerly, progress), which change speed but not the result.
+    """
     from celebalib.data import make_dataset, positive_weights
 
+    cache, run_eagerly, progress = switches
+    used = table[table["split"].isin(["train", "val"])]
+    n_images = len(used) if options["limit"] is None else min(len(used), 2 * options["limit"])
     common = {"image_size": options["image_size"], "batch_size": options["batch_size"], "crop": options["crop"],
-              "limit": options["limit"], "seed": options["seed"]}
+              "limit": options["limit"], "seed": options["seed"],
+              "cache": should_cache(cache, n_images, options["image_size"])}
     train_ds = make_dataset(table, "train", training=True, **common)
     val_ds = make_dataset(table, "val", training=False, **common)
     steps = int(train_ds.cardinality())

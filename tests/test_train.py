@@ -169,3 +169,9 @@ def test_mirrored_strategy_scope_on_one_device() -> None:
         model = build_model(image_size=32, augment=False)
         model.compile(optimizer=train.make_optimizer("adam"), loss="binary_crossentropy")
     assert all(isinstance(v.value, tf.distribute.DistributedValues) for v in backbone_of(model).trainable_weights)
+
+
+def test_decoded_images_are_cached_only_when_they_fit() -> None:
+    assert train.should_cache("auto", 1200, 64)
+    assert not train.should_cache("auto", 19_999, 128)  # 3.9 GB of float32 pixels
+    assert train.should_cache(True, 19_999, 128) and not train.should_cache(False, 10, 32)
