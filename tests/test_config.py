@@ -88,3 +88,14 @@ def test_atomic_write_replaces_whole_or_not_at_all(tmp_path: Path) -> None:
         raise RuntimeError("interrupted")
     assert target.read_text() == '{\n  "a": 1\n}\n'
     assert [p.name for p in target.parent.iterdir()] == ["config.json"]
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path: Path) -> None:
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        io.write_text(tmp_path / "out.txt", "x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644
