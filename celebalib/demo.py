@@ -42,7 +42,7 @@ def _error_text(error: Exception) -> str:
     return f"{type(error).__name__}: {first[0] if first else ''}".strip().rstrip(":")
 
 
-def execute_notebook(path: Path, *, timeout: int = CELL_TIMEOUT):
+def execute_notebook(path: Path, *, timeout: int = CELL_TIMEOUT) -> Any:
     """Execute a notebook in a fresh kernel (working folder: its own) and return it.
 
     Raises:
@@ -129,7 +129,8 @@ def _retrieval_figures(path: Path, k: int = 10) -> dict[str, float]:
         return {names[row["ranking"]]: float(row["precision_at_k"])
                 for row in data["rankings"] if row["ranking"] in names and int(row["k"]) == k}
     except (KeyError, TypeError, ValueError) as error:
-        raise RunError(f"{path}: expected rankings with ranking, k and precision_at_k (missing {error})") from None
+        raise RunError(f"{path}: expected rankings with ranking, k and precision_at_k "
+                       f"(missing {error})") from None
 
 
 def headline_figures(run_dir: Path) -> dict[str, Any]:
@@ -162,9 +163,9 @@ def format_headline(figures: dict[str, Any], run_dir: Path, out_dir: Path) -> st
     else:
         lines.append(f"No evaluation found in {run_dir} (notebook 04 writes it).")
     if "precision_at_10" in figures:
-        extra = [f"{name} {figures[key]:.3f}" for name, key in
-                 (("true labels", "precision_at_10_oracle"), ("random", "precision_at_10_random")) if key in figures]
-        lines.append(f"  retrieval precision@10 {figures['precision_at_10']:.3f}" + (f" ({', '.join(extra)})" if extra else ""))
+        references = (("true labels", "precision_at_10_oracle"), ("random", "precision_at_10_random"))
+        extra = ", ".join(f"{name} {figures[key]:.3f}" for name, key in references if key in figures)
+        lines.append(f"  retrieval precision@10 {figures['precision_at_10']:.3f}" + (f" ({extra})" if extra else ""))
     lines.append(f"Executed notebooks and HTML copies: {out_dir}")
     lines.append(f"Trained run (model, history, evaluation): {run_dir}")
     return "\n".join(lines)
@@ -206,5 +207,5 @@ def configure_demo_parser(parser: argparse.ArgumentParser) -> None:
     """Add the demo command's arguments."""
     parser.add_argument("--fast", action="store_true", help="fast mode: tiny images, epochs and gallery")
     parser.add_argument("--out", help="folder for executed notebooks and HTML (default: reports/)")
-    parser.add_argument("--notebooks", help="run the numbered notebooks of another folder (default: notebooks/)")
+    parser.add_argument("--notebooks", help="run the numbered notebooks of this folder (default: notebooks/)")
     parser.set_defaults(handler=_handle)
