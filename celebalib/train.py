@@ -250,6 +250,8 @@ def fit(
                if k not in ("out_dir", "data_root", "table", "cache", "run_eagerly", "progress", "callbacks")}
     options["weights"] = None if weights is None else str(weights)  # a Path must still go into JSON
     _check_options(options)
+    if options["learning_rate"] is None:  # record the rate actually used in config.json
+        options["learning_rate"] = DEFAULT_LEARNING_RATES[optimizer]
     seed_everything(seed)
     table = _load_table(data_root, table)
     options["data_root"] = table.attrs.get("root", None if data_root is None else str(data_root))
