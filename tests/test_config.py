@@ -26,7 +26,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyP
 def test_full_and_fast_defaults(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     full = config.get_settings()
     assert (full.fast, full.image_size, full.epochs, full.batch_size, full.gallery_limit) == (
-        False, 96, 12, 64, None)
+        False, 64, 12, 32, None)
     assert full.synthetic_dir == tmp_path.resolve() / "data" / "synthetic-6000"
     clean_env.setenv("CELEBALIB_FAST", "1")
     fast = config.get_settings()
@@ -49,6 +49,9 @@ def test_celeba_root_selects_real_data(clean_env: pytest.MonkeyPatch, tmp_path: 
     settings = config.get_settings()
     assert settings.uses_real_data and settings.data_root == tmp_path.resolve() / "celeba"
     assert "real CelebA" in settings.describe()
+    # Real data trains at the course's 224 px where a GPU is present, else at 128 px, in batches of 64.
+    assert settings.image_size == (224 if config.gpu_available() else 128)
+    assert settings.batch_size == 64
 
 
 def test_whole_number_overrides(clean_env: pytest.MonkeyPatch) -> None:
@@ -56,7 +59,7 @@ def test_whole_number_overrides(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("CELEBALIB_EPOCHS", " 3")
     clean_env.setenv("CELEBALIB_BATCH_SIZE", "")
     settings = config.get_settings()
-    assert (settings.image_size, settings.epochs, settings.batch_size) == (128, 3, 64)
+    assert (settings.image_size, settings.epochs, settings.batch_size) == (128, 3, 32)
 
 
 @pytest.mark.parametrize("value", ["big", "0", "-4", "1.5"])
