@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from celebalib.config import PACKAGE_DIR, get_settings
+from celebalib.config import PACKAGE_DIR, Settings, get_settings
 from celebalib.errors import ConfigError, RunError
 from celebalib.io import atomic_path, write_text
 
@@ -31,6 +31,19 @@ def course_notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
     if not notebooks:
         raise ConfigError(f"{folder}: expected notebooks named 01-*.ipynb ... 05-*.ipynb, found none")
     return notebooks
+
+
+def course_run(settings: Settings | None = None) -> Any:
+    """Open the course run that notebook 03 trains, or train a quick one-epoch run there if it is missing."""
+    from celebalib import data, runs, train
+
+    settings = settings or get_settings()
+    run_dir = settings.runs_dir / COURSE_RUN
+    if (run_dir / runs.FINAL).is_file():
+        return runs.open_run(run_dir)
+    print(f"No trained run in {run_dir}: training a quick one-epoch run (notebook 03 trains the real one).")
+    return train.fit(run_dir, data_root=data.default_root(), epochs=1, image_size=settings.image_size,
+                     batch_size=settings.batch_size, loss="balanced_bce", seed=settings.seed, progress=False)
 
 
 def _error_text(error: Exception) -> str:
