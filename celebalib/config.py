@@ -35,6 +35,15 @@ def project_home() -> Path:
     return Path(os.environ.get("CELEBALIB_HOME") or _default_home()).expanduser().resolve()
 
 
+def display_path(path: str | Path) -> str:
+    """Show a path relative to the project home when it lies inside it, else in full."""
+    resolved = Path(path).expanduser().resolve()
+    try:
+        return str(resolved.relative_to(project_home()))
+    except ValueError:
+        return str(resolved)
+
+
 def _env_int(name: str, default: int) -> int:
     """Read a positive integer from the environment, with a clear error for anything else."""
     raw = os.environ.get(name)

@@ -29,6 +29,7 @@ from sklearn.metrics import multilabel_confusion_matrix, precision_recall_fscore
 from sklearn.model_selection import GroupKFold, KFold
 
 from celebalib.attributes import ATTRIBUTES, NUM_ATTRIBUTES, SPLITS
+from celebalib.config import display_path
 from celebalib.errors import ConfigError, RunError
 
 OBJECTIVES: tuple[str, ...] = ("balanced_accuracy", "accuracy")
@@ -403,7 +404,7 @@ def summary_text(result: EvaluationResult, n: int = 5) -> str:
     best = ", ".join(f"{name} {value:.3f}" for name, value in ranked.head(n).items())
     worst = ", ".join(f"{name} {value:.3f}" for name, value in ranked.tail(n)[::-1].items())
     return "\n".join([
-        f"{result.split}: {result.n_images} images from {result.data_root}",
+        f"{result.split}: {result.n_images} images from {display_path(result.data_root) if result.data_root else 'a table in memory'}",
         f"thresholds: {result.thresholds_source}",
         f"mean accuracy {means.at['accuracy', 'at_0.5']:.3f} at 0.5, {means.at['accuracy', 'tuned']:.3f} tuned "
         f"(majority baseline {means.at['baseline', 'at_0.5']:.3f})",

@@ -102,3 +102,9 @@ def test_atomic_write_gives_the_usual_file_mode(tmp_path: Path) -> None:
     finally:
         os.umask(umask)
     assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_display_path_is_relative_inside_the_home_only(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert config.display_path(tmp_path / "data" / "synthetic-6000") == str(Path("data") / "synthetic-6000")
+    outside = tmp_path.parent / "elsewhere"
+    assert config.display_path(outside) == str(outside.resolve())
