@@ -505,7 +505,7 @@ def make_dataset(table: pd.DataFrame, split: str | None, *, image_size: int, bat
     needed = ["path", *ATTRIBUTES] if labels else ["path"]
     if missing := [name for name in needed if name not in table.columns]:
         raise ConfigError(f"the table lacks columns {missing[:3]}; expected one from load_celeba")
-    rows = _rows(table, split, limit)
+    rows = split_rows(table, split, limit)
     paths = rows["path"].to_numpy(str)
     ds = tf.data.Dataset.from_tensor_slices(
         (paths, rows[list(ATTRIBUTES)].to_numpy(np.float32)) if labels else paths)
@@ -530,7 +530,7 @@ def make_dataset(table: pd.DataFrame, split: str | None, *, image_size: int, bat
 # Imbalance helpers
 
 
-def _rows(table: pd.DataFrame, split: str | None, limit: int | None = None) -> pd.DataFrame:
+def split_rows(table: pd.DataFrame, split: str | None, limit: int | None = None) -> pd.DataFrame:
     """Return the rows of one split (None: all rows), at most ``limit`` of them; never none."""
     if split is not None and split not in SPLITS:
         raise ConfigError(f"split={split!r}: expected one of {', '.join(SPLITS)}")
@@ -544,7 +544,7 @@ def _rows(table: pd.DataFrame, split: str | None, limit: int | None = None) -> p
 
 def positive_rates(table: pd.DataFrame, split: str | None = None) -> pd.Series:
     """Fraction of positive labels per attribute, in one split or (None) over all rows."""
-    return _rows(table, split)[list(ATTRIBUTES)].mean().rename("positive_rate")
+    return split_rows(table, split)[list(ATTRIBUTES)].mean().rename("positive_rate")
 
 
 def positive_weights(table: pd.DataFrame) -> np.ndarray:
@@ -552,7 +552,7 @@ def positive_weights(table: pd.DataFrame) -> np.ndarray:
 
     An attribute with no positive example counts as having one, so the weight stays finite.
     """
-    labels = _rows(table, "train")[list(ATTRIBUTES)].to_numpy()
+    labels = split_rows(table, "train")[list(ATTRIBUTES)].to_numpy()
     positives = labels.sum(axis=0)
     negatives = len(labels) - positives
     return (negatives / np.maximum(positives, 1)).astype(np.float32)
@@ -561,5 +561,5 @@ def positive_weights(table: pd.DataFrame) -> np.ndarray:
 def majority_baseline(table: pd.DataFrame, split: str, reference: str = "train") -> pd.Series:
     """Accuracy per attribute of always predicting ``reference``'s majority label on ``split``."""
     majority = (positive_rates(table, reference) > 0.5).astype(np.int8)
-    labels = _rows(table, split)[list(ATTRIBUTES)]
+    labels = split_rows(table, split)[list(ATTRIBUTES)]
     return (labels == majority).mean().rename("majority_accuracy")

@@ -22,6 +22,7 @@ import pandas as pd
 from threadpoolctl import ThreadpoolController
 
 from celebalib.attributes import ATTRIBUTES
+from celebalib.data import split_rows
 from celebalib.errors import ConfigError, RunError
 from celebalib.io import atomic_path
 
@@ -282,10 +283,7 @@ class GalleryIndex:
     def build(cls, run: Run, table: pd.DataFrame, split: str, *, limit: int | None = None,
               features: bool = False, progress: bool = True) -> GalleryIndex:
         """Predict every image of ``split`` (first ``limit`` rows) with ``run``."""
-        rows = table[table["split"] == split]
-        rows = rows.iloc[:limit] if limit is not None else rows
-        if rows.empty:
-            raise ConfigError(f"split {split!r} has no images to index")
+        rows = split_rows(table, split, limit)
         probabilities = run.predict(rows, progress=progress)
         pooled = run.features(rows, progress=progress) if features else None
         return cls(probabilities=probabilities, image_ids=rows["image_id"].to_numpy(str),
