@@ -429,12 +429,11 @@ def configure_evaluate_parser(parser: argparse.ArgumentParser) -> None:
 
 def _evaluate_command(args: argparse.Namespace) -> int:
     """Evaluate a run on a split, write the files and print the summary."""
-    from celebalib.data import default_root, load_celeba
+    from celebalib.data import load_celeba
     from celebalib.runs import open_run
 
     run = open_run(args.run)
-    root = args.data or run.config.get("data_root") or default_root()
-    table = load_celeba(root)
+    table = load_celeba(run.data_root(args.data))
     result = evaluate_run(run, table, args.split, objective=args.objective, batch_size=args.batch_size,
                           progress=not args.no_progress)
     csv_path, json_path = write_evaluation(result, run.path)

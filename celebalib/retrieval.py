@@ -443,7 +443,7 @@ def configure_index_parser(parser: argparse.ArgumentParser) -> None:
     from celebalib.attributes import SPLITS
 
     parser.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")
-    parser.add_argument("--data", default=None, help="CelebA root (default: the configured data root)")
+    parser.add_argument("--data", default=None, help="CelebA root (default: the data the run was trained on)")
     parser.add_argument("--split", default="test", choices=SPLITS)
     parser.add_argument("--limit", type=int, default=None, help="index only the first N images of the split")
     parser.add_argument("--features", action="store_true", help="also store the pooled feature vectors")
@@ -453,13 +453,13 @@ def configure_index_parser(parser: argparse.ArgumentParser) -> None:
 
 def _index_command(args: argparse.Namespace) -> int:
     """Build and save an index; print where it went."""
-    from celebalib.data import default_root, load_celeba
+    from celebalib.data import load_celeba
     from celebalib.runs import open_run
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit {args.limit}: expected a positive number of images")
     run = open_run(args.run)
-    table = load_celeba(args.data if args.data else default_root())
+    table = load_celeba(run.data_root(args.data))
     index = GalleryIndex.build(run, table, args.split, limit=args.limit, features=args.features)
     out = index.save(args.out or default_index_path(args.run, args.split))
     print(f"indexed {len(index)} {args.split} images with run {run.run_id} -> {out}")

@@ -101,6 +101,16 @@ class Run:
         values = (self.config.get("thresholds") or {}).get("values") or {}
         return np.array([float(values.get(name, 0.5)) for name in ATTRIBUTES], dtype=np.float32)
 
+    def data_root(self, override: str | Path | None = None) -> Path:
+        """The data to use with this run: ``override``, else the data it was trained on, else the default."""
+        if override:
+            return Path(override)
+        if self.config.get("data_root"):
+            return Path(self.config["data_root"])
+        from celebalib.data import default_root
+
+        return default_root()
+
     def history(self) -> pd.DataFrame:
         """The per-epoch training history (epoch, loss, metrics, val_ metrics)."""
         path = self.path / HISTORY

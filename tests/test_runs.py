@@ -78,3 +78,16 @@ def test_open_run_errors_name_the_problem(run_copy: runs.Run, tmp_path: Path) ->
         runs.Run(run_copy.path)
     with pytest.raises(RunError, match="model file not found"):
         runs.load_model(run_copy.path / "best.keras")
+
+
+def test_data_root_prefers_the_override_then_the_training_data_then_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = {"run_id": "r", "image_size": 32, "crop": "center", "attributes": list(ATTRIBUTES)}
+    (tmp_path / "config.json").write_text(json.dumps({**config, "data_root": "/data/celeba"}))
+    run = runs.Run(tmp_path)  # data_root needs only config.json, not a finished model
+    assert run.data_root("/elsewhere") == Path("/elsewhere")
+    assert run.data_root() == Path("/data/celeba")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr("celebalib.data.default_root", lambda: Path("/default"))
+    assert runs.Run(tmp_path).data_root() == Path("/default")
