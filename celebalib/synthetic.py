@@ -33,7 +33,7 @@ from celebalib.io import write_json, write_text
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
 MARKER = ".celebalib-synthetic.json"
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 WIDTH, HEIGHT = 178, 218
 MIN_IMAGES = 20
 JPEG_QUALITY = 90
@@ -52,6 +52,8 @@ MALE_ONLY = BEARDS + ("Bald",)
 FEMALE_ONLY = ("Wearing_Lipstick", "Heavy_Makeup")
 # Share of a varying attribute's latent value that an identity keeps across its images.
 IDENTITY_SHARE = 0.5
+# Range of a cue's random strength: its minimum still shows clearly at 64 px.
+STRENGTH_RANGE = (0.7, 1.0)
 
 
 @dataclass(frozen=True)
@@ -233,12 +235,15 @@ def identity_face(labels: np.ndarray, identity: int, seed: int) -> Face:
     rng = np.random.default_rng([seed, 11, identity])
     chubby, oval = _has(labels, "Chubby"), _has(labels, "Oval_Face")
     male = _has(labels, "Male")
-    half_width = rng.uniform(36, 41) + (7 if chubby else 0) + (2 if male else 0) - (3 if oval else 0)
-    half_height = rng.uniform(47, 51) + (10 if oval else 0) - (2 if chubby else 0)
+    # An oval face is long and narrow (height about 1.8 times the width), others are round.
+    half_width = rng.uniform(36, 41) + (9 if chubby else 0) + (2 if male else 0) - (5 if oval else 0)
+    half_height = rng.uniform(47, 51) + (14 if oval else 0) - (3 if chubby else 0)
     if _has(labels, "Pale_Skin"):
         skin = PALE_SKIN + rng.integers(-6, 5, 3)
     else:
-        skin = _mix(DARK_SKIN, LIGHT_SKIN, rng.uniform(0.0, 0.9) ** 0.7)
+        skin = np.array(_mix(DARK_SKIN, LIGHT_SKIN, rng.uniform(0.0, 0.9) ** 0.7))
+    if not _has(labels, "Young"):
+        skin = np.array(_mix(skin, np.full(3, skin.mean()), 0.3))  # older skin is greyer
     colours = [HAIR_RGB[c] for c in HAIR_COLOURS if _has(labels, c)]
     hair = colours[0] if colours else OTHER_HAIR_RGB[rng.integers(len(OTHER_HAIR_RGB))]
     return Face(
@@ -275,8 +280,8 @@ class Sketch:
         return np.random.default_rng([*self.cue_seed, ATTRIBUTE_INDEX[name]])
 
     def strength(self, name: str) -> float:
-        """Return the random strength in [0.6, 1] of a cue."""
-        return float(self.cue(name).uniform(0.6, 1.0))
+        """Return the random strength of a cue, within ``STRENGTH_RANGE``."""
+        return float(self.cue(name).uniform(*STRENGTH_RANGE))
 
     @property
     def eye_y(self) -> float:
@@ -286,7 +291,7 @@ class Sketch:
     @property
     def mouth_y(self) -> float:
         """Height of the line between the lips."""
-        return self.cy + 30 + (2 if self.has("Big_Lips") else 0)
+        return self.cy + 31 + (2 if self.has("Big_Lips") else 0)
 
     def jaw_polygon(self, top: float) -> list[tuple[float, float]]:
         """Return the outline of the face ellipse below height ``top``."""
@@ -300,25 +305,48 @@ def _hairline(sk: Sketch, x: np.ndarray) -> np.ndarray:
     """Return the lower edge of the hair over the forehead at positions ``x``."""
     b, u = sk.face.half_height, (x - sk.cx) / sk.face.half_width
     if sk.has("Bangs"):
-        return sk.eye_y - 15 + 3 * np.sign(np.sin(x * 1.1))  # a jagged fringe above the brows
+        # A fringe covering the whole forehead down to the brows, cut in a jagged line.
+        return sk.eye_y - 15 + 2 * np.sign(np.sin(x * 0.9))
     if sk.has("Receding_Hairline"):
-        return sk.cy - 0.6 * b - 22 * np.abs(u)  # bare temples: an M-shaped line
-    return sk.cy - 0.58 * b + 10 * u**2
+        # A high forehead and bare temples: an M-shaped line reaching above the face.
+        return sk.cy - 0.97 * b - 30 * sk.strength("Receding_Hairline") * np.abs(u)
+    return sk.cy - 0.82 * b + 16 * u**2
 
 
 def _hair_texture(sk: Sketch) -> Image.Image:
-    """Return a full-size image of the hair colour, with straight or wavy strands."""
-    texture = Image.new("RGB", sk.image.size, sk.face.hair)
+    """Return a full-size image of the hair colour, with straight or wavy strands.
+
+    Strands are 4 px wide and 11 px apart, and waves 26 px long, so both survive the resize
+    to 64 px; light hair gets dark strands and dark hair light ones.
+    """
+    hair = sk.face.hair
+    texture = Image.new("RGB", sk.image.size, hair)
+    if not (sk.has("Straight_Hair") or sk.has("Wavy_Hair")):
+        return texture
     draw = ImageDraw.Draw(texture)
-    strand = _shade(sk.face.hair, 0.55 if sum(sk.face.hair) > 200 else 2.2)
-    ys = np.arange(0, HEIGHT + 6, 3.0)
-    wave = 3.5 * np.sin(ys / 5.0)
-    for x0 in np.arange(2, WIDTH, 6.0):
-        if sk.has("Straight_Hair"):
-            draw.line([(x0, 0), (x0, HEIGHT)], fill=strand, width=2)
-        elif sk.has("Wavy_Hair"):
-            draw.line(np.column_stack([x0 + wave, ys]).ravel().tolist(), fill=strand, width=2)
+    strand = _mix(hair, (0, 0, 0), 0.5) if sum(hair) > 300 else _mix(hair, (255, 255, 255), 0.4)
+    ys = np.arange(-4, HEIGHT + 8, 2.0)
+    amplitude = 5.5 * sk.strength("Wavy_Hair") if sk.has("Wavy_Hair") else 0.0
+    wave = amplitude * np.sin(ys * (2 * math.pi / 26))
+    for x0 in np.arange(3, WIDTH, 11.0):
+        if amplitude:
+            draw.line(np.column_stack([x0 + wave, ys]).ravel().tolist(), fill=strand, width=4)
+        else:
+            draw.line([(x0, 0), (x0, HEIGHT)], fill=strand, width=4)
     return texture
+
+
+def _curl_outline(sk: Sketch, draw: ImageDraw.ImageDraw) -> None:
+    """Add round curls along the outside of the hair mask: wavy hair has a bumpy outline."""
+    a, b, cx, cy = sk.face.half_width, sk.face.half_height, sk.cx, sk.cy
+    r = 5 + 3 * sk.strength("Wavy_Hair")
+    points = [(cx + (a + 6) * math.cos(t), cy - 0.2 * b - (0.8 * b + 11) * math.sin(t))
+              for t in np.linspace(0.15, math.pi - 0.15, 9)]
+    if sk.face.hair_length > 10:
+        for y in np.arange(cy - 0.3 * b, cy + sk.face.hair_length - 6, 13.0):
+            points += [(cx - a - 8, y), (cx + a + 8, y)]
+    for x, y in points:
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=255)
 
 
 def draw_hair(sk: Sketch, front: bool) -> None:
@@ -339,9 +367,15 @@ def draw_hair(sk: Sketch, front: bool) -> None:
         draw.ellipse((cx - a - 7, cy - b - 12, cx + a + 7, cy + 0.4 * b), fill=255)
         if sk.face.hair_length > 10:
             draw.rounded_rectangle((cx - a - 9, cy - 0.7 * b, cx + a + 9, cy + sk.face.hair_length), 14, fill=255)
+        if sk.has("Wavy_Hair"):
+            _curl_outline(sk, draw)
     if sk.hair_texture is None:
         sk.hair_texture = _hair_texture(sk)
     sk.image.paste(sk.hair_texture, mask=mask)
+    if front and sk.has("Bangs"):
+        # The fringe casts a dark shadow on the brow line, so it shows even on a skin-toned hair.
+        xs = np.linspace(cx - 0.75 * a, cx + 0.75 * a, 16)
+        sk.draw.line(list(zip(xs, _hairline(sk, xs) + 1.5)), fill=_shade(sk.face.skin, 0.55), width=3)
 
 
 def draw_body(sk: Sketch) -> None:
@@ -359,76 +393,102 @@ def draw_head(sk: Sketch) -> None:
     for side in (-1, 1):
         d.ellipse((cx + side * a - 6, cy - 14, cx + side * a + 6, cy + 12), fill=_shade(f.skin, 0.95))
     d.ellipse((cx - a, cy - b, cx + a, cy + b), fill=f.skin)
-    if sk.has("Male"):
+    if sk.has("Male") and not sk.has("Oval_Face"):
+        # A square jaw; an oval face keeps its long tapering chin.
         d.rounded_rectangle((cx - 0.86 * a, cy, cx + 0.86 * a, cy + 0.93 * b), 14, fill=f.skin)
     if sk.has("Chubby"):
         for side in (-1, 1):
-            d.ellipse((cx + side * (a - 6) - 13, cy - 2, cx + side * (a - 6) + 13, cy + 28), fill=f.skin)
+            d.ellipse((cx + side * (a - 6) - 15, cy - 4, cx + side * (a - 6) + 15, cy + 32), fill=f.skin)
     if sk.has("Double_Chin"):
-        d.ellipse((cx - 20, cy + b - 9, cx + 20, cy + b + 9), fill=_shade(f.skin, 0.97))
-        d.arc((cx - 20, cy + b - 9, cx + 20, cy + b + 9), 20, 160, fill=_shade(f.skin, 0.7), width=3)
-        d.arc((cx - 16, cy + b - 18, cx + 16, cy + b - 1), 20, 160, fill=_shade(f.skin, 0.75), width=2)
+        # A second chin below the jaw, with a dark crease between the two.
+        dark = _shade(f.skin, 0.75 - 0.2 * sk.strength("Double_Chin"))
+        d.ellipse((cx - 27, cy + b - 8, cx + 27, cy + b + 15), fill=_shade(f.skin, 0.95))
+        d.arc((cx - 27, cy + b - 8, cx + 27, cy + b + 15), 15, 165, fill=dark, width=3)
+        d.arc((cx - 24, cy + b - 18, cx + 24, cy + b + 1), 20, 160, fill=dark, width=4)
     if sk.has("Bald"):
         d.ellipse((cx - 14, cy - b + 6, cx + 4, cy - b + 14), fill=_shade(f.skin, 1.15))
+
+
+def _draw_eye(sk: Sketch, ex: float, y: float, side: int) -> None:
+    """Paint one eye: a dark slit when narrow, else a round white eye with a dark iris."""
+    d, f = sk.draw, sk.face
+    ink = (20, 15, 15)
+    makeup = sk.has("Heavy_Makeup")
+    if sk.has("Narrow_Eyes"):
+        h = 2.6 - 1.6 * sk.strength("Narrow_Eyes")
+        d.ellipse((ex - 10, y - h, ex + 10, y + h), fill=ink)
+        d.line([(ex - 9, y - 4), (ex + 9, y - 4)], fill=_shade(f.skin, 0.7), width=2)  # the heavy lid
+    else:
+        d.ellipse((ex - 9, y - 6, ex + 9, y + 6), fill=(250, 250, 246), outline=ink, width=1)
+        d.ellipse((ex - 4.5, y - 4.5, ex + 4.5, y + 4.5), fill=f.eye_colour)
+        d.ellipse((ex - 2, y - 2, ex + 2, y + 2), fill=(8, 6, 6))
+        d.arc((ex - 9, y - 6, ex + 9, y + 6), 180, 360, fill=ink, width=4 if makeup else 2)
+    if makeup:
+        d.line([(ex + side * 8, y - 2), (ex + side * 15, y - 6)], fill=ink, width=3)  # a winged liner
 
 
 def draw_eyes(sk: Sketch) -> None:
     """Paint eyebrows (arched, bushy), eyes (narrow), eye make-up and bags under the eyes."""
     d, f, y = sk.draw, sk.face, sk.eye_y
-    brow = _shade(f.hair, 0.6) if not sk.has("Bald") else (70, 52, 40)
-    narrow = sk.has("Narrow_Eyes")
+    brow = _shade(f.hair, 0.45) if not sk.has("Bald") else (70, 52, 40)
     for side in (-1, 1):
         ex = sk.cx + sk.dx + side * f.eye_gap
         if sk.has("Heavy_Makeup"):
             r = sk.cue("Heavy_Makeup")
-            alpha = int(255 * r.uniform(0.6, 1.0))
-            shadow = tuple(int(c) for c in r.choice([(120, 60, 140), (60, 90, 150), (140, 90, 60)]))
-            d.ellipse((ex - 10, y - 9, ex + 10, y + 1), fill=(*shadow, alpha))
+            alpha = int(255 * r.uniform(*STRENGTH_RANGE))
+            shadow = tuple(int(c) for c in r.choice([(120, 50, 150), (50, 90, 170), (150, 80, 40)]))
+            d.ellipse((ex - 13, y - 13, ex + 13, y + 3), fill=(*shadow, alpha))
         if sk.has("Bags_Under_Eyes"):
-            d.arc((ex - 8, y - 2, ex + 8, y + 9), 20, 160, fill=_shade(f.skin, 0.6), width=4)
-        h = 1.4 if narrow else 4.5
-        d.ellipse((ex - 7, y - h, ex + 7, y + h), fill=(245, 245, 240))
-        d.ellipse((ex - 3, y - min(h, 3), ex + 3, y + min(h, 3)), fill=f.eye_colour)
-        liner = 3 if sk.has("Heavy_Makeup") else 1
-        d.arc((ex - 7, y - h - 1, ex + 7, y + h + 1), 180, 360, fill=(20, 15, 15), width=liner)
-        by = y - 11 + (1 if narrow else 0)
-        width = int(round(6 + 2 * sk.strength("Bushy_Eyebrows"))) if sk.has("Bushy_Eyebrows") else 3
-        inner, outer = ex - side * 9, ex + side * 9
+            # Puffy dark crescents under the eyes.
+            dark = _shade(f.skin, 0.65 - 0.15 * sk.strength("Bags_Under_Eyes"))
+            d.ellipse((ex - 11, y + 1, ex + 11, y + 14), fill=_shade(f.skin, 0.82))
+            d.arc((ex - 11, y + 1, ex + 11, y + 14), 15, 165, fill=dark, width=3)
+        _draw_eye(sk, ex, y, side)
+        by = y - 14
+        width = int(round(6 + 5 * sk.strength("Bushy_Eyebrows"))) if sk.has("Bushy_Eyebrows") else 4
+        inner, outer = ex - side * 11, ex + side * 12
         if sk.has("Arched_Eyebrows"):
-            points = [(inner, by + 1), (ex + side * 3, by - 7), (outer, by + 2)]
+            lift = 4 + 5 * sk.strength("Arched_Eyebrows")
+            points = [(inner, by + 1), (ex + side * 3, by - lift), (outer, by + 3)]
         else:
             points = [(inner, by), (outer, by)]
         d.line(points, fill=brow, width=width, joint="curve")
 
 
 def draw_nose(sk: Sketch) -> None:
-    """Paint the nose: big (wide and long), pointy (a sharp tip) or plain."""
+    """Paint the nose: big (wide and long), pointy (a long dark point) or a round bulb."""
     d, f, x = sk.draw, sk.face, sk.cx + 1.5 * sk.dx
     big = sk.has("Big_Nose")
-    half, tip = (11, sk.cy + 17) if big else (6, sk.cy + 12)
-    top = sk.eye_y + 5
-    d.polygon([(x - 2, top), (x + 2, top), (x + half, tip), (x - half, tip)], fill=_shade(f.skin, 0.88))
+    half = 6 + 8 * sk.strength("Big_Nose") if big else 6
+    tip, top = sk.cy + (14 if big else 11), sk.eye_y + 4
+    bridge, dark = _shade(f.skin, 0.84), _shade(f.skin, 0.45)
+    d.polygon([(x - 2, top), (x + 2, top), (x + half, tip), (x - half, tip)], fill=bridge)
     if sk.has("Pointy_Nose"):
-        d.polygon([(x - 5, tip - 3), (x + 5, tip - 3), (x, tip + 9)], fill=_shade(f.skin, 0.72))
+        point = tip + 5 + 5 * sk.strength("Pointy_Nose")
+        d.polygon([(x - half, tip - 1), (x + half, tip - 1), (x, point)], fill=dark)
+        for side in (-1, 1):
+            d.line([(x + side * 2, top), (x + side * half, tip - 1)], fill=_shade(f.skin, 0.65), width=2)
     else:
-        d.ellipse((x - 0.6 * half, tip - 4, x + 0.6 * half, tip + 3), fill=_shade(f.skin, 0.88))
+        # A light round bulb, unlike the dark point of a pointy nose.
+        d.ellipse((x - half - 2, tip - 8, x + half + 2, tip + 4), fill=_shade(f.skin, 0.95), outline=dark, width=2)
     for side in (-1, 1):
         nx = x + side * 0.55 * half
-        d.ellipse((nx - 2.5, tip - 1.5, nx + 2.5, tip + 1.5), fill=_shade(f.skin, 0.45))
+        d.ellipse((nx - 3, tip - 2, nx + 3, tip + 2), fill=_shade(f.skin, 0.35))
 
 
 def _lip_colour(sk: Sketch) -> tuple[int, int, int]:
     """Return red lipstick of random strength, or the natural lip tone."""
     if sk.has("Wearing_Lipstick"):
         return _mix(sk.face.skin, (200, 20, 50), 0.55 + 0.45 * sk.strength("Wearing_Lipstick"))
-    return _mix(sk.face.skin, (150, 80, 80), 0.35)
+    return _mix(sk.face.skin, (150, 60, 70), 0.5)
 
 
 def draw_mouth(sk: Sketch) -> None:
     """Paint lips (big, lipstick), a smile and an open mouth."""
     d, x, y = sk.draw, sk.cx + sk.dx, sk.mouth_y
-    w = sk.face.mouth_width + (3 if sk.has("Smiling") else 0)
-    lips, t = _lip_colour(sk), (6 if sk.has("Big_Lips") else 3)
+    big = sk.has("Big_Lips")
+    w = sk.face.mouth_width + (3 if sk.has("Smiling") else 0) + (3 if big else 0)
+    lips, t = _lip_colour(sk), (round(5 + 4 * sk.strength("Big_Lips")) if big else 3)
     gap = 5 if sk.has("Mouth_Slightly_Open") else 0
     if sk.has("Smiling"):
         box = (x - w, y - 10, x + w, y + 6 + gap + t)
@@ -449,22 +509,33 @@ def draw_cheeks_and_age(sk: Sketch) -> None:
     a = f.half_width
     for side in (-1, 1):
         if sk.has("High_Cheekbones"):
-            d.ellipse((cx + side * (a - 14) - 8, cy - 2, cx + side * (a - 14) + 8, cy + 6),
-                      fill=(255, 255, 255, int(110 * sk.strength("High_Cheekbones"))))
-            d.line([(cx + side * (a - 4), cy + 4), (cx + side * (f.eye_gap - 4), cy + 20)],
-                   fill=_shade(f.skin, 0.72), width=3)
+            # A bright cheekbone over a dark hollow slanting down to the mouth.
+            hx = cx + side * (a - 12)
+            d.ellipse((hx - 10, cy - 1, hx + 10, cy + 9),
+                      fill=(255, 255, 255, int(190 * sk.strength("High_Cheekbones"))))
+            d.line([(cx + side * (a - 3), cy + 8), (cx + side * (f.eye_gap - 3), cy + 24)],
+                   fill=_shade(f.skin, 0.6), width=4)
         if sk.has("Rosy_Cheeks"):
             rx = cx + sk.dx + side * (f.eye_gap + 3)
-            d.ellipse((rx - 9, cy + 6, rx + 9, cy + 20), fill=(235, 70, 90, int(200 * sk.strength("Rosy_Cheeks"))))
-        if not sk.has("Young"):
-            d.line([(cx + sk.dx + side * 9, cy + 16), (cx + sk.dx + side * (f.mouth_width + 5), cy + 34)],
-                   fill=_shade(f.skin, 0.62), width=2)
-            d.line([(cx + side * (f.eye_gap + 9), sk.eye_y - 1), (cx + side * (f.eye_gap + 14), sk.eye_y + 3)],
-                   fill=_shade(f.skin, 0.62), width=2)
+            d.ellipse((rx - 12, cy + 6, rx + 12, cy + 23), fill=(235, 60, 80, int(235 * sk.strength("Rosy_Cheeks"))))
     if not sk.has("Young"):
-        for k in range(3):
-            yy = sk.eye_y - 20 - 5 * k
-            d.line([(cx - 14, yy), (cx + 14, yy)], fill=_shade(f.skin, 0.75), width=2)
+        _draw_wrinkles(sk)
+
+
+def _draw_wrinkles(sk: Sketch) -> None:
+    """Paint an older face's lines: forehead, smile folds, mouth corners and crow's feet."""
+    d, f, cx, y = sk.draw, sk.face, sk.cx + sk.dx, sk.eye_y
+    line = _shade(f.skin, 0.7 - 0.25 * sk.strength("Young"))
+    for k in range(3):
+        yy = y - 22 - 6 * k
+        d.line([(cx - 20, yy + 2), (cx, yy), (cx + 20, yy + 2)], fill=line, width=3, joint="curve")
+    for side in (-1, 1):
+        d.line([(cx + side * 9, sk.cy + 12), (cx + side * (f.mouth_width + 6), sk.cy + 34)], fill=line, width=3)
+        mx = cx + side * (f.mouth_width + 2)
+        d.line([(mx, sk.mouth_y + 5), (mx + side * 2, sk.mouth_y + 16)], fill=line, width=3)
+        ex = cx + side * (f.eye_gap + 11)
+        for dy in (-4, 3):
+            d.line([(ex, y), (ex + side * 7, y + dy)], fill=line, width=2)
 
 
 def draw_beard(sk: Sketch) -> None:

@@ -112,6 +112,8 @@ def _plain_labels() -> np.ndarray:
     ("Wearing_Hat", (0, 100), (0, 178)),
     ("Smiling", (120, 165), (45, 135)),
     ("Wearing_Necktie", (160, 218), (40, 140)),
+    ("Narrow_Eyes", (80, 125), (40, 140)),
+    ("Bangs", (40, 105), (30, 150)),
 ])
 def test_switching_one_attribute_changes_its_region(name: str, rows: tuple, cols: tuple) -> None:
     base = _plain_labels()
