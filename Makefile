@@ -44,7 +44,8 @@ bench: setup ## Run the benchmark scripts and print their figures.
 
 celeba-cpu: setup ## Train and evaluate the CPU recipe on real CelebA (CELEBA_ROOT, default ../shared/celeba).
 	$(PY) -m celebalib train --data $(or $(CELEBA_ROOT),../shared/celeba) --preset celeba-cpu --out runs/celeba-cpu
-	$(PY) -m celebalib evaluate --run runs/celeba-cpu --data $(or $(CELEBA_ROOT),../shared/celeba) --split val
+	$(PY) -m celebalib evaluate --run runs/celeba-cpu --data $(or $(CELEBA_ROOT),../shared/celeba) --split val --objective accuracy --no-progress
+	$(PY) -m celebalib evaluate --run runs/celeba-cpu --data $(or $(CELEBA_ROOT),../shared/celeba) --split val --no-progress
 
 clean: ## Remove build output (keeps .venv, data/ and runs/).
 	rm -rf build reports .pytest_cache

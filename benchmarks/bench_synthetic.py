@@ -45,7 +45,7 @@ def speed(n: int, workers: int) -> tuple[float, float]:
         return n / (time.perf_counter() - start), 1000 * (_cpu_seconds() - cpu) / n
 
 
-def learnability(size: int | None, runs_dir: Path, optimizer: str, loss: str) -> None:
+def learnability(size: int | None, runs_dir: Path, optimizer: str, loss: str, augment: str) -> None:
     """Train the course model (notebook 03's recipe by default) and print its test-split figures."""
     from celebalib import train
     from celebalib.data import load_celeba
@@ -59,13 +59,14 @@ def learnability(size: int | None, runs_dir: Path, optimizer: str, loss: str) ->
     name = f"synthetic-{n}-{settings.image_size}px-{time.strftime('%Y%m%d-%H%M%S')}"
     run = train.fit(runs_dir / name, table=table, epochs=settings.epochs,
                     image_size=settings.image_size, batch_size=settings.batch_size, optimizer=optimizer,
-                    loss=loss, seed=settings.seed, progress=False)
+                    loss=loss, augment=augment, seed=settings.seed, progress=False)
     minutes = (time.perf_counter() - start) / 60
     evaluate_run(run, table, "val", progress=False)  # tunes and stores the thresholds
     result = evaluate_run(run, table, "test", progress=False)
     cued = [name for name in ATTRIBUTES if name not in NO_CUE]
     print(f"learnability on synthetic data: {n} faces, {settings.image_size} px, {settings.epochs} epochs, "
-          f"batch {settings.batch_size}, {optimizer} (lr {run.config['learning_rate']}), {loss} loss, trained in {minutes:.1f} min on {os.cpu_count()} cores")
+          f"batch {settings.batch_size}, {optimizer} (lr {run.config['learning_rate']}), {loss} loss, "
+          f"augmentation {augment}, trained in {minutes:.1f} min on {os.cpu_count()} cores")
     print(f"test split ({result.n_images} synthetic images), {len(cued)} attributes with a visual cue:")
     for label, table_ in (("threshold 0.5", result.table_default), ("tuned on val", result.table_tuned)):
         rows = table_.loc[cued]
@@ -97,6 +98,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None, help="synthetic set size for --learn")
     parser.add_argument("--optimizer", default="adadelta", help="as in notebook 03 by default")
     parser.add_argument("--loss", default="balanced_bce", help="as in notebook 03 by default")
+    parser.add_argument("--augment", default="full", help="full, flip or none (notebook 03: full)")
     parser.add_argument("--runs-dir", type=Path, default=get_settings().runs_dir / "bench")
     parser.add_argument("--sheet", type=Path, default=None, help="also save a contact sheet PNG here")
     args = parser.parse_args()
@@ -110,7 +112,7 @@ def main() -> None:
     if args.sheet:
         contact_sheet(args.sheet)
     if args.learn:
-        learnability(args.size, args.runs_dir, args.optimizer, args.loss)
+        learnability(args.size, args.runs_dir, args.optimizer, args.loss, args.augment)
 
 
 if __name__ == "__main__":

@@ -321,18 +321,20 @@ def evaluate_run(
     batch_size: int | None = None,
     progress: bool = True,
     folds: int = 5,
+    flip: bool | None = None,
 ) -> EvaluationResult:
     """Predict ``split`` and tabulate every attribute at 0.5 and at tuned thresholds.
 
     On val, thresholds are tuned, stored in the run's config.json, and the tuned figures
     are cross-fitted (each fold scored with thresholds tuned on the others). On train or
     test, the stored thresholds are applied unchanged (0.5 where none are stored).
+    ``flip`` turns mirror-image averaging on or off (None: as the run's config says).
     """
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
     rows = _split_rows(table, split)
     check_run_matches(run)
-    y_prob = np.asarray(run.predict(rows, batch_size=batch_size, progress=progress), dtype=np.float64)
+    y_prob = np.asarray(run.predict(rows, batch_size=batch_size, progress=progress, flip=flip), dtype=np.float64)
     y_true = rows[list(ATTRIBUTES)].to_numpy()
     from celebalib.data import majority_baseline  # imported here: it loads TensorFlow
 
@@ -410,6 +412,7 @@ def summary_text(result: EvaluationResult, n: int = 5) -> str:
         f"(majority baseline {means.at['baseline', 'at_0.5']:.3f})",
         f"mean balanced accuracy {means.at['balanced_accuracy', 'at_0.5']:.3f} at 0.5, "
         f"{means.at['balanced_accuracy', 'tuned']:.3f} tuned (baseline 0.500)",
+        f"mean ROC-AUC {means.at['roc_auc', 'at_0.5']:.3f} (threshold-free)",
         f"best balanced accuracy (tuned): {best}",
         f"worst balanced accuracy (tuned): {worst}",
     ])
@@ -423,6 +426,8 @@ def configure_evaluate_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--objective", default="balanced_accuracy", choices=OBJECTIVES,
                         help="what the val thresholds maximise")
     parser.add_argument("--batch-size", type=int, default=None, help="prediction batch size")
+    parser.add_argument("--flip", choices=("run", "on", "off"), default="run",
+                        help="average with mirror images: as the run's config says (default), on or off")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(handler=_evaluate_command)
 
@@ -435,7 +440,7 @@ def _evaluate_command(args: argparse.Namespace) -> int:
     run = open_run(args.run)
     table = load_celeba(run.data_root(args.data))
     result = evaluate_run(run, table, args.split, objective=args.objective, batch_size=args.batch_size,
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, flip={"run": None, "on": True, "off": False}[args.flip])
     csv_path, json_path = write_evaluation(result, run.path)
     print(summary_text(result))
     print(f"wrote {csv_path} and {json_path}")

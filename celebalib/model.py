@@ -66,16 +66,23 @@ def build_backbone(image_size: int, alpha: float, weights: str | None) -> keras.
         ) from None
 
 
-def augmentation(seed: int | None = None) -> keras.Sequential:
-    """Random horizontal flip, zoom and shift; Keras applies them only while training."""
-    return keras.Sequential(
-        [
-            layers.RandomFlip("horizontal", seed=seed),
-            layers.RandomZoom(0.1, seed=seed),
-            layers.RandomTranslation(0.08, 0.08, seed=seed),
-        ],
-        name="augment",
-    )
+AUGMENTATIONS = ("full", "flip", "none")
+
+
+def augmentation_mode(augment: bool | str) -> str:
+    """Normalise ``augment``: True means "full", False "none"; raise ConfigError for others."""
+    mode = {True: "full", False: "none"}.get(augment, augment) if isinstance(augment, bool) else augment
+    if mode not in AUGMENTATIONS:
+        raise ConfigError(f"augment={augment!r}: expected one of {', '.join(AUGMENTATIONS)}")
+    return mode
+
+
+def augmentation(seed: int | None = None, mode: str = "full") -> keras.Sequential:
+    """Random horizontal flip, and for "full" also zoom and shift; Keras applies them only while training."""
+    steps = [layers.RandomFlip("horizontal", seed=seed)]
+    if mode == "full":
+        steps += [layers.RandomZoom(0.1, seed=seed), layers.RandomTranslation(0.08, 0.08, seed=seed)]
+    return keras.Sequential(steps, name="augment")
 
 
 def set_bn_momentum(model: keras.Model, momentum: float) -> None:
@@ -112,7 +119,7 @@ def build_model(
     alpha: float = 0.35,
     weights: str | None = None,
     dropout_rate: float = 0.2,
-    augment: bool = True,
+    augment: bool | str = True,
     bn_momentum: float | None = None,
     num_attributes: int = NUM_ATTRIBUTES,
 ) -> keras.Model:
@@ -120,12 +127,14 @@ def build_model(
 
     Args:
         weights: None (from scratch), "imagenet" (Keras's download and cache) or a local file.
+        augment: "full" (or True) flips, zooms and shifts; "flip" flips only; "none" (or False) neither.
         bn_momentum: batch-norm momentum; None means 0.9 from scratch and Keras's own when
             pretrained (see ``SCRATCH_BN_MOMENTUM``).
     """
     check_image_size(image_size)
+    mode = augmentation_mode(augment)
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
-    x = augmentation()(inputs) if augment else inputs
+    x = augmentation(mode=mode)(inputs) if mode != "none" else inputs
     # The same scaling as mobilenet_v2.preprocess_input: [0, 255] -> [-1, 1].
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(x)
     backbone = build_backbone(image_size, alpha, weights)

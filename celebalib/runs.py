@@ -134,11 +134,27 @@ class Run:
         return make_dataset(table, None, image_size=self.image_size, batch_size=size, training=False,
                             crop=self.crop, labels=False)
 
+    @property
+    def flip_average(self) -> bool:
+        """Whether predictions average each image with its mirror image (config ``test_time_flip``)."""
+        return bool(self.config.get("test_time_flip", False))
+
     def predict(self, table: pd.DataFrame, *, batch_size: int | None = None, progress: bool = True,
-                which: str = "best") -> np.ndarray:
-        """Probabilities (N, 40) for the rows of ``table``, in table order."""
-        model = self.model(which)
-        return np.asarray(model.predict(self._dataset(table, batch_size), verbose=1 if progress else 0))
+                which: str = "best", flip: bool | None = None) -> np.ndarray:
+        """Probabilities (N, 40) for the rows of ``table``, in table order.
+
+        ``flip`` averages each image's probabilities with those of its mirror image (faces
+        are symmetric, so this cancels some noise); None follows the run's ``flip_average``.
+        """
+        import tensorflow as tf
+
+        model, verbose = self.model(which), 1 if progress else 0
+        dataset = self._dataset(table, batch_size)
+        probabilities = np.asarray(model.predict(dataset, verbose=verbose))
+        if self.flip_average if flip is None else flip:
+            mirrored = np.asarray(model.predict(dataset.map(tf.image.flip_left_right), verbose=verbose))
+            probabilities = (probabilities + mirrored) / 2
+        return probabilities
 
     def features(self, table: pd.DataFrame, *, batch_size: int | None = None, progress: bool = True,
                  which: str = "best") -> np.ndarray:
@@ -158,7 +174,11 @@ class Run:
         if pixels.ndim != 4 or pixels.shape[1:] != (self.image_size, self.image_size, 3):
             raise RunError(f"{self.path}: images of shape {pixels.shape}; expected (N, {self.image_size}, "
                            f"{self.image_size}, 3), as data.load_image(..., image_size={self.image_size}) gives")
-        return np.asarray(self.model(which)(pixels, training=False))
+        model = self.model(which)
+        probabilities = np.asarray(model(pixels, training=False))
+        if self.flip_average:
+            probabilities = (probabilities + np.asarray(model(pixels[:, :, ::-1], training=False))) / 2
+        return probabilities
 
     def update_config(self, **values: Any) -> dict:
         """Merge ``values`` into config.json (written atomically) and return the new config."""

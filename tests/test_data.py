@@ -299,6 +299,21 @@ def test_shuffle_is_fixed_by_the_seed_and_adds_no_augmentation(flat_root: Path) 
     assert sorted(_order(table, seed=1, cache=True)) == list(range(8))
 
 
+def test_cached_images_are_stored_as_bytes_and_match_the_decoded_ones(flat_root: Path) -> None:
+    table = data.load_celeba(flat_root)
+    kwargs = {"image_size": 5, "batch_size": 8, "training": False}
+    plain = next(iter(data.make_dataset(table, None, **kwargs)))
+    cached_ds = data.make_dataset(table, None, cache=True, **kwargs)
+    for _ in range(2):  # the second pass reads the cache
+        cached = next(iter(cached_ds))
+        assert cached[0].dtype.name == "float32"
+        np.testing.assert_allclose(cached[0].numpy(), plain[0].numpy(), atol=0.5)
+        np.testing.assert_array_equal(cached[0].numpy(), np.round(cached[0].numpy()))
+        np.testing.assert_array_equal(cached[1].numpy(), plain[1].numpy())
+    images_only = next(iter(data.make_dataset(table, None, cache=True, labels=False, **kwargs)))
+    assert images_only.shape == (8, 5, 5, 3)
+
+
 def test_make_dataset_options_and_bad_arguments(flat_root: Path) -> None:
     table = data.load_celeba(flat_root)
     images_only = data.make_dataset(table, "val", image_size=4, batch_size=8, training=False, labels=False)

@@ -10,7 +10,7 @@ import pytest
 
 from celebalib.errors import ConfigError
 from celebalib.model import (
-    SCRATCH_BN_MOMENTUM, backbone_of, build_backbone, build_model, feature_extractor, imagenet_weights_file,
+    SCRATCH_BN_MOMENTUM, augmentation, backbone_of, build_backbone, build_model, feature_extractor, imagenet_weights_file,
 )
 
 SIZE = 32
@@ -40,6 +40,21 @@ def test_outputs_are_40_probabilities(model: keras.Model, images: np.ndarray) ->
     assert probs.shape == (4, 40) and probs.dtype == np.float32
     assert np.all((probs >= 0) & (probs <= 1))
     assert model.get_layer("attributes").dtype_policy.compute_dtype == "float32"
+
+
+def test_flip_mode_only_mirrors_and_full_mode_also_moves(images: np.ndarray) -> None:
+    keras.utils.set_random_seed(1)
+    flipped = np.asarray(augmentation(mode="flip")(images, training=True))
+    for original, seen in zip(images, flipped):  # each image is itself or its exact mirror image
+        assert np.array_equal(seen, original) or np.array_equal(seen, original[:, ::-1])
+    assert not np.array_equal(flipped, images)
+    moved = np.asarray(augmentation(mode="full")(images, training=True))
+    assert not any(np.array_equal(seen, o) or np.array_equal(seen, o[:, ::-1]) for o, seen in zip(images, moved))
+    flip_model = build_model(image_size=SIZE, augment="flip")
+    assert [type(layer) for layer in flip_model.get_layer("augment").layers] == [keras.layers.RandomFlip]
+    assert "augment" not in [layer.name for layer in build_model(image_size=SIZE, augment="none").layers]
+    with pytest.raises(ConfigError, match="augment='rotate'"):
+        build_model(image_size=SIZE, augment="rotate")
 
 
 def test_augmentation_acts_only_in_training(model: keras.Model, images: np.ndarray) -> None:

@@ -91,3 +91,33 @@ def test_data_root_prefers_the_override_then_the_training_data_then_the_default(
     (tmp_path / "config.json").write_text(json.dumps(config))
     monkeypatch.setattr("celebalib.data.default_root", lambda: Path("/default"))
     assert runs.Run(tmp_path).data_root() == Path("/default")
+
+
+
+def test_flip_averaging_follows_the_config_and_matches_a_manual_mirror(tiny_run: runs.Run,
+                                                                        synthetic_table: pd.DataFrame,
+                                                                        tmp_path: Path) -> None:
+    import keras
+
+    # A run folder whose model reads pixel positions (a dense layer over the flattened image),
+    # so a mirror image gets clearly different probabilities.
+    shutil.copytree(tiny_run.path, tmp_path / "flip", ignore=shutil.ignore_patterns("*.keras", "logs"))
+    size = tiny_run.image_size
+    inputs = keras.Input((size, size, 3))
+    flat = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    dense = keras.layers.Dense(40, activation="sigmoid", kernel_initializer=keras.initializers.RandomNormal(0, 0.3, 0))
+    runs.save_model(keras.Model(inputs, dense(flat)), tmp_path / "flip" / runs.BEST)
+    flipping = runs.Run(tmp_path / "flip")
+
+    rows = synthetic_table[synthetic_table["split"] == "test"].head(4)
+    pixels = np.stack([load_image(path, image_size=size, crop=tiny_run.crop) for path in rows["path"]])
+    plain, mirrored = (np.asarray(flipping.model()(x, training=False)) for x in (pixels, pixels[:, :, ::-1]))
+    assert np.abs(plain - mirrored).max() > 0.05
+    assert not flipping.flip_average
+    np.testing.assert_allclose(flipping.predict(rows, progress=False), plain, atol=1e-5)
+    np.testing.assert_allclose(flipping.predict(rows, progress=False, flip=True), (plain + mirrored) / 2, atol=1e-5)
+    flipping.update_config(test_time_flip=True)
+    assert flipping.flip_average
+    np.testing.assert_allclose(flipping.predict(rows, progress=False), (plain + mirrored) / 2, atol=1e-5)
+    np.testing.assert_allclose(flipping.predict_images(pixels), (plain + mirrored) / 2, atol=1e-5)
+    np.testing.assert_allclose(flipping.predict(rows, progress=False, flip=False), plain, atol=1e-5)

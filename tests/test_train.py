@@ -129,7 +129,8 @@ def test_bad_arguments_fail_before_any_work(tmp_path: Path, change: dict, messag
     (["--data", "{tmp}/nowhere", "--image-size", "32"], "data root {tmp}/nowhere not found"),
     (["--loss", "hinge"], "unknown loss 'hinge'"),
     (["--image-size", "16"], "image size 16"),
-    (["--preset", "celeba-gpu"], "unknown preset 'celeba-gpu'"),
+    (["--preset", "celeba-tpu"], "unknown preset 'celeba-tpu'"),
+    (["--augment", "none", "--image-size", "16"], "image size 16"),
 ])
 def test_cli_prints_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture, argv: list, message: str) -> None:
     argv = [arg.format(tmp=tmp_path) for arg in argv]
@@ -142,10 +143,16 @@ def test_explicit_flags_override_the_preset(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("CELEBALIB_EPOCHS", "3")
     parse = cli.build_parser("train").parse_args
     options = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--epochs", "5"]))
-    assert options["epochs"] == 5 and options["image_size"] == 128 and options["optimizer"] == "adam"
-    assert options["lr_schedule"] == "cosine" and options["bn_momentum"] == 0.9
+    assert options["epochs"] == 5 and options["image_size"] == 96 and options["optimizer"] == "adam"
+    assert options["lr_schedule"] == "cosine" and options["bn_momentum"] == 0.9 and options["augment"] == "flip"
+    assert options["test_time_flip"] is True and options["weights"] is None
+    changed = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--augment", "full",
+                                           "--test-time-flip", "off", "--alpha", "0.35"]))
+    assert changed["augment"] == "full" and changed["test_time_flip"] is False and changed["alpha"] == 0.35
+    gpu = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-gpu"]))
+    assert gpu["weights"] == "imagenet" and gpu["image_size"] == 224 and gpu["warmup_epochs"] == 2
     plain = train.resolve_options(parse(["train", "--out", "x", "--weights", "none", "--no-augment"]))
-    assert plain["epochs"] == 3 and plain["weights"] is None and plain["augment"] is False
+    assert plain["epochs"] == 3 and plain["weights"] is None and plain["augment"] == "none"
 
 
 def test_optimizers_default_to_their_paper_learning_rates() -> None:
@@ -173,5 +180,6 @@ def test_mirrored_strategy_scope_on_one_device() -> None:
 
 def test_decoded_images_are_cached_only_when_they_fit() -> None:
     assert train.should_cache("auto", 1200, 64)
-    assert not train.should_cache("auto", 19_999, 128)  # 3.9 GB of float32 pixels
+    assert train.should_cache("auto", 24_534, 128)  # 1.2 GB of uint8 pixels
+    assert not train.should_cache("auto", 182_637, 128)  # 9 GB: the full train + val splits
     assert train.should_cache(True, 19_999, 128) and not train.should_cache(False, 10, 32)
