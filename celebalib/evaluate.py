@@ -278,7 +278,7 @@ def _split_rows(table: pd.DataFrame, split: str) -> pd.DataFrame:
     return rows
 
 
-def _folds_for(rows: pd.DataFrame, folds: int) -> tuple[int, np.ndarray | None]:
+def threshold_folds(rows: pd.DataFrame, folds: int) -> tuple[int, np.ndarray | None]:
     """The fold count to use and the identity groups, when identities allow grouping."""
     identity = rows["identity"].to_numpy() if "identity" in rows else None
     folds = min(folds, len(rows))
@@ -294,7 +294,7 @@ def _tune_on_val(run: Any, rows: pd.DataFrame, y_true: np.ndarray, y_prob: np.nd
     """Tune and store thresholds on val; return them, the cross-fitted and in-sample tables."""
     thresholds = tune_thresholds(y_true, y_prob, objective)
     run.update_config(thresholds={"objective": objective, "values": dict(zip(ATTRIBUTES, map(float, thresholds)))})
-    n_folds, groups = _folds_for(rows, folds)
+    n_folds, groups = threshold_folds(rows, folds)
     crossed = cross_fitted_table(y_true, y_prob, baseline, objective=objective, folds=n_folds, groups=groups)
     in_sample = attribute_table(y_true, y_prob, thresholds, baseline)
     source = f"tuned on val ({objective}), stored in config.json; tuned figures cross-fitted over {n_folds} folds"

@@ -1,0 +1,74 @@
+"""Val-split figures of training runs on real CelebA: the README's ablation table.
+
+For each run folder: its settings, the epochs run (of those planned; in brackets the best
+epoch, whose ``best.keras`` is scored), wall minutes (config.json's ``created`` to
+``finished``), then on the val split, with mirror-image averaging off and on: mean accuracy
+at 0.5, mean accuracy at thresholds tuned for accuracy, mean balanced accuracy at
+thresholds tuned for it (both cross-fitted over identity-grouped folds, so no image is
+scored with thresholds tuned on it), mean ROC-AUC, and the majority baseline.
+The test split is never read. Thresholds stored in the runs are left as they are.
+
+    python benchmarks/bench_celeba_cpu.py runs/celeba-cpu [more run folders] [--data ../shared/celeba]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from celebalib.attributes import ATTRIBUTES
+from celebalib.data import MissingImagesWarning, load_celeba, majority_baseline
+from celebalib.evaluate import attribute_table, cross_fitted_table, table_means, threshold_folds
+from celebalib.runs import Run
+
+SETTINGS = ("image_size", "alpha", "augment", "lr_schedule", "loss")
+
+
+def minutes(config: dict) -> str:
+    """Wall minutes from the run's creation to its finish ("unfinished" for a stopped run)."""
+    if "finished" not in config:
+        return "unfinished"
+    start, end = (dt.datetime.fromisoformat(config[key]) for key in ("created", "finished"))
+    return f"{(end - start).total_seconds() / 60:.1f}"
+
+
+def main() -> None:
+    """Print one line per run and mirror-averaging setting."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders (a stopped run is scored by its best.keras)")
+    parser.add_argument("--data", type=Path, default=Path("../shared/celeba"), help="a CelebA root with val images")
+    args = parser.parse_args()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingImagesWarning)  # the shared folder holds train and val only
+        table = load_celeba(args.data)
+    rows = table[table["split"] == "val"]
+    y_true = rows[list(ATTRIBUTES)].to_numpy()
+    baseline = majority_baseline(table, "val")
+    folds, groups = threshold_folds(rows, 5)
+    print(f"val split: {len(rows)} genuine CelebA images; majority baseline {baseline.mean():.4f}; "
+          f"thresholds cross-fitted over {folds} folds grouped by identity")
+    print("run | settings | epochs (best) | minutes | mirror | acc@0.5 | acc (tuned for acc) | bal acc (tuned for it) | ROC-AUC")
+    for folder in args.runs:
+        run = Run(folder)
+        settings = ", ".join(f"{key} {run.config.get(key)}" for key in SETTINGS)
+        history = run.history()
+        best = int(history.loc[history["val_mean_balanced_accuracy"].idxmax(), "epoch"])
+        epochs = f"{len(history)} of {run.config['epochs']} ({best})"
+        for flip in (False, True):
+            y_prob = np.asarray(run.predict(rows, progress=False, flip=flip), dtype=np.float64)
+            figures = {objective: table_means(cross_fitted_table(y_true, y_prob, baseline, objective=objective,
+                                                                 folds=folds, groups=groups))
+                       for objective in ("accuracy", "balanced_accuracy")}
+            plain = table_means(attribute_table(y_true, y_prob, 0.5, baseline))["accuracy"]
+            print(f"{folder.name} | {settings} | {epochs} | {minutes(run.config)} | "
+                  f"{'on' if flip else 'off'} | {plain:.4f} | {figures['accuracy']['accuracy']:.4f} | "
+                  f"{figures['balanced_accuracy']['balanced_accuracy']:.4f} | "
+                  f"{figures['accuracy']['roc_auc']:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
