@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None, help="synthetic set size for --learn")
     parser.add_argument("--optimizer", default="adadelta", help="as in notebook 03 by default")
     parser.add_argument("--loss", default="balanced_bce", help="as in notebook 03 by default")
-    parser.add_argument("--augment", default="full", help="full, flip or none (notebook 03: full)")
+    parser.add_argument("--augment", default="flip", help="full, flip or none (notebook 03: flip)")
     parser.add_argument("--runs-dir", type=Path, default=get_settings().runs_dir / "bench")
     parser.add_argument("--sheet", type=Path, default=None, help="also save a contact sheet PNG here")
     args = parser.parse_args()

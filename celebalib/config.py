@@ -137,7 +137,7 @@ def get_settings() -> Settings:
         image_size=_env_int("CELEBALIB_IMAGE_SIZE", 0) if size_override else default_image_size(
             fast=fast, real_data=bool(root)),
         batch_size=_env_int("CELEBALIB_BATCH_SIZE", 64 if root and not fast else 32),
-        epochs=_env_int("CELEBALIB_EPOCHS", 2 if fast else 12),
+        epochs=_env_int("CELEBALIB_EPOCHS", 2 if fast else 24),
         gallery_limit=400 if fast else None,
         seed=0,
     )

@@ -43,7 +43,8 @@ def course_run(settings: Settings | None = None) -> Any:
         return runs.open_run(run_dir)
     print(f"No trained run in {run_dir}: training a quick one-epoch run (notebook 03 trains the real one).")
     return train.fit(run_dir, data_root=data.default_root(), epochs=1, image_size=settings.image_size,
-                     batch_size=settings.batch_size, loss="balanced_bce", seed=settings.seed, progress=False)
+                     batch_size=settings.batch_size, loss="balanced_bce", augment="flip", seed=settings.seed,
+                     progress=False)
 
 
 def _error_text(error: Exception) -> str:

@@ -26,7 +26,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyP
 def test_full_and_fast_defaults(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     full = config.get_settings()
     assert (full.fast, full.image_size, full.epochs, full.batch_size, full.gallery_limit) == (
-        False, 64, 12, 32, None)
+        False, 64, 24, 32, None)
     assert full.synthetic_dir == tmp_path.resolve() / "data" / "synthetic-6000"
     clean_env.setenv("CELEBALIB_FAST", "1")
     fast = config.get_settings()
