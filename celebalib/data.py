@@ -521,10 +521,13 @@ def make_dataset(table: pd.DataFrame, split: str | None, *, image_size: int, bat
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
         # Cached as uint8 (a quarter of float32's memory); rounding moves a pixel by < 0.5.
-        ds = ds.map(lambda image, *rest: (tf.cast(tf.round(image), tf.uint8), *rest) if rest
-                    else tf.cast(tf.round(image), tf.uint8))
+        def on_images(change):
+            """Apply ``change`` to the images of elements that are images or (images, labels)."""
+            return lambda image, *rest: (change(image), *rest) if rest else change(image)
+
+        ds = ds.map(on_images(lambda image: tf.cast(tf.round(image), tf.uint8)))
         ds = ds.cache("" if cache is True else str(cache))
-        ds = ds.map(lambda image, *rest: (tf.cast(image, tf.float32), *rest) if rest else tf.cast(image, tf.float32))
+        ds = ds.map(on_images(lambda image: tf.cast(image, tf.float32)))
         if training:
             ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)

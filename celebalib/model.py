@@ -71,7 +71,7 @@ AUGMENTATIONS = ("full", "flip", "none")
 
 def augmentation_mode(augment: bool | str) -> str:
     """Normalise ``augment``: True means "full", False "none"; raise ConfigError for others."""
-    mode = {True: "full", False: "none"}.get(augment, augment) if isinstance(augment, bool) else augment
+    mode = ("full" if augment else "none") if isinstance(augment, bool) else augment
     if mode not in AUGMENTATIONS:
         raise ConfigError(f"augment={augment!r}: expected one of {', '.join(AUGMENTATIONS)}")
     return mode
