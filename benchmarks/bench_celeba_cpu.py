@@ -24,8 +24,9 @@ from celebalib.attributes import ATTRIBUTES
 from celebalib.data import MissingImagesWarning, load_celeba, majority_baseline
 from celebalib.evaluate import attribute_table, cross_fitted_table, table_means, threshold_folds
 from celebalib.runs import Run
+from celebalib.train import CHECKPOINT_METRICS
 
-SETTINGS = ("image_size", "alpha", "augment", "lr_schedule", "loss")
+SETTINGS = ("image_size", "alpha", "augment", "lr_schedule", "loss", "ema")
 
 
 def minutes(config: dict) -> str:
@@ -56,7 +57,8 @@ def main() -> None:
         run = Run(folder)
         settings = ", ".join(f"{key} {run.config.get(key)}" for key in SETTINGS)
         history = run.history()
-        best = int(history.loc[history["val_mean_balanced_accuracy"].idxmax(), "epoch"])
+        monitor = CHECKPOINT_METRICS[run.config.get("checkpoint_metric", "balanced_accuracy")]
+        best = int(history.loc[history[monitor].idxmax(), "epoch"])
         epochs = f"{len(history)} of {run.config['epochs']} ({best})"
         for flip in (False, True):
             y_prob = np.asarray(run.predict(rows, progress=False, flip=flip), dtype=np.float64)

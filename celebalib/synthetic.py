@@ -33,7 +33,7 @@ from celebalib.io import write_json, write_text
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
 MARKER = ".celebalib-synthetic.json"
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 WIDTH, HEIGHT = 178, 218
 MIN_IMAGES = 20
 JPEG_QUALITY = 90
@@ -243,7 +243,7 @@ def identity_face(labels: np.ndarray, identity: int, seed: int) -> Face:
     else:
         skin = np.array(_mix(DARK_SKIN, LIGHT_SKIN, rng.uniform(0.0, 0.9) ** 0.7))
     if not _has(labels, "Young"):
-        skin = np.array(_mix(skin, np.full(3, skin.mean()), 0.3))  # older skin is greyer
+        skin = np.array(_mix(skin, np.full(3, skin.mean() * 0.92), 0.45))  # older skin is greyer
     colours = [HAIR_RGB[c] for c in HAIR_COLOURS if _has(labels, c)]
     hair = colours[0] if colours else OTHER_HAIR_RGB[rng.integers(len(OTHER_HAIR_RGB))]
     return Face(
@@ -440,9 +440,9 @@ def draw_eyes(sk: Sketch) -> None:
             d.ellipse((ex - 13, y - 13, ex + 13, y + 3), fill=(*shadow, alpha))
         if sk.has("Bags_Under_Eyes"):
             # Puffy dark crescents under the eyes.
-            dark = _shade(f.skin, 0.65 - 0.15 * sk.strength("Bags_Under_Eyes"))
-            d.ellipse((ex - 11, y + 1, ex + 11, y + 14), fill=_shade(f.skin, 0.82))
-            d.arc((ex - 11, y + 1, ex + 11, y + 14), 15, 165, fill=dark, width=3)
+            dark = _shade(f.skin, 0.55 - 0.2 * sk.strength("Bags_Under_Eyes"))
+            d.ellipse((ex - 12, y + 1, ex + 12, y + 16), fill=_shade(f.skin, 0.72))
+            d.arc((ex - 12, y + 1, ex + 12, y + 16), 15, 165, fill=dark, width=4)
         _draw_eye(sk, ex, y, side)
         by = y - 14
         width = int(round(6 + 5 * sk.strength("Bushy_Eyebrows"))) if sk.has("Bushy_Eyebrows") else 4
@@ -459,21 +459,21 @@ def draw_nose(sk: Sketch) -> None:
     """Paint the nose: big (wide and long), pointy (a long dark point) or a round bulb."""
     d, f, x = sk.draw, sk.face, sk.cx + 1.5 * sk.dx
     big = sk.has("Big_Nose")
-    half = 6 + 8 * sk.strength("Big_Nose") if big else 6
-    tip, top = sk.cy + (14 if big else 11), sk.eye_y + 4
+    half = 9 + 8 * sk.strength("Big_Nose") if big else 5
+    tip, top = sk.cy + (17 if big else 11), sk.eye_y + 4
     bridge, dark = _shade(f.skin, 0.84), _shade(f.skin, 0.45)
     d.polygon([(x - 2, top), (x + 2, top), (x + half, tip), (x - half, tip)], fill=bridge)
     if sk.has("Pointy_Nose"):
-        point = tip + 5 + 5 * sk.strength("Pointy_Nose")
-        d.polygon([(x - half, tip - 1), (x + half, tip - 1), (x, point)], fill=dark)
+        point = tip + 8 + 6 * sk.strength("Pointy_Nose")
+        d.polygon([(x - half - 1, tip - 2), (x + half + 1, tip - 2), (x, point)], fill=_shade(f.skin, 0.3))
         for side in (-1, 1):
             d.line([(x + side * 2, top), (x + side * half, tip - 1)], fill=_shade(f.skin, 0.65), width=2)
     else:
         # A light round bulb, unlike the dark point of a pointy nose.
         d.ellipse((x - half - 2, tip - 8, x + half + 2, tip + 4), fill=_shade(f.skin, 0.95), outline=dark, width=2)
     for side in (-1, 1):
-        nx = x + side * 0.55 * half
-        d.ellipse((nx - 3, tip - 2, nx + 3, tip + 2), fill=_shade(f.skin, 0.35))
+        nx, r = x + side * 0.55 * half, 4 if big else 2.5
+        d.ellipse((nx - r, tip - r + 1, nx + r, tip + r - 1), fill=_shade(f.skin, 0.35))
 
 
 def _lip_colour(sk: Sketch) -> tuple[int, int, int]:
@@ -487,8 +487,8 @@ def draw_mouth(sk: Sketch) -> None:
     """Paint lips (big, lipstick), a smile and an open mouth."""
     d, x, y = sk.draw, sk.cx + sk.dx, sk.mouth_y
     big = sk.has("Big_Lips")
-    w = sk.face.mouth_width + (3 if sk.has("Smiling") else 0) + (3 if big else 0)
-    lips, t = _lip_colour(sk), (round(5 + 4 * sk.strength("Big_Lips")) if big else 3)
+    w = sk.face.mouth_width + (3 if sk.has("Smiling") else 0) + (5 if big else 0)
+    lips, t = _lip_colour(sk), (round(7 + 4 * sk.strength("Big_Lips")) if big else 3)
     gap = 5 if sk.has("Mouth_Slightly_Open") else 0
     if sk.has("Smiling"):
         box = (x - w, y - 10, x + w, y + 6 + gap + t)
@@ -525,17 +525,17 @@ def draw_cheeks_and_age(sk: Sketch) -> None:
 def _draw_wrinkles(sk: Sketch) -> None:
     """Paint an older face's lines: forehead, smile folds, mouth corners and crow's feet."""
     d, f, cx, y = sk.draw, sk.face, sk.cx + sk.dx, sk.eye_y
-    line = _shade(f.skin, 0.7 - 0.25 * sk.strength("Young"))
+    line = _shade(f.skin, 0.6 - 0.25 * sk.strength("Young"))
     for k in range(3):
         yy = y - 22 - 6 * k
-        d.line([(cx - 20, yy + 2), (cx, yy), (cx + 20, yy + 2)], fill=line, width=3, joint="curve")
+        d.line([(cx - 20, yy + 2), (cx, yy), (cx + 20, yy + 2)], fill=line, width=4, joint="curve")
     for side in (-1, 1):
-        d.line([(cx + side * 9, sk.cy + 12), (cx + side * (f.mouth_width + 6), sk.cy + 34)], fill=line, width=3)
+        d.line([(cx + side * 9, sk.cy + 12), (cx + side * (f.mouth_width + 6), sk.cy + 34)], fill=line, width=4)
         mx = cx + side * (f.mouth_width + 2)
         d.line([(mx, sk.mouth_y + 5), (mx + side * 2, sk.mouth_y + 16)], fill=line, width=3)
         ex = cx + side * (f.eye_gap + 11)
         for dy in (-4, 3):
-            d.line([(ex, y), (ex + side * 7, y + dy)], fill=line, width=2)
+            d.line([(ex, y), (ex + side * 7, y + dy)], fill=line, width=3)
 
 
 def draw_beard(sk: Sketch) -> None:

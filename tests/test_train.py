@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from celebalib import cli, runs, train
 from celebalib.errors import ConfigError, RunError
+from celebalib.data import load_celeba, make_dataset
 from celebalib.model import backbone_of, build_model
 
 CONTRACT_KEYS = {"run_id", "created", "attributes", "image_size", "crop", "alpha", "weights", "loss", "optimizer",
@@ -101,6 +102,22 @@ def test_interrupted_run_resumes_at_the_next_epoch(synthetic_root: Path, tmp_pat
         train.fit(out, **options)
 
 
+def test_averaged_weights_are_what_is_validated_checkpointed_and_kept(synthetic_root: Path, tmp_path: Path) -> None:
+    run = train.fit(tmp_path / "ema", data_root=synthetic_root, epochs=2, image_size=32, batch_size=32, limit=64,
+                    optimizer="adam", ema=True, checkpoint_metric="auc", progress=False, run_eagerly=True)
+    history = run.history().set_index("epoch")
+    best_epoch = int(history["val_mean_auc"].idxmax())
+    val = make_dataset(load_celeba(synthetic_root), "val", training=False, image_size=32, batch_size=32, limit=64)
+    for name, epoch in [(runs.BEST, best_epoch), (runs.FINAL, 2)]:
+        model = runs.load_model(run.path / name)
+        model.compile(loss="binary_crossentropy")
+        # The saved weights reproduce the validation loss logged for their epoch; the raw
+        # (unaveraged) weights would not.
+        logged = history.loc[epoch, "val_loss"]
+        assert model.evaluate(val, verbose=0, return_dict=True)["loss"] == pytest.approx(logged, rel=1e-4)
+    assert run.config["ema"] is True and run.config["checkpoint_metric"] == "auc"
+
+
 def test_a_resumed_run_must_keep_its_settings(tiny_run: runs.Run, tmp_path: Path) -> None:
     out = tmp_path / "changed"
     out.mkdir()
@@ -117,6 +134,7 @@ def test_a_resumed_run_must_keep_its_settings(tiny_run: runs.Run, tmp_path: Path
     ({"optimizer": "sgd"}, "unknown optimizer 'sgd'"),
     ({"strategy": "tpu"}, "unknown strategy 'tpu'"),
     ({"epochs": 0}, "epochs=0"),
+    ({"checkpoint_metric": "loss"}, "checkpoint_metric='loss'"),
 ])
 def test_bad_arguments_fail_before_any_work(tmp_path: Path, change: dict, message: str) -> None:
     options = {"epochs": 1, "image_size": 32, "batch_size": 8, **change}
@@ -146,9 +164,11 @@ def test_explicit_flags_override_the_preset(monkeypatch: pytest.MonkeyPatch) -> 
     assert options["epochs"] == 5 and options["image_size"] == 96 and options["optimizer"] == "adam"
     assert options["lr_schedule"] == "cosine" and options["bn_momentum"] == 0.9 and options["augment"] == "flip"
     assert options["test_time_flip"] is True and options["weights"] is None
+    assert options["ema"] is True and options["checkpoint_metric"] == "auc"
     changed = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--augment", "full",
-                                           "--test-time-flip", "off", "--alpha", "0.35"]))
+                                           "--test-time-flip", "off", "--alpha", "0.35", "--ema", "off"]))
     assert changed["augment"] == "full" and changed["test_time_flip"] is False and changed["alpha"] == 0.35
+    assert changed["ema"] is False
     gpu = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-gpu"]))
     assert gpu["weights"] == "imagenet" and gpu["image_size"] == 224 and gpu["warmup_epochs"] == 2
     plain = train.resolve_options(parse(["train", "--out", "x", "--weights", "none", "--no-augment"]))
