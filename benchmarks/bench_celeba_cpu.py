@@ -26,7 +26,7 @@ from celebalib.evaluate import attribute_table, cross_fitted_table, table_means,
 from celebalib.runs import Run
 from celebalib.train import CHECKPOINT_METRICS
 
-SETTINGS = ("image_size", "alpha", "augment", "lr_schedule", "loss", "ema")
+SETTINGS = ("image_size", "alpha", "augment", "lr_schedule", "loss", "epochs")
 
 
 def minutes(config: dict) -> str:

@@ -41,13 +41,11 @@ MONITOR = "val_mean_balanced_accuracy"
 # What the best checkpoint may be chosen by (higher is better): the mean balanced accuracy at
 # 0.5, or the mean ROC-AUC, which no threshold or calibration affects.
 CHECKPOINT_METRICS = {"balanced_accuracy": MONITOR, "auc": "val_mean_auc"}
-# Weight averaging (Polyak): with ~300 steps per epoch, 0.999 averages over about three epochs.
-EMA_MOMENTUM = 0.999
 # Decoded images (uint8) are kept in memory when train + val fit in this many bytes: on a
 # CPU, decoding JPEGs every epoch takes cores away from training.
 CACHE_BUDGET = 2 << 30
 # Settings that must not change when a run resumes.
-FIXED_ON_RESUME = ("image_size", "crop", "alpha", "weights", "loss", "optimizer", "batch_size", "augment", "ema")
+FIXED_ON_RESUME = ("image_size", "crop", "alpha", "weights", "loss", "optimizer", "batch_size", "augment")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # From scratch on 2 CPU cores, chosen by val-split ablations on 19,999 genuine CelebA
@@ -56,9 +54,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # by 60% and lowered val accuracy, so flips only. A 40-epoch schedule overfit (val loss
     # rose from epoch 21, val accuracy peaked at epoch 23), hence 20 epochs.
     "celeba-cpu": {
-        "alpha": 0.75, "image_size": 96, "crop": "center", "optimizer": "adam", "learning_rate": 1e-3,
-        "lr_schedule": "cosine", "bn_momentum": 0.9, "batch_size": 64, "augment": "flip", "epochs": 36,
-        "loss": "bce", "weights": None, "test_time_flip": True, "ema": True, "checkpoint_metric": "auc",
+        "alpha": 0.75, "image_size": 112, "crop": "center", "optimizer": "adam", "learning_rate": 1e-3,
+        "lr_schedule": "cosine", "bn_momentum": 0.9, "batch_size": 64, "augment": "flip", "epochs": 26,
+        "loss": "bce", "weights": None, "test_time_flip": True, "checkpoint_metric": "auc",
     },
     # The full dataset on a GPU: ImageNet weights, head warm-up with the backbone frozen, then
     # fine-tuning at a tenth of the rate; mixed precision is switched on by itself on a GPU.
@@ -70,21 +68,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def make_optimizer(name: str, learning_rate: float | None = None, decay_steps: int | None = None,
-                   ema: bool = False):
-    """Return Adadelta (default lr 1.0) or Adam (1e-3); ``decay_steps`` adds cosine decay.
-
-    ``ema`` keeps an exponential moving average of the weights (``EMA_MOMENTUM``), which
-    ``fit`` validates, checkpoints and finally keeps in place of the raw weights.
-    """
+def make_optimizer(name: str, learning_rate: float | None = None, decay_steps: int | None = None):
+    """Return Adadelta (default lr 1.0) or Adam (1e-3); ``decay_steps`` adds cosine decay."""
     if name not in DEFAULT_LEARNING_RATES:
         raise ConfigError(f"unknown optimizer {name!r}; expected one of {', '.join(DEFAULT_LEARNING_RATES)}")
     rate = DEFAULT_LEARNING_RATES[name] if learning_rate is None else float(learning_rate)
     if not rate > 0:
         raise ConfigError(f"learning rate {learning_rate!r}: expected a positive number")
     schedule = keras.optimizers.schedules.CosineDecay(rate, decay_steps) if decay_steps else rate
-    kind = keras.optimizers.Adadelta if name == "adadelta" else keras.optimizers.Adam
-    return kind(schedule, use_ema=ema, ema_momentum=EMA_MOMENTUM)
+    return keras.optimizers.Adadelta(schedule) if name == "adadelta" else keras.optimizers.Adam(schedule)
 
 
 def get_strategy(name: str | None) -> tf.distribute.Strategy:
@@ -210,7 +202,7 @@ def _compile(model: keras.Model, options: dict[str, Any], phase: tuple[str, int,
         rate = (rate if rate is not None else DEFAULT_LEARNING_RATES[options["optimizer"]]) / 10
     decay = steps * (end - first) if options["lr_schedule"] == "cosine" else None
     model.compile(
-        optimizer=make_optimizer(options["optimizer"], rate, decay, ema=options["ema"]),
+        optimizer=make_optimizer(options["optimizer"], rate, decay),
         loss=get_loss(options["loss"], pos_weights),
         metrics=[keras.metrics.BinaryAccuracy(name="binary_accuracy"), MeanBalancedAccuracy(),
                  keras.metrics.AUC(multi_label=True, num_labels=model.output_shape[-1], name="mean_auc")],
@@ -218,35 +210,13 @@ def _compile(model: keras.Model, options: dict[str, Any], phase: tuple[str, int,
     )
 
 
-class SwapEMAWeights(keras.callbacks.SwapEMAWeights):
-    """Keras's swap of the averaged weights in for validation and the end-of-epoch callbacks.
-
-    The backup is written while the averaged weights are swapped in, so after a restore
-    they are in the model, and the first epoch must swap them back out.
-    """
-
-    def __init__(self, restoring: bool) -> None:
-        super().__init__(swap_on_epoch=True)
-        self.restoring = restoring
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self._ema_weights_in_model = self.restoring
-
-
 def _callbacks(out: Path, phase: str, options: dict[str, Any], extra: Sequence[keras.callbacks.Callback]) -> list:
-    """Best checkpoint, history, then backup: a crash between them repeats the epoch at worst.
-
-    With weight averaging, the averaged weights are swapped in first, so the validation
-    figures, the best checkpoint and the backup all see them.
-    """
+    """Best checkpoint, history, then backup: a crash between them repeats the epoch at worst."""
     history = out / runs.HISTORY
-    backup = out / "backup" / phase
-    swap = [SwapEMAWeights(restoring=backup.is_dir() and any(backup.iterdir()))] if options["ema"] else []
     return [
-        *swap,
         BestCheckpoint(out / runs.BEST, history, CHECKPOINT_METRICS[options["checkpoint_metric"]]),
         HistoryWriter(history, phase),
-        keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False),
+        keras.callbacks.BackupAndRestore(str(out / "backup" / phase), delete_checkpoint=False),
         keras.callbacks.TensorBoard(str(out / "logs"), write_graph=False),
         *extra,
     ]
@@ -278,7 +248,7 @@ def fit(
     lr_schedule: str | None = None, limit: int | None = None, seed: int = 0, crop: str = "center",
     dropout_rate: float = 0.2, augment: bool | str = True, bn_momentum: float | None = None,
     warmup_epochs: int = 2, strategy: str = "default", test_time_flip: bool = False,
-    ema: bool = False, checkpoint_metric: str = "balanced_accuracy",
+    checkpoint_metric: str = "balanced_accuracy",
     cache: bool | str = "auto", run_eagerly: bool = False,
     progress: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
@@ -294,7 +264,6 @@ def fit(
         strategy: "default", or "mirrored" for all local GPUs.
         test_time_flip: recorded in config.json; the run's predictions then average each
             image with its mirror image (see ``Run.predict``). Training is unchanged.
-        ema: validate, checkpoint and keep an exponential moving average of the weights.
         checkpoint_metric: "balanced_accuracy" (val mean at 0.5) or "auc" (val mean ROC-AUC)
             chooses which epoch ``best.keras`` holds.
         cache: keep decoded images in memory after the first epoch; "auto" does so when they
@@ -405,8 +374,6 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
         options["augment"] = "none"
     if args.test_time_flip is not None:
         options["test_time_flip"] = args.test_time_flip == "on"
-    if args.ema is not None:
-        options["ema"] = args.ema == "on"
     return options
 
 
@@ -430,7 +397,5 @@ def configure_train_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-augment", action="store_true", help="the same as --augment none")
     parser.add_argument("--test-time-flip", choices=("on", "off"), default=None,
                         help="predictions average each image with its mirror image (default off)")
-    parser.add_argument("--ema", choices=("on", "off"), default=None,
-                        help="keep and use a moving average of the weights (default off)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_train_command)
