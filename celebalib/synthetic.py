@@ -33,7 +33,7 @@ from celebalib.io import write_json, write_text
 
 RESOURCES = Path(__file__).resolve().parent / "resources"
 MARKER = ".celebalib-synthetic.json"
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 WIDTH, HEIGHT = 178, 218
 MIN_IMAGES = 20
 JPEG_QUALITY = 90
@@ -459,13 +459,13 @@ def draw_nose(sk: Sketch) -> None:
     """Paint the nose: big (wide and long), pointy (a long dark point) or a round bulb."""
     d, f, x = sk.draw, sk.face, sk.cx + 1.5 * sk.dx
     big = sk.has("Big_Nose")
-    half = 9 + 8 * sk.strength("Big_Nose") if big else 5
-    tip, top = sk.cy + (17 if big else 11), sk.eye_y + 4
+    half = 11 + 8 * sk.strength("Big_Nose") if big else 5
+    tip, top = sk.cy + (19 if big else 11), sk.eye_y + 4
     bridge, dark = _shade(f.skin, 0.84), _shade(f.skin, 0.45)
     d.polygon([(x - 2, top), (x + 2, top), (x + half, tip), (x - half, tip)], fill=bridge)
     if sk.has("Pointy_Nose"):
-        point = tip + 8 + 6 * sk.strength("Pointy_Nose")
-        d.polygon([(x - half - 1, tip - 2), (x + half + 1, tip - 2), (x, point)], fill=_shade(f.skin, 0.3))
+        point = tip + 11 + 7 * sk.strength("Pointy_Nose")
+        d.polygon([(x - half - 3, tip - 3), (x + half + 3, tip - 3), (x, point)], fill=_shade(f.skin, 0.25))
         for side in (-1, 1):
             d.line([(x + side * 2, top), (x + side * half, tip - 1)], fill=_shade(f.skin, 0.65), width=2)
     else:
@@ -554,7 +554,7 @@ def draw_beard(sk: Sketch) -> None:
     if sk.has("Goatee"):
         d.ellipse((cx + sk.dx - 11, y + 5, cx + sk.dx + 11, sk.cy + f.half_height + 2), fill=colour)
     if sk.has("Mustache"):
-        w = f.mouth_width + 3
+        w, colour = f.mouth_width + 3, _shade(colour, 0.6)  # darker than the hair, so it shows on any skin
         d.polygon([(cx + sk.dx - w, y - 3), (cx + sk.dx, y - 11), (cx + sk.dx + w, y - 3),
                    (cx + sk.dx, y - 6)], fill=colour)
         d.line([(cx + sk.dx - w, y - 5), (cx + sk.dx + w, y - 5)], fill=colour, width=5)
@@ -580,10 +580,10 @@ def draw_jewellery(sk: Sketch) -> None:
     if sk.has("Wearing_Earrings"):
         r = sk.cue("Wearing_Earrings")
         metal = (245, 200, 40) if r.random() < 0.5 else (230, 230, 240)
-        r = 3 + 2 * r.uniform(0.6, 1.0)
+        r = 4 + 4 * r.uniform(*STRENGTH_RANGE)
         for side in (-1, 1):
-            ex, ey = cx + side * (f.half_width + 1), cy + 16
-            d.line([(ex, cy + 10), (ex, ey)], fill=metal, width=2)
+            ex, ey = cx + side * (f.half_width + 1), cy + 18
+            d.line([(ex, cy + 8), (ex, ey)], fill=metal, width=3)
             d.ellipse((ex - r, ey - r, ex + r, ey + r), fill=metal)
 
 
