@@ -14,6 +14,7 @@ from celebalib import runs
 from celebalib.attributes import ATTRIBUTES
 from celebalib.data import load_image
 from celebalib.errors import RunError
+from celebalib.model import OUTPUT
 
 
 @pytest.fixture()
@@ -41,7 +42,10 @@ def test_features_are_the_pooled_vectors(tiny_run: runs.Run, synthetic_table: pd
     rows = synthetic_table.head(3)
     features = tiny_run.features(rows, progress=False)
     assert features.shape == (3, 1280) and np.all(features >= 0)  # pooled ReLU6 activations
-    assert not np.allclose(features[0], features[1])
+    # The model's head turns exactly these vectors into the run's predictions for the rows.
+    model = tiny_run.model()
+    head = model.get_layer(OUTPUT)(model.get_layer("head_bn")(features, training=False))
+    np.testing.assert_allclose(np.asarray(head), tiny_run.predict(rows, progress=False, flip=False), atol=1e-5)
 
 
 def test_model_is_loaded_once(tiny_run: runs.Run) -> None:
