@@ -211,11 +211,11 @@ def _compile(model: keras.Model, options: dict[str, Any], phase: tuple[str, int,
     )
 
 
-def _callbacks(out: Path, phase: str, options: dict[str, Any], extra: Sequence[keras.callbacks.Callback]) -> list:
-    """Best checkpoint, history, then backup: a crash between them repeats the epoch at worst."""
+def _callbacks(out: Path, phase: str, monitor: str, extra: Sequence[keras.callbacks.Callback]) -> list:
+    """Best checkpoint (by ``monitor``), history, then backup: a crash between them repeats the epoch at worst."""
     history = out / runs.HISTORY
     return [
-        BestCheckpoint(out / runs.BEST, history, CHECKPOINT_METRICS[options["checkpoint_metric"]]),
+        BestCheckpoint(out / runs.BEST, history, monitor),
         HistoryWriter(history, phase),
         keras.callbacks.BackupAndRestore(str(out / "backup" / phase), delete_checkpoint=False),
         keras.callbacks.TensorBoard(str(out / "logs"), write_graph=False),
@@ -325,11 +325,12 @@ def _train(out: Path, table: pd.DataFrame, options: dict[str, Any], switches: tu
         model = build_model(image_size=options["image_size"], alpha=options["alpha"], weights=options["weights"],
                             dropout_rate=options["dropout_rate"], augment=options["augment"],
                             bn_momentum=options["bn_momentum"])
+        monitor = CHECKPOINT_METRICS[options["checkpoint_metric"]]
         for phase in _phases(options):
             _compile(model, options, phase, steps, pos_weights, run_eagerly)
             # The dataset shuffles itself (make_dataset), so Keras must not try to.
             model.fit(train_ds, validation_data=val_ds, initial_epoch=phase[1], epochs=phase[2], shuffle=False,
-                      callbacks=_callbacks(out, phase[0], options, callbacks), verbose=1 if progress else 0)
+                      callbacks=_callbacks(out, phase[0], monitor, callbacks), verbose=1 if progress else 0)
     return model
 
 
