@@ -37,6 +37,8 @@ from celebalib.model import AUGMENTATIONS, augmentation_mode, build_model, check
 # 0.587 with 0.001, against 0.808 with 1.0 (Adam at 0.001: 0.806).
 DEFAULT_LEARNING_RATES = {"adadelta": 1.0, "adam": 1e-3}
 STRATEGIES = ("default", "mirrored")
+# Variables (matched by name) that weight decay leaves alone: batch-norm scales and offsets, biases.
+NO_WEIGHT_DECAY = ("gamma", "beta", "bias")
 MONITOR = "val_mean_balanced_accuracy"
 # What the best checkpoint may be chosen by (higher is better): the mean balanced accuracy at
 # 0.5, or the mean ROC-AUC, which no threshold or calibration affects.
@@ -69,15 +71,26 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def make_optimizer(name: str, learning_rate: float | None = None, decay_steps: int | None = None):
-    """Return Adadelta (default lr 1.0) or Adam (1e-3); ``decay_steps`` adds cosine decay."""
+def make_optimizer(name: str, learning_rate: float | None = None, decay_steps: int | None = None,
+                   weight_decay: float = 0.0):
+    """Return Adadelta (default lr 1.0) or Adam (1e-3); ``decay_steps`` adds cosine decay.
+
+    ``weight_decay`` is decoupled (AdamW-style): each step shrinks every convolution and dense
+    kernel by ``weight_decay * learning rate``; batch-norm scales and offsets and biases are left alone.
+    """
     if name not in DEFAULT_LEARNING_RATES:
         raise ConfigError(f"unknown optimizer {name!r}; expected one of {', '.join(DEFAULT_LEARNING_RATES)}")
     rate = DEFAULT_LEARNING_RATES[name] if learning_rate is None else float(learning_rate)
     if not rate > 0:
         raise ConfigError(f"learning rate {learning_rate!r}: expected a positive number")
+    if not (isinstance(weight_decay, (int, float)) and 0 <= weight_decay < 1):
+        raise ConfigError(f"weight_decay={weight_decay!r}: expected a number from 0 up to (not including) 1")
     schedule = keras.optimizers.schedules.CosineDecay(rate, decay_steps) if decay_steps else rate
-    return keras.optimizers.Adadelta(schedule) if name == "adadelta" else keras.optimizers.Adam(schedule)
+    kind = keras.optimizers.Adadelta if name == "adadelta" else keras.optimizers.Adam
+    optimizer = kind(schedule, weight_decay=float(weight_decay) or None)
+    if weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=list(NO_WEIGHT_DECAY))
+    return optimizer
 
 
 def get_strategy(name: str | None) -> tf.distribute.Strategy:
@@ -203,7 +216,7 @@ def _compile(model: keras.Model, options: dict[str, Any], phase: tuple[str, int,
         rate = (rate if rate is not None else DEFAULT_LEARNING_RATES[options["optimizer"]]) / 10
     decay = steps * (end - first) if options["lr_schedule"] == "cosine" else None
     model.compile(
-        optimizer=make_optimizer(options["optimizer"], rate, decay),
+        optimizer=make_optimizer(options["optimizer"], rate, decay, options["weight_decay"]),
         loss=get_loss(options["loss"], pos_weights),
         metrics=[keras.metrics.BinaryAccuracy(name="binary_accuracy"), MeanBalancedAccuracy(),
                  keras.metrics.AUC(multi_label=True, num_labels=model.output_shape[-1], name="mean_auc")],
@@ -228,7 +241,10 @@ def _check_options(options: dict[str, Any]) -> None:
     check_image_size(options["image_size"])
     if options["loss"] not in LOSSES:
         raise ConfigError(f"unknown loss {options['loss']!r}; expected one of {', '.join(LOSSES)}")
-    make_optimizer(options["optimizer"], options["learning_rate"])
+    make_optimizer(options["optimizer"], options["learning_rate"], weight_decay=options["weight_decay"])
+    if not (isinstance(options["dropout_rate"], (int, float)) and 0 <= options["dropout_rate"] < 1):
+        raise ConfigError(f"dropout_rate={options['dropout_rate']!r}: expected a number from 0 up to "
+                          "(not including) 1")
     for key in ("epochs", "batch_size"):
         if not isinstance(options[key], int) or options[key] < 1:
             raise ConfigError(f"{key}={options[key]!r}: expected a positive whole number")
@@ -247,7 +263,8 @@ def fit(
     epochs: int, image_size: int, batch_size: int, alpha: float = 0.35, weights: str | None = None,
     loss: str = "bce", optimizer: str = "adadelta", learning_rate: float | None = None,
     lr_schedule: str | None = None, limit: int | None = None, seed: int = 0, crop: str = "center",
-    dropout_rate: float = 0.2, augment: bool | str = True, bn_momentum: float | None = None,
+    dropout_rate: float = 0.2, weight_decay: float = 0.0, augment: bool | str = True,
+    bn_momentum: float | None = None,
     warmup_epochs: int = 2, strategy: str = "default", test_time_flip: bool = False,
     checkpoint_metric: str = "balanced_accuracy",
     cache: bool | str = "auto", run_eagerly: bool = False,
@@ -261,6 +278,8 @@ def fit(
         weights: None (from scratch), "imagenet" or a local weights file. Pretrained runs train
             the head alone for ``warmup_epochs``, then fine-tune everything at a tenth of the rate.
         learning_rate: None means 1.0 for Adadelta (the paper's value) and 1e-3 for Adam.
+        dropout_rate: dropout before the 40-way head.
+        weight_decay: decoupled weight decay of the kernels (see ``make_optimizer``); 0 for none.
         limit: use at most this many images of each of the train and val splits.
         strategy: "default", or "mirrored" for all local GPUs.
         test_time_flip: recorded in config.json; the run's predictions then average each
@@ -351,6 +370,8 @@ CLI_OPTIONS: dict[str, tuple[type, str]] = {
     "limit": (int, "use at most this many images of each split"),
     "crop": (str, "center (the face square) or none"),
     "bn_momentum": (float, "batch-norm momentum (default 0.9 from scratch)"),
+    "dropout_rate": (float, "dropout before the head (default 0.2)"),
+    "weight_decay": (float, "decoupled weight decay of the kernels, per unit of learning rate (default 0)"),
     "warmup_epochs": (int, "pretrained runs: epochs with the backbone frozen"),
     "seed": (int, "random seed"),
     "strategy": (str, "default, or mirrored for all local GPUs"),

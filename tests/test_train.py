@@ -132,6 +132,8 @@ def test_a_resumed_run_must_keep_its_settings(tiny_run: runs.Run, tmp_path: Path
     ({"strategy": "tpu"}, "unknown strategy 'tpu'"),
     ({"epochs": 0}, "epochs=0"),
     ({"checkpoint_metric": "loss"}, "checkpoint_metric='loss'"),
+    ({"weight_decay": -0.1}, "weight_decay=-0.1"),
+    ({"dropout_rate": 1.0}, "dropout_rate=1.0"),
 ])
 def test_bad_arguments_fail_before_any_work(tmp_path: Path, change: dict, message: str) -> None:
     options = {"epochs": 1, "image_size": 32, "batch_size": 8, **change}
@@ -166,6 +168,9 @@ def test_explicit_flags_override_the_preset(monkeypatch: pytest.MonkeyPatch) -> 
                                            "--test-time-flip", "off", "--alpha", "0.35", "--checkpoint-metric", "balanced_accuracy"]))
     assert changed["augment"] == "full" and changed["test_time_flip"] is False and changed["alpha"] == 0.35
     assert changed["checkpoint_metric"] == "balanced_accuracy"
+    regularised = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu",
+                                               "--weight-decay", "0.05", "--dropout-rate", "0.3"]))
+    assert regularised["weight_decay"] == 0.05 and regularised["dropout_rate"] == 0.3
     gpu = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-gpu"]))
     assert gpu["weights"] == "imagenet" and gpu["image_size"] == 224 and gpu["warmup_epochs"] == 2
     plain = train.resolve_options(parse(["train", "--out", "x", "--weights", "none", "--no-augment"]))
@@ -178,6 +183,19 @@ def test_optimizers_default_to_their_paper_learning_rates() -> None:
     schedule = train.make_optimizer("adam", 0.01, decay_steps=10)._learning_rate
     assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
     assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(10)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_weight_decay_shrinks_kernels_but_not_batch_norm_or_biases() -> None:
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2), keras.layers.BatchNormalization()])
+    before = {v.path: v.numpy().copy() for v in model.trainable_weights}
+    optimizer = train.make_optimizer("adam", 0.1, weight_decay=0.5)
+    # Zero gradients: Adam moves nothing, so any change is the decay alone.
+    optimizer.apply_gradients([(tf.zeros_like(v), v) for v in model.trainable_weights])
+    for v in model.trainable_weights:
+        expected = before[v.path] * (1 - 0.5 * 0.1) if v.name == "kernel" else before[v.path]
+        np.testing.assert_allclose(v.numpy(), expected, rtol=1e-6, err_msg=v.path)
+    assert {v.name for v in model.trainable_weights} == {"kernel", "bias", "gamma", "beta"}
+    assert train.make_optimizer("adam").weight_decay is None
 
 
 def test_pretrained_runs_warm_up_with_a_frozen_backbone() -> None:
