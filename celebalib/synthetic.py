@@ -554,10 +554,10 @@ def draw_beard(sk: Sketch) -> None:
     if sk.has("Goatee"):
         d.ellipse((cx + sk.dx - 11, y + 5, cx + sk.dx + 11, sk.cy + f.half_height + 2), fill=colour)
     if sk.has("Mustache"):
-        w, colour = f.mouth_width + 3, _shade(colour, 0.6)  # darker than the hair, so it shows on any skin
+        w, dark = f.mouth_width + 3, _shade(colour, 0.6)  # darker than the hair, so it shows on any skin
         d.polygon([(cx + sk.dx - w, y - 3), (cx + sk.dx, y - 11), (cx + sk.dx + w, y - 3),
-                   (cx + sk.dx, y - 6)], fill=colour)
-        d.line([(cx + sk.dx - w, y - 5), (cx + sk.dx + w, y - 5)], fill=colour, width=5)
+                   (cx + sk.dx, y - 6)], fill=dark)
+        d.line([(cx + sk.dx - w, y - 5), (cx + sk.dx + w, y - 5)], fill=dark, width=5)
 
 
 def draw_jewellery(sk: Sketch) -> None:
