@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import inspect
 import warnings
 from pathlib import Path
 
@@ -24,9 +25,17 @@ from celebalib.attributes import ATTRIBUTES
 from celebalib.data import MissingImagesWarning, load_celeba, majority_baseline
 from celebalib.evaluate import attribute_table, cross_fitted_table, table_means, threshold_folds
 from celebalib.runs import Run
-from celebalib.train import CHECKPOINT_METRICS
+from celebalib.train import CHECKPOINT_METRICS, fit
 
-SETTINGS = ("image_size", "alpha", "augment", "lr_schedule", "loss", "epochs")
+SETTINGS = ("image_size", "alpha", "augment", "lr_schedule", "loss", "weight_decay", "epochs")
+# Runs made before an option existed were trained with fit()'s default for it.
+FIT_DEFAULTS = {name: p.default for name, p in inspect.signature(fit).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+
+
+def setting(config: dict, key: str):
+    """The run's value of ``key``, or fit()'s default when its config.json predates the option."""
+    return config.get(key, FIT_DEFAULTS.get(key))
 
 
 def minutes(config: dict) -> str:
@@ -55,9 +64,9 @@ def main() -> None:
     print("run | settings | epochs (best) | minutes | mirror | acc@0.5 | acc (tuned for acc) | bal acc (tuned for it) | ROC-AUC")
     for folder in args.runs:
         run = Run(folder)
-        settings = ", ".join(f"{key} {run.config.get(key)}" for key in SETTINGS)
+        settings = ", ".join(f"{key} {setting(run.config, key)}" for key in SETTINGS)
         history = run.history()
-        monitor = CHECKPOINT_METRICS[run.config.get("checkpoint_metric", "balanced_accuracy")]
+        monitor = CHECKPOINT_METRICS[setting(run.config, "checkpoint_metric")]
         best = int(history.loc[history[monitor].idxmax(), "epoch"])
         epochs = f"{len(history)} of {run.config['epochs']} ({best})"
         for flip in (False, True):
