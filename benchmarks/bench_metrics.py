@@ -13,24 +13,19 @@ from __future__ import annotations
 import argparse
 import time
 
-import keras
 import numpy as np
 
 from celebalib.config import seed_everything
-from celebalib.metrics import MeanBalancedAccuracy
 from celebalib.model import build_model
-from celebalib.train import make_optimizer
+from celebalib.train import make_optimizer, training_metrics
 
 
 def metric_sets(n_labels: int) -> dict[str, list]:
-    """Named metric lists, from none to everything ``train`` compiles."""
-    accuracy = keras.metrics.BinaryAccuracy(name="binary_accuracy")
-    auc = keras.metrics.AUC(multi_label=True, num_labels=n_labels, name="mean_auc")
+    """Named metric lists, from none to everything ``train`` compiles (``train.training_metrics``)."""
     return {
         "loss only": [],
-        "accuracy + balanced accuracy": [accuracy, MeanBalancedAccuracy()],
-        "accuracy + balanced accuracy + AUC (as train compiles)":
-            [keras.metrics.BinaryAccuracy(name="binary_accuracy"), MeanBalancedAccuracy(), auc],
+        "accuracy + balanced accuracy": [m for m in training_metrics(n_labels) if m.name != "mean_auc"],
+        "accuracy + balanced accuracy + AUC (as train compiles)": training_metrics(n_labels),
     }
 
 

@@ -224,10 +224,15 @@ def _compile(model: keras.Model, options: dict[str, Any], phase: tuple[str, int,
     model.compile(
         optimizer=make_optimizer(options["optimizer"], rate, decay, options["weight_decay"]),
         loss=get_loss(options["loss"], pos_weights),
-        metrics=[keras.metrics.BinaryAccuracy(name="binary_accuracy"), MeanBalancedAccuracy(),
-                 keras.metrics.AUC(multi_label=True, num_labels=model.output_shape[-1], name="mean_auc")],
+        metrics=training_metrics(model.output_shape[-1]),
         run_eagerly=run_eagerly,
     )
+
+
+def training_metrics(n_labels: int) -> list[keras.metrics.Metric]:
+    """Fresh metrics that training logs (history.csv): accuracy, mean balanced accuracy, mean ROC-AUC."""
+    return [keras.metrics.BinaryAccuracy(name="binary_accuracy"), MeanBalancedAccuracy(),
+            keras.metrics.AUC(multi_label=True, num_labels=n_labels, name="mean_auc")]
 
 
 def _callbacks(out: Path, phase: str, monitor: str, extra: Sequence[keras.callbacks.Callback]) -> list:
