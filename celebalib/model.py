@@ -66,7 +66,7 @@ def build_backbone(image_size: int, alpha: float, weights: str | None) -> keras.
         ) from None
 
 
-AUGMENTATIONS = ("full", "flip", "none")
+AUGMENTATIONS = ("full", "shift", "flip", "none")
 
 
 def augmentation_mode(augment: bool | str) -> str:
@@ -78,10 +78,17 @@ def augmentation_mode(augment: bool | str) -> str:
 
 
 def augmentation(seed: int | None = None, mode: str = "full") -> keras.Sequential:
-    """Random horizontal flip, and for "full" also zoom and shift; Keras applies them only while training."""
+    """Random horizontal flip, plus zoom and shift for "full" or whole-pixel shifts for "shift".
+
+    "full" resamples every image (bilinear), which softens fine detail at small sizes; "shift"
+    moves by whole pixels (nearest neighbour), so each pixel it shows is one of the image's own.
+    Keras applies them only while training.
+    """
     steps = [layers.RandomFlip("horizontal", seed=seed)]
     if mode == "full":
         steps += [layers.RandomZoom(0.1, seed=seed), layers.RandomTranslation(0.08, 0.08, seed=seed)]
+    elif mode == "shift":
+        steps += [layers.RandomTranslation(0.08, 0.08, interpolation="nearest", seed=seed)]
     return keras.Sequential(steps, name="augment")
 
 
@@ -127,7 +134,8 @@ def build_model(
 
     Args:
         weights: None (from scratch), "imagenet" (Keras's download and cache) or a local file.
-        augment: "full" (or True) flips, zooms and shifts; "flip" flips only; "none" (or False) neither.
+        augment: "full" (or True) flips, zooms and shifts; "shift" flips and shifts by whole
+            pixels; "flip" flips only; "none" (or False) none of them.
         bn_momentum: batch-norm momentum; None means 0.9 from scratch and Keras's own when
             pretrained (see ``SCRATCH_BN_MOMENTUM``).
     """

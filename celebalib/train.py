@@ -426,7 +426,7 @@ def configure_train_parser(parser: argparse.ArgumentParser) -> None:
     for name, (kind, text) in CLI_OPTIONS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, help=text)
     parser.add_argument("--augment", choices=AUGMENTATIONS, default=None,
-                        help="full: flips, zoom and shifts (default); flip: flips only; none")
+                        help="full: flips, zoom and shifts (default); shift: flips and whole-pixel shifts; flip: flips only; none")
     parser.add_argument("--no-augment", action="store_true", help="the same as --augment none")
     parser.add_argument("--test-time-flip", choices=("on", "off"), default=None,
                         help="predictions average each image with its mirror image (default off)")

@@ -42,7 +42,7 @@ def test_outputs_are_40_probabilities(model: keras.Model, images: np.ndarray) ->
     assert model.get_layer("attributes").dtype_policy.compute_dtype == "float32"
 
 
-def test_flip_mode_only_mirrors_and_full_mode_also_moves(images: np.ndarray) -> None:
+def test_flip_mode_only_mirrors_and_shift_and_full_modes_also_move(images: np.ndarray) -> None:
     keras.utils.set_random_seed(1)
     flipped = np.asarray(augmentation(mode="flip")(images, training=True))
     for original, seen in zip(images, flipped):  # each image is itself or its exact mirror image
@@ -50,6 +50,12 @@ def test_flip_mode_only_mirrors_and_full_mode_also_moves(images: np.ndarray) -> 
     assert not np.array_equal(flipped, images)
     moved = np.asarray(augmentation(mode="full")(images, training=True))
     assert not any(np.array_equal(seen, o) or np.array_equal(seen, o[:, ::-1]) for o, seen in zip(images, moved))
+    shifted = np.asarray(augmentation(mode="shift")(images, training=True))
+    # a draw under half a pixel both ways leaves an image in place, so not every one need move
+    assert not all(np.array_equal(seen, o) or np.array_equal(seen, o[:, ::-1]) for o, seen in zip(images, shifted))
+    for original, seen in zip(images, shifted):  # whole-pixel shifts show only the image's own values
+        assert np.isin(seen, original).all()
+    assert not all(np.isin(seen, o).all() for o, seen in zip(images, moved))  # "full" resamples
     flip_model = build_model(image_size=SIZE, augment="flip")
     assert [type(layer) for layer in flip_model.get_layer("augment").layers] == [keras.layers.RandomFlip]
     assert "augment" not in [layer.name for layer in build_model(image_size=SIZE, augment="none").layers]
