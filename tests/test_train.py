@@ -161,7 +161,7 @@ def test_explicit_flags_override_the_preset(monkeypatch: pytest.MonkeyPatch) -> 
     parse = cli.build_parser("train").parse_args
     options = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--epochs", "5"]))
     assert options["epochs"] == 5 and options["image_size"] == 96 and options["optimizer"] == "adam"
-    assert options["lr_schedule"] == "cosine" and options["bn_momentum"] == 0.9 and options["augment"] == "full"
+    assert options["lr_schedule"] == "cosine" and options["bn_momentum"] == 0.9 and options["augment"] == "shift"
     assert options["test_time_flip"] is True and options["weights"] is None
     assert options["checkpoint_metric"] == "auc"
     changed = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--augment", "flip",
