@@ -5,7 +5,9 @@ balanced accuracy).
 Random pixels and labels in memory (synthetic), so only the step itself is timed; the
 variants alternate over several rounds after a warm-up that traces each step.
 
-    python benchmarks/bench_metrics.py [--image-size 96] [--alpha 0.75] [--batch-size 64] [--steps 15] [--rounds 3]
+Model settings default to the ``celeba-cpu`` preset's (``train.PRESETS``).
+
+    python benchmarks/bench_metrics.py [--image-size S] [--alpha A] [--batch-size B] [--augment MODE] [--steps 15] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import time
 import numpy as np
 
 from celebalib.config import seed_everything
-from celebalib.model import build_model
-from celebalib.train import make_optimizer, training_metrics
+from celebalib.model import AUGMENTATIONS, build_model
+from celebalib.train import PRESETS, make_optimizer, training_metrics
 
 
 def metric_sets(n_labels: int) -> dict[str, list]:
@@ -32,9 +34,11 @@ def metric_sets(n_labels: int) -> dict[str, list]:
 def main() -> None:
     """Print milliseconds per training step for each metric set."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image-size", type=int, default=96)
-    parser.add_argument("--alpha", type=float, default=0.75)
-    parser.add_argument("--batch-size", type=int, default=64)
+    preset = PRESETS["celeba-cpu"]
+    parser.add_argument("--image-size", type=int, default=preset["image_size"])
+    parser.add_argument("--alpha", type=float, default=preset["alpha"])
+    parser.add_argument("--batch-size", type=int, default=preset["batch_size"])
+    parser.add_argument("--augment", choices=AUGMENTATIONS, default=preset["augment"])
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -44,7 +48,7 @@ def main() -> None:
     y = (rng.uniform(size=(args.batch_size, 40)) < 0.2).astype(np.float32)
     models = {}
     for name, metrics in metric_sets(40).items():
-        model = build_model(image_size=args.image_size, alpha=args.alpha, augment="full")
+        model = build_model(image_size=args.image_size, alpha=args.alpha, augment=args.augment)
         model.compile(optimizer=make_optimizer("adam"), loss="binary_crossentropy", metrics=metrics)
         model.train_on_batch(x, y)  # trace the step
         models[name] = model
@@ -56,7 +60,7 @@ def main() -> None:
                 model.train_on_batch(x, y)
             times[name].append((time.perf_counter() - start) / args.steps * 1000)
     print(f"synthetic random batches: {args.batch_size} x {args.image_size} px, alpha {args.alpha}, "
-          f"{args.steps} steps x {args.rounds} rounds; median ms per training step")
+          f"augment {args.augment}, {args.steps} steps x {args.rounds} rounds; median ms per training step")
     base = float(np.median(times["loss only"]))
     for name, values in times.items():
         ms = float(np.median(values))
