@@ -1,4 +1,4 @@
-"""The attribute model: augmentation and scaling, a MobileNetV2 backbone, a 40-way sigmoid head.
+"""The attribute model: augmentation and scaling, a MobileNetV2 backbone, pooling, a 40-way sigmoid head.
 
 The model takes raw RGB images (float32 in [0, 255], as ``celebalib.data`` produces them)
 and does its own scaling, so every caller feeds it the same thing.
@@ -28,6 +28,10 @@ SCRATCH_BN_MOMENTUM = 0.9
 BACKBONE = "backbone"
 POOLED = "pooled"
 OUTPUT = "attributes"
+# How the backbone's last feature map becomes one vector: "average" (global average pooling)
+# or "depthwise" (a global depthwise convolution: one learned weight per channel and position,
+# started at the average, so the head can tell the mouth's row from the hair's on an aligned face).
+HEADS = ("average", "depthwise")
 
 
 def check_image_size(image_size: int) -> int:
@@ -128,6 +132,7 @@ def build_model(
     dropout_rate: float = 0.2,
     augment: bool | str = True,
     bn_momentum: float | None = None,
+    head: str = "average",
     num_attributes: int = NUM_ATTRIBUTES,
 ) -> keras.Model:
     """Build the attribute model: raw RGB [0, 255] in, ``num_attributes`` probabilities out.
@@ -138,8 +143,10 @@ def build_model(
             pixels; "flip" flips only; "none" (or False) none of them.
         bn_momentum: batch-norm momentum; None means 0.9 from scratch and Keras's own when
             pretrained (see ``SCRATCH_BN_MOMENTUM``).
+        head: "average" or "depthwise" pooling of the last feature map (see ``HEADS``).
     """
     check_image_size(image_size)
+    check_head(head)
     mode = augmentation_mode(augment)
     inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
     x = augmentation(mode=mode)(inputs) if mode != "none" else inputs
@@ -149,7 +156,8 @@ def build_model(
     if weights is not None:
         freeze_batch_norm(backbone)
     x = backbone(x)
-    x = layers.GlobalAveragePooling2D(name=POOLED)(x)
+    for layer in pooling(head, backbone.output_shape[1:3]):
+        x = layer(x)
     x = layers.BatchNormalization(name="head_bn")(x)
     x = layers.Dropout(dropout_rate, name="dropout")(x)
     outputs = layers.Dense(num_attributes, activation="sigmoid", dtype="float32", name=OUTPUT)(x)
@@ -158,6 +166,23 @@ def build_model(
     if momentum is not None:
         set_bn_momentum(model, momentum)
     return model
+
+
+def check_head(head: str) -> str:
+    """Return ``head`` if it is one of ``HEADS``, else raise ConfigError."""
+    if head not in HEADS:
+        raise ConfigError(f"head={head!r}: expected one of {', '.join(HEADS)}")
+    return head
+
+
+def pooling(head: str, feature_size: tuple[int, int]) -> list[layers.Layer]:
+    """The layers that turn an (H, W, C) feature map into the C-vector named ``POOLED``."""
+    if head == "average":
+        return [layers.GlobalAveragePooling2D(name=POOLED)]
+    # Started at 1 / (H * W) at every position, it is global average pooling at first.
+    return [layers.DepthwiseConv2D(feature_size, use_bias=False, name="spatial_weights",
+                                   depthwise_initializer=keras.initializers.Constant(1.0 / (feature_size[0] * feature_size[1]))),
+            layers.Flatten(name=POOLED)]
 
 
 def backbone_of(model: keras.Model) -> keras.Model:

@@ -29,7 +29,8 @@ from celebalib.errors import ConfigError, RunError
 from celebalib.io import write_json, write_text
 from celebalib.losses import LOSSES, get_loss
 from celebalib.metrics import MeanBalancedAccuracy
-from celebalib.model import AUGMENTATIONS, augmentation_mode, build_model, check_image_size, set_backbone_trainable
+from celebalib.model import (AUGMENTATIONS, HEADS, augmentation_mode, build_model, check_head, check_image_size,
+                             set_backbone_trainable)
 
 # Adadelta adapts its own step sizes; the paper's learning rate is 1.0. Keras's default of
 # 0.001 shrinks every step a thousandfold and barely moves the weights: on 9,600 genuine
@@ -47,7 +48,9 @@ CHECKPOINT_METRICS = {"balanced_accuracy": MONITOR, "auc": "val_mean_auc"}
 # CPU, decoding JPEGs every epoch takes cores away from training.
 CACHE_BUDGET = 2 << 30
 # Settings that must not change when a run resumes.
-FIXED_ON_RESUME = ("image_size", "crop", "alpha", "weights", "loss", "optimizer", "batch_size", "augment")
+FIXED_ON_RESUME = ("image_size", "crop", "alpha", "weights", "loss", "optimizer", "batch_size", "augment", "head")
+# What a run folder written before a setting existed used for it.
+OLDER_RUN_DEFAULTS = {"head": "average"}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # From scratch on 2 CPU cores, chosen by val-split ablations on 19,999 genuine CelebA
@@ -184,8 +187,8 @@ def _start_config(out: Path, options: dict[str, Any]) -> dict[str, Any]:
             raise RunError(f"{out}: already holds a finished run; choose another output folder")
         config = runs.read_config(out)
         for key in FIXED_ON_RESUME:
-            if config.get(key) != options[key]:
-                raise RunError(f"{config_path}: {key} is {config.get(key)!r} but this command asks for "
+            if config.get(key, OLDER_RUN_DEFAULTS.get(key)) != options[key]:
+                raise RunError(f"{config_path}: {key} is {config.get(key, OLDER_RUN_DEFAULTS.get(key))!r} but this command asks for "
                                f"{options[key]!r}; resume with the same settings or use another folder")
         config.update(epochs=options["epochs"])
     elif out.exists() and any(out.iterdir()):
@@ -259,6 +262,7 @@ def _check_options(options: dict[str, Any]) -> None:
         if not isinstance(options[key], int) or options[key] < 1:
             raise ConfigError(f"{key}={options[key]!r}: expected a positive whole number")
     augmentation_mode(options["augment"])
+    check_head(options["head"])
     if options["lr_schedule"] not in (None, "cosine"):
         raise ConfigError(f"lr_schedule={options['lr_schedule']!r}: expected None or 'cosine'")
     if options["checkpoint_metric"] not in CHECKPOINT_METRICS:
@@ -274,7 +278,7 @@ def fit(
     loss: str = "bce", optimizer: str = "adadelta", learning_rate: float | None = None,
     lr_schedule: str | None = None, limit: int | None = None, seed: int = 0, crop: str = "center",
     dropout_rate: float = 0.2, weight_decay: float = 0.0, augment: bool | str = True,
-    bn_momentum: float | None = None,
+    bn_momentum: float | None = None, head: str = "average",
     warmup_epochs: int = 2, strategy: str = "default", test_time_flip: bool = False,
     checkpoint_metric: str = "balanced_accuracy",
     cache: bool | str = "auto", run_eagerly: bool = False,
@@ -289,6 +293,7 @@ def fit(
             the head alone for ``warmup_epochs``, then fine-tune everything at a tenth of the rate.
         learning_rate: None means 1.0 for Adadelta (the paper's value) and 1e-3 for Adam.
         dropout_rate: dropout before the 40-way head.
+        head: "average" or "depthwise" pooling of the backbone's last feature map (see ``model.HEADS``).
         weight_decay: decoupled weight decay of the kernels (see ``make_optimizer``); 0 for none.
         limit: use at most this many images of each of the train and val splits.
         strategy: "default", or "mirrored" for all local GPUs.
@@ -353,7 +358,7 @@ def _train(out: Path, table: pd.DataFrame, options: dict[str, Any], switches: tu
     with get_strategy(options["strategy"]).scope():
         model = build_model(image_size=options["image_size"], alpha=options["alpha"], weights=options["weights"],
                             dropout_rate=options["dropout_rate"], augment=options["augment"],
-                            bn_momentum=options["bn_momentum"])
+                            bn_momentum=options["bn_momentum"], head=options["head"])
         monitor = CHECKPOINT_METRICS[options["checkpoint_metric"]]
         for phase in _phases(options):
             _compile(model, options, phase, steps, pos_weights, run_eagerly)
@@ -405,6 +410,8 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
         options["augment"] = args.augment
     if args.no_augment:
         options["augment"] = "none"
+    if args.head is not None:
+        options["head"] = args.head
     if args.test_time_flip is not None:
         options["test_time_flip"] = args.test_time_flip == "on"
     return options
@@ -429,6 +436,8 @@ def configure_train_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augment", choices=AUGMENTATIONS, default=None,
                         help="full: flips, zoom and shifts (default); shift: flips and whole-pixel shifts; flip: flips only; none")
     parser.add_argument("--no-augment", action="store_true", help="the same as --augment none")
+    parser.add_argument("--head", choices=HEADS, default=None,
+                        help="pooling of the last feature map: average (default) or depthwise (learned per position)")
     parser.add_argument("--test-time-flip", choices=("on", "off"), default=None,
                         help="predictions average each image with its mirror image (default off)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -8,14 +8,14 @@ import pytest
 from celebalib.errors import ConfigError
 
 
-@pytest.fixture(scope="module")
-def model_96():
-    """An untrained 96 px attribute model: its last conv block is 3x3, so maps have structure."""
+@pytest.fixture(scope="module", params=["average", "depthwise"])
+def model_96(request):
+    """An untrained 96 px attribute model with each head: its last conv block is 3x3, so maps have structure."""
     from celebalib.config import seed_everything
     from celebalib.model import build_model
 
     seed_everything(0)
-    return build_model(image_size=96, augment=False)
+    return build_model(image_size=96, augment=False, head=request.param)
 
 
 @pytest.fixture(scope="module")

@@ -63,6 +63,25 @@ def test_flip_mode_only_mirrors_and_shift_and_full_modes_also_move(images: np.nd
         build_model(image_size=SIZE, augment="rotate")
 
 
+def test_depthwise_head_starts_as_average_pooling_and_learns_one_weight_per_position() -> None:
+    keras.utils.set_random_seed(0)
+    model = build_model(image_size=64, augment="none", head="depthwise")
+    faces = np.random.default_rng(1).uniform(0, 255, (3, 64, 64, 3)).astype("float32")
+    feature_map = np.asarray(backbone_of(model)(model.get_layer("scale")(faces), training=False))
+    assert feature_map.shape[1:3] == (2, 2)
+    features = np.asarray(feature_extractor(model)(faces, training=False))
+    np.testing.assert_allclose(features, feature_map.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+    spatial = model.get_layer("spatial_weights")
+    kernel = np.zeros_like(np.asarray(spatial.kernel))
+    kernel[1, 0] = 1.0  # every channel looks only at the bottom-left position
+    spatial.kernel.assign(kernel)
+    features = np.asarray(feature_extractor(model)(faces, training=False))
+    np.testing.assert_allclose(features, feature_map[:, 1, 0], rtol=1e-5, atol=1e-6)
+    assert "spatial_weights" not in [layer.name for layer in build_model(image_size=SIZE).layers]
+    with pytest.raises(ConfigError, match="head='attention'"):
+        build_model(image_size=SIZE, head="attention")
+
+
 def test_augmentation_acts_only_in_training(model: keras.Model, images: np.ndarray) -> None:
     augment = model.get_layer("augment")
     np.testing.assert_array_equal(np.asarray(augment(images, training=False)), images)

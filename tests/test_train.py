@@ -123,6 +123,12 @@ def test_a_resumed_run_must_keep_its_settings(tiny_run: runs.Run, tmp_path: Path
     with pytest.raises(RunError, match="image_size is 32"):
         train.fit(out, data_root=tiny_run.config["data_root"], epochs=2, image_size=64, batch_size=32,
                   optimizer="adam", progress=False)
+    config = json.loads((tiny_run.path / "config.json").read_text())
+    del config["head"]  # a run from before the setting existed pooled by averaging
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunError, match="head is 'average'"):
+        train.fit(out, data_root=tiny_run.config["data_root"], epochs=2, image_size=32, batch_size=32,
+                  optimizer="adam", head="depthwise", progress=False)
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -134,6 +140,7 @@ def test_a_resumed_run_must_keep_its_settings(tiny_run: runs.Run, tmp_path: Path
     ({"checkpoint_metric": "loss"}, "checkpoint_metric='loss'"),
     ({"weight_decay": -0.1}, "weight_decay=-0.1"),
     ({"dropout_rate": 1.0}, "dropout_rate=1.0"),
+    ({"head": "max"}, "head='max'"),
 ])
 def test_bad_arguments_fail_before_any_work(tmp_path: Path, change: dict, message: str) -> None:
     options = {"epochs": 1, "image_size": 32, "batch_size": 8, **change}
@@ -171,6 +178,8 @@ def test_explicit_flags_override_the_preset(monkeypatch: pytest.MonkeyPatch) -> 
     regularised = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu",
                                                "--weight-decay", "0.05", "--dropout-rate", "0.3"]))
     assert regularised["weight_decay"] == 0.05 and regularised["dropout_rate"] == 0.3
+    assert "head" not in regularised  # fit() then pools by averaging
+    assert train.resolve_options(parse(["train", "--out", "x", "--head", "depthwise"]))["head"] == "depthwise"
     gpu = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-gpu"]))
     assert gpu["weights"] == "imagenet" and gpu["image_size"] == 224 and gpu["warmup_epochs"] == 2
     plain = train.resolve_options(parse(["train", "--out", "x", "--weights", "none", "--no-augment"]))
