@@ -27,7 +27,7 @@ from celebalib.evaluate import attribute_table, cross_fitted_table, table_means,
 from celebalib.runs import Run
 from celebalib.train import CHECKPOINT_METRICS, fit
 
-SETTINGS = ("image_size", "alpha", "augment", "lr_schedule", "loss", "weight_decay", "epochs")
+SETTINGS = ("image_size", "alpha", "augment", "head", "lr_schedule", "loss", "weight_decay", "epochs")
 # Runs made before an option existed were trained with fit()'s default for it.
 FIT_DEFAULTS = {name: p.default for name, p in inspect.signature(fit).parameters.items()
                 if p.default is not inspect.Parameter.empty}

@@ -178,12 +178,13 @@ def test_explicit_flags_override_the_preset(monkeypatch: pytest.MonkeyPatch) -> 
     regularised = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu",
                                                "--weight-decay", "0.05", "--dropout-rate", "0.3"]))
     assert regularised["weight_decay"] == 0.05 and regularised["dropout_rate"] == 0.3
-    assert "head" not in regularised  # fit() then pools by averaging
-    assert train.resolve_options(parse(["train", "--out", "x", "--head", "depthwise"]))["head"] == "depthwise"
+    assert regularised["head"] == "depthwise"
+    assert train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--head", "average"]))["head"] == "average"
     gpu = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-gpu"]))
     assert gpu["weights"] == "imagenet" and gpu["image_size"] == 224 and gpu["warmup_epochs"] == 2
     plain = train.resolve_options(parse(["train", "--out", "x", "--weights", "none", "--no-augment"]))
     assert plain["epochs"] == 3 and plain["weights"] is None and plain["augment"] == "none"
+    assert "head" not in plain  # fit() then pools by averaging
 
 
 def test_optimizers_default_to_their_paper_learning_rates() -> None:
