@@ -188,8 +188,9 @@ def _start_config(out: Path, options: dict[str, Any]) -> dict[str, Any]:
             raise RunError(f"{out}: already holds a finished run; choose another output folder")
         config = runs.read_config(out)
         for key in FIXED_ON_RESUME:
-            if config.get(key, OLDER_RUN_DEFAULTS.get(key)) != options[key]:
-                raise RunError(f"{config_path}: {key} is {config.get(key, OLDER_RUN_DEFAULTS.get(key))!r} but this command asks for "
+            recorded = config.get(key, OLDER_RUN_DEFAULTS.get(key))
+            if recorded != options[key]:
+                raise RunError(f"{config_path}: {key} is {recorded!r} but this command asks for "
                                f"{options[key]!r}; resume with the same settings or use another folder")
         config.update(epochs=options["epochs"])
     elif out.exists() and any(out.iterdir()):
