@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import inspect
 import warnings
 from pathlib import Path
 
@@ -25,19 +24,9 @@ from celebalib.attributes import ATTRIBUTES
 from celebalib.data import MissingImagesWarning, load_celeba, majority_baseline
 from celebalib.evaluate import attribute_table, cross_fitted_table, table_means, threshold_folds
 from celebalib.runs import Run
-from celebalib.train import CHECKPOINT_METRICS, fit
+from celebalib.train import CHECKPOINT_METRICS, recorded_setting
 
 SETTINGS = ("image_size", "alpha", "augment", "head", "lr_schedule", "loss", "weight_decay", "epochs")
-# Runs made before an option existed were trained with fit()'s default for it.
-FIT_DEFAULTS = {name: p.default for name, p in inspect.signature(fit).parameters.items()
-                if p.default is not inspect.Parameter.empty}
-
-
-def setting(config: dict, key: str):
-    """The run's value of ``key``, or fit()'s default when its config.json predates the option."""
-    return config.get(key, FIT_DEFAULTS.get(key))
-
-
 def minutes(config: dict) -> str:
     """Wall minutes from the run's creation to its finish ("unfinished" for a stopped run)."""
     if "finished" not in config:
@@ -64,9 +53,9 @@ def main() -> None:
     print("run | settings | epochs (best) | minutes | mirror | acc@0.5 | acc (tuned for acc) | bal acc (tuned for it) | ROC-AUC")
     for folder in args.runs:
         run = Run(folder)
-        settings = ", ".join(f"{key} {setting(run.config, key)}" for key in SETTINGS)
+        settings = ", ".join(f"{key} {recorded_setting(run.config, key)}" for key in SETTINGS)
         history = run.history()
-        monitor = CHECKPOINT_METRICS[setting(run.config, "checkpoint_metric")]
+        monitor = CHECKPOINT_METRICS[recorded_setting(run.config, "checkpoint_metric")]
         best = int(history.loc[history[monitor].idxmax(), "epoch"])
         epochs = f"{len(history)} of {run.config['epochs']} ({best})"
         for flip in (False, True):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import inspect
 import math
 import shutil
 from collections.abc import Iterator, Sequence
@@ -49,8 +50,6 @@ CHECKPOINT_METRICS = {"balanced_accuracy": MONITOR, "auc": "val_mean_auc"}
 CACHE_BUDGET = 2 << 30
 # Settings that must not change when a run resumes.
 FIXED_ON_RESUME = ("image_size", "crop", "alpha", "weights", "loss", "optimizer", "batch_size", "augment", "head")
-# What a run folder written before a setting existed used for it.
-OLDER_RUN_DEFAULTS = {"head": "average"}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # From scratch on 2 CPU cores, chosen by val-split ablations on 19,999 genuine CelebA
@@ -180,6 +179,13 @@ def _load_table(data_root: str | Path | None, table: pd.DataFrame | None) -> pd.
     return load_celeba(root)
 
 
+def recorded_setting(config: dict[str, Any], key: str) -> Any:
+    """A run's value of ``key``: a config.json written before the option existed means fit()'s default."""
+    parameter = inspect.signature(fit).parameters.get(key)
+    default = None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
+    return config.get(key, default)
+
+
 def _start_config(out: Path, options: dict[str, Any]) -> dict[str, Any]:
     """Write config.json for a new run, or check a resumed run's one against ``options``."""
     config_path = out / runs.CONFIG
@@ -188,7 +194,7 @@ def _start_config(out: Path, options: dict[str, Any]) -> dict[str, Any]:
             raise RunError(f"{out}: already holds a finished run; choose another output folder")
         config = runs.read_config(out)
         for key in FIXED_ON_RESUME:
-            recorded = config.get(key, OLDER_RUN_DEFAULTS.get(key))
+            recorded = recorded_setting(config, key)
             if recorded != options[key]:
                 raise RunError(f"{config_path}: {key} is {recorded!r} but this command asks for "
                                f"{options[key]!r}; resume with the same settings or use another folder")
@@ -388,6 +394,7 @@ CLI_OPTIONS: dict[str, tuple[type, str]] = {
     "crop": (str, "center (the face square) or none"),
     "bn_momentum": (float, "batch-norm momentum (default 0.9 from scratch)"),
     "dropout_rate": (float, "dropout before the head (default 0.2)"),
+    "head": (str, f"pooling of the last feature map: {' or '.join(HEADS)} (default average)"),
     "weight_decay": (float, "decoupled weight decay of the kernels, per unit of learning rate (default 0)"),
     "warmup_epochs": (int, "pretrained runs: epochs with the backbone frozen"),
     "seed": (int, "random seed"),
@@ -412,8 +419,6 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
         options["augment"] = args.augment
     if args.no_augment:
         options["augment"] = "none"
-    if args.head is not None:
-        options["head"] = args.head
     if args.test_time_flip is not None:
         options["test_time_flip"] = args.test_time_flip == "on"
     return options
@@ -438,8 +443,6 @@ def configure_train_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augment", choices=AUGMENTATIONS, default=None,
                         help="full: flips, zoom and shifts (default); shift: flips and whole-pixel shifts; flip: flips only; none")
     parser.add_argument("--no-augment", action="store_true", help="the same as --augment none")
-    parser.add_argument("--head", choices=HEADS, default=None,
-                        help="pooling of the last feature map: average (default) or depthwise (learned per position)")
     parser.add_argument("--test-time-flip", choices=("on", "off"), default=None,
                         help="predictions average each image with its mirror image (default off)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -155,6 +155,7 @@ def test_bad_arguments_fail_before_any_work(tmp_path: Path, change: dict, messag
     (["--image-size", "16"], "image size 16"),
     (["--preset", "celeba-tpu"], "unknown preset 'celeba-tpu'"),
     (["--augment", "none", "--image-size", "16"], "image size 16"),
+    (["--head", "max"], "head='max'"),
 ])
 def test_cli_prints_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture, argv: list, message: str) -> None:
     argv = [arg.format(tmp=tmp_path) for arg in argv]
