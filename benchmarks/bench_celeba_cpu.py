@@ -27,6 +27,8 @@ from celebalib.runs import Run
 from celebalib.train import CHECKPOINT_METRICS, recorded_setting
 
 SETTINGS = ("image_size", "alpha", "augment", "head", "lr_schedule", "loss", "weight_decay", "epochs")
+
+
 def minutes(config: dict) -> str:
     """Wall minutes from the run's creation to its finish ("unfinished" for a stopped run)."""
     if "finished" not in config:
