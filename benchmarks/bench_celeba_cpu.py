@@ -26,7 +26,8 @@ from celebalib.evaluate import attribute_table, cross_fitted_table, table_means,
 from celebalib.runs import Run
 from celebalib.train import CHECKPOINT_METRICS, recorded_setting
 
-SETTINGS = ("image_size", "alpha", "augment", "head", "lr_schedule", "loss", "weight_decay", "epochs")
+SETTINGS = ("image_size", "alpha", "augment", "head", "lr_schedule", "loss", "label_smoothing", "weight_decay", "batch_size",
+            "epochs")
 
 
 def minutes(config: dict) -> str:

@@ -8,6 +8,9 @@
     label vector and the probability vector: it starts near 0 and falls towards -1 as the
     predictions line up with the labels, so its curve reads "lower is better" like the others
     but is negative. A face with no positive attribute has cosine 0 whatever the prediction.
+
+Label smoothing ``s`` (cross-entropy losses only) trains against ``y * (1 - s) + s / 2``
+instead of the 0/1 labels, so no prediction is pushed all the way to 0 or 1.
 """
 
 from __future__ import annotations
@@ -32,13 +35,16 @@ class BalancedBinaryCrossentropy(keras.losses.Loss):
     averaged over attributes, as ``tf.nn.weighted_cross_entropy_with_logits`` does for logits.
     """
 
-    def __init__(self, pos_weights: Sequence[float], name: str = "balanced_bce", **kwargs) -> None:
+    def __init__(self, pos_weights: Sequence[float], label_smoothing: float = 0.0, name: str = "balanced_bce",
+                 **kwargs) -> None:
         super().__init__(name=name, **kwargs)
         self.pos_weights = [float(w) for w in pos_weights]
+        self.label_smoothing = float(label_smoothing)
 
     def call(self, y_true, y_pred):
         """Return the weighted cross-entropy of each sample."""
         y_true = ops.cast(y_true, y_pred.dtype)
+        y_true = y_true * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
         eps = keras.config.epsilon()
         p = ops.clip(y_pred, eps, 1.0 - eps)
         weights = ops.convert_to_tensor(self.pos_weights, dtype=y_pred.dtype)
@@ -47,7 +53,7 @@ class BalancedBinaryCrossentropy(keras.losses.Loss):
 
     def get_config(self) -> dict:
         """Return the constructor arguments, so the loss is saved with the model."""
-        return {**super().get_config(), "pos_weights": self.pos_weights}
+        return {**super().get_config(), "pos_weights": self.pos_weights, "label_smoothing": self.label_smoothing}
 
 
 def check_pos_weights(pos_weights: Sequence[float] | None) -> list[float]:
@@ -60,14 +66,24 @@ def check_pos_weights(pos_weights: Sequence[float] | None) -> list[float]:
     return values.tolist()
 
 
-def get_loss(name: str, pos_weights: Sequence[float] | None = None) -> keras.losses.Loss:
+def check_label_smoothing(name: str, label_smoothing: float) -> float:
+    """Return ``label_smoothing`` if it is a number in [0, 1) that loss ``name`` takes, else raise ConfigError."""
+    if not (isinstance(label_smoothing, (int, float)) and 0 <= label_smoothing < 1):
+        raise ConfigError(f"label_smoothing={label_smoothing!r}: expected a number from 0 up to (not including) 1")
+    if label_smoothing and name == "cosine":
+        raise ConfigError("label_smoothing applies to the cross-entropy losses (bce, balanced_bce, focal), not cosine")
+    return float(label_smoothing)
+
+
+def get_loss(name: str, pos_weights: Sequence[float] | None = None, label_smoothing: float = 0.0) -> keras.losses.Loss:
     """Return the loss called ``name`` (one of ``LOSSES``); ``balanced_bce`` needs ``pos_weights``."""
+    smoothing = check_label_smoothing(name, label_smoothing)
     if name == "bce":
-        return keras.losses.BinaryCrossentropy(name="bce")
+        return keras.losses.BinaryCrossentropy(label_smoothing=smoothing, name="bce")
     if name == "balanced_bce":
-        return BalancedBinaryCrossentropy(check_pos_weights(pos_weights))
+        return BalancedBinaryCrossentropy(check_pos_weights(pos_weights), label_smoothing=smoothing)
     if name == "focal":
-        return keras.losses.BinaryFocalCrossentropy(gamma=2.0, name="focal")
+        return keras.losses.BinaryFocalCrossentropy(gamma=2.0, label_smoothing=smoothing, name="focal")
     if name == "cosine":
         return keras.losses.CosineSimilarity(axis=-1, name="cosine")
     raise ConfigError(f"unknown loss {name!r}; expected one of {', '.join(LOSSES)}")

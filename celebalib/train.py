@@ -28,7 +28,7 @@ from celebalib.attributes import ATTRIBUTES
 from celebalib.config import get_settings, seed_everything
 from celebalib.errors import ConfigError, RunError
 from celebalib.io import write_json, write_text
-from celebalib.losses import LOSSES, get_loss
+from celebalib.losses import LOSSES, check_label_smoothing, get_loss
 from celebalib.metrics import MeanBalancedAccuracy
 from celebalib.model import (AUGMENTATIONS, HEADS, augmentation_mode, build_model, check_head, check_image_size,
                              set_backbone_trainable)
@@ -49,7 +49,8 @@ CHECKPOINT_METRICS = {"balanced_accuracy": MONITOR, "auc": "val_mean_auc"}
 # CPU, decoding JPEGs every epoch takes cores away from training.
 CACHE_BUDGET = 2 << 30
 # Settings that must not change when a run resumes.
-FIXED_ON_RESUME = ("image_size", "crop", "alpha", "weights", "loss", "optimizer", "batch_size", "augment", "head")
+FIXED_ON_RESUME = ("image_size", "crop", "alpha", "weights", "loss", "label_smoothing", "optimizer", "batch_size",
+                   "augment", "head")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # From scratch on 2 CPU cores, chosen by val-split ablations on 19,999 genuine CelebA
@@ -237,7 +238,7 @@ def _compile(model: keras.Model, options: dict[str, Any], phase: tuple[str, int,
     decay = steps * (end - first) if options["lr_schedule"] == "cosine" else None
     model.compile(
         optimizer=make_optimizer(options["optimizer"], rate, decay, options["weight_decay"]),
-        loss=get_loss(options["loss"], pos_weights),
+        loss=get_loss(options["loss"], pos_weights, options["label_smoothing"]),
         metrics=training_metrics(model.output_shape[-1]),
         run_eagerly=run_eagerly,
     )
@@ -266,6 +267,7 @@ def _check_options(options: dict[str, Any]) -> None:
     check_image_size(options["image_size"])
     if options["loss"] not in LOSSES:
         raise ConfigError(f"unknown loss {options['loss']!r}; expected one of {', '.join(LOSSES)}")
+    check_label_smoothing(options["loss"], options["label_smoothing"])
     make_optimizer(options["optimizer"], options["learning_rate"], weight_decay=options["weight_decay"])
     _check_fraction("dropout_rate", options["dropout_rate"])
     for key in ("epochs", "batch_size"):
@@ -285,7 +287,7 @@ def _check_options(options: dict[str, Any]) -> None:
 def fit(
     out_dir: str | Path, *, data_root: str | Path | None = None, table: pd.DataFrame | None = None,
     epochs: int, image_size: int, batch_size: int, alpha: float = 0.35, weights: str | None = None,
-    loss: str = "bce", optimizer: str = "adadelta", learning_rate: float | None = None,
+    loss: str = "bce", label_smoothing: float = 0.0, optimizer: str = "adadelta", learning_rate: float | None = None,
     lr_schedule: str | None = None, limit: int | None = None, seed: int = 0, crop: str = "center",
     dropout_rate: float = 0.2, weight_decay: float = 0.0, augment: bool | str = True,
     bn_momentum: float | None = None, head: str = "average",
@@ -301,6 +303,7 @@ def fit(
         data_root: a CelebA root; None uses ``celebalib.data.default_root()``. Ignored if ``table`` is given.
         weights: None (from scratch), "imagenet" or a local weights file. Pretrained runs train
             the head alone for ``warmup_epochs``, then fine-tune everything at a tenth of the rate.
+        label_smoothing: train the cross-entropy losses against ``y * (1 - s) + s / 2`` (0: none).
         learning_rate: None means 1.0 for Adadelta (the paper's value) and 1e-3 for Adam.
         dropout_rate: dropout before the 40-way head.
         head: "average" or "depthwise" pooling of the backbone's last feature map (see ``model.HEADS``).
@@ -388,6 +391,7 @@ CLI_OPTIONS: dict[str, tuple[type, str]] = {
     "alpha": (float, "MobileNetV2 width multiplier"),
     "weights": (str, "None (from scratch), imagenet, or a local weights file"),
     "loss": (str, f"one of {', '.join(LOSSES)}"),
+    "label_smoothing": (float, "cross-entropy against y * (1 - s) + s / 2 instead of 0/1 labels (default 0)"),
     "optimizer": (str, f"one of {', '.join(DEFAULT_LEARNING_RATES)}"),
     "learning_rate": (float, "default 1.0 for adadelta, 1e-3 for adam"),
     "lr_schedule": (str, "cosine for cosine decay (default: constant)"),

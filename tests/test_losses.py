@@ -38,6 +38,19 @@ def test_focal_matches_hand_computation() -> None:
     assert float(get_loss("focal")(Y, P)) == pytest.approx(expected, rel=1e-5)
 
 
+def test_label_smoothing_moves_the_targets_towards_one_half() -> None:
+    s = 0.2
+    smoothed = Y * (1 - s) + s / 2
+    assert float(get_loss("bce", label_smoothing=s)(Y, P)) == pytest.approx(bce_by_hand(smoothed, P), rel=1e-5)
+    balanced = float(get_loss("balanced_bce", pos_weights=W, label_smoothing=s)(Y, P))
+    assert balanced == pytest.approx(bce_by_hand(smoothed, P, W), rel=1e-5)
+    p_t = smoothed * P + (1 - smoothed) * (1 - P)
+    focal = ((1 - p_t) ** 2 * -(smoothed * np.log(P) + (1 - smoothed) * np.log(1 - P))).mean(axis=1).mean()
+    assert float(get_loss("focal", label_smoothing=s)(Y, P)) == pytest.approx(float(focal), rel=1e-5)
+    # The smoothed loss is lowest at the smoothed target, not at the label itself.
+    assert float(get_loss("bce", label_smoothing=s)(Y, smoothed)) < float(get_loss("bce", label_smoothing=s)(Y, Y))
+
+
 def test_cosine_is_the_negative_cosine() -> None:
     y, p = Y.copy(), P
     y[:, 0] = 1  # every row has a positive, so each cosine is defined
@@ -47,10 +60,11 @@ def test_cosine_is_the_negative_cosine() -> None:
 
 
 def test_balanced_bce_round_trips_through_config() -> None:
-    loss = get_loss("balanced_bce", pos_weights=W)
+    loss = get_loss("balanced_bce", pos_weights=W, label_smoothing=0.1)
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss), safe_mode=True)
     assert isinstance(clone, BalancedBinaryCrossentropy)
     assert float(clone(Y, P)) == pytest.approx(float(loss(Y, P)), rel=1e-6)
+    assert clone.label_smoothing == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize("name", LOSSES)
@@ -70,3 +84,7 @@ def test_unknown_loss_and_missing_weights_are_config_errors() -> None:
         get_loss("balanced_bce")
     with pytest.raises(ConfigError, match="40 positive"):
         get_loss("balanced_bce", pos_weights=[1.0, 2.0])
+    with pytest.raises(ConfigError, match="label_smoothing=-0.1"):
+        get_loss("bce", label_smoothing=-0.1)
+    with pytest.raises(ConfigError, match="not cosine"):
+        get_loss("cosine", label_smoothing=0.1)

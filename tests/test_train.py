@@ -129,6 +129,10 @@ def test_a_resumed_run_must_keep_its_settings(tiny_run: runs.Run, tmp_path: Path
     with pytest.raises(RunError, match="head is 'average'"):
         train.fit(out, data_root=tiny_run.config["data_root"], epochs=2, image_size=32, batch_size=32,
                   optimizer="adam", head="depthwise", progress=False)
+    # The same for label smoothing, which changes the loss: a run from before it trained without.
+    with pytest.raises(RunError, match="label_smoothing is 0.0"):
+        train.fit(out, data_root=tiny_run.config["data_root"], epochs=2, image_size=32, batch_size=32,
+                  optimizer="adam", label_smoothing=0.1, progress=False)
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -141,6 +145,8 @@ def test_a_resumed_run_must_keep_its_settings(tiny_run: runs.Run, tmp_path: Path
     ({"weight_decay": -0.1}, "weight_decay=-0.1"),
     ({"dropout_rate": 1.0}, "dropout_rate=1.0"),
     ({"head": "max"}, "head='max'"),
+    ({"label_smoothing": 1.0}, "label_smoothing=1.0"),
+    ({"loss": "cosine", "label_smoothing": 0.1}, "not cosine"),
 ])
 def test_bad_arguments_fail_before_any_work(tmp_path: Path, change: dict, message: str) -> None:
     options = {"epochs": 1, "image_size": 32, "batch_size": 8, **change}
@@ -177,8 +183,10 @@ def test_explicit_flags_override_the_preset(monkeypatch: pytest.MonkeyPatch) -> 
     assert changed["augment"] == "flip" and changed["test_time_flip"] is False and changed["alpha"] == 0.35
     assert changed["checkpoint_metric"] == "balanced_accuracy"
     regularised = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu",
-                                               "--weight-decay", "0.05", "--dropout-rate", "0.3"]))
+                                               "--weight-decay", "0.05", "--dropout-rate", "0.3",
+                                               "--label-smoothing", "0.1"]))
     assert regularised["weight_decay"] == 0.05 and regularised["dropout_rate"] == 0.3
+    assert regularised["label_smoothing"] == 0.1
     assert regularised["head"] == "depthwise"
     assert train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--head", "average"]))["head"] == "average"
     gpu = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-gpu"]))
