@@ -177,7 +177,7 @@ def test_explicit_flags_override_the_preset(monkeypatch: pytest.MonkeyPatch) -> 
     assert options["epochs"] == 5 and options["image_size"] == 96 and options["optimizer"] == "adam"
     assert options["lr_schedule"] == "cosine" and options["bn_momentum"] == 0.9 and options["augment"] == "shift"
     assert options["test_time_flip"] is True and options["weights"] is None
-    assert options["checkpoint_metric"] == "auc" and options["alpha"] == 1.0
+    assert options["checkpoint_metric"] == "auc" and options["alpha"] == 1.0 and options["batch_size"] == 32
     changed = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--augment", "flip",
                                            "--test-time-flip", "off", "--alpha", "0.35", "--checkpoint-metric", "balanced_accuracy"]))
     assert changed["augment"] == "flip" and changed["test_time_flip"] is False and changed["alpha"] == 0.35
