@@ -1,8 +1,12 @@
-"""Exceptions that speak to the user: each names what was wrong and, for files, where."""
+"""Exceptions that speak to the user: each names what was wrong and, for files, where.
+
+Also the one range check that several settings share (``check_fraction``).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class CelebalibError(Exception):
@@ -26,3 +30,9 @@ class ConfigError(CelebalibError, ValueError):
 
 class RunError(CelebalibError, ValueError):
     """A run folder or index is missing, incomplete, or does not match the data."""
+
+
+def check_fraction(name: str, value: Any) -> None:
+    """Raise ConfigError unless ``value`` is a number from 0 up to (not including) 1."""
+    if not (isinstance(value, (int, float)) and 0 <= value < 1):
+        raise ConfigError(f"{name}={value!r}: expected a number from 0 up to (not including) 1")

@@ -22,7 +22,7 @@ import numpy as np
 from keras import ops
 
 from celebalib.attributes import NUM_ATTRIBUTES
-from celebalib.errors import ConfigError
+from celebalib.errors import ConfigError, check_fraction
 
 LOSSES: tuple[str, ...] = ("bce", "balanced_bce", "focal", "cosine")
 
@@ -68,8 +68,7 @@ def check_pos_weights(pos_weights: Sequence[float] | None) -> list[float]:
 
 def check_label_smoothing(name: str, label_smoothing: float) -> float:
     """Return ``label_smoothing`` if it is a number in [0, 1) that loss ``name`` takes, else raise ConfigError."""
-    if not (isinstance(label_smoothing, (int, float)) and 0 <= label_smoothing < 1):
-        raise ConfigError(f"label_smoothing={label_smoothing!r}: expected a number from 0 up to (not including) 1")
+    check_fraction("label_smoothing", label_smoothing)
     if label_smoothing and name == "cosine":
         raise ConfigError("label_smoothing applies to the cross-entropy losses (bce, balanced_bce, focal), not cosine")
     return float(label_smoothing)

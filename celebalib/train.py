@@ -26,7 +26,7 @@ import celebalib
 from celebalib import runs
 from celebalib.attributes import ATTRIBUTES
 from celebalib.config import get_settings, seed_everything
-from celebalib.errors import ConfigError, RunError
+from celebalib.errors import ConfigError, RunError, check_fraction
 from celebalib.io import write_json, write_text
 from celebalib.losses import LOSSES, check_label_smoothing, get_loss
 from celebalib.metrics import MeanBalancedAccuracy
@@ -93,19 +93,13 @@ def make_optimizer(name: str, learning_rate: float | None = None, decay_steps: i
     rate = DEFAULT_LEARNING_RATES[name] if learning_rate is None else float(learning_rate)
     if not rate > 0:
         raise ConfigError(f"learning rate {learning_rate!r}: expected a positive number")
-    _check_fraction("weight_decay", weight_decay)
+    check_fraction("weight_decay", weight_decay)
     schedule = keras.optimizers.schedules.CosineDecay(rate, decay_steps) if decay_steps else rate
     kind = keras.optimizers.Adadelta if name == "adadelta" else keras.optimizers.Adam
     optimizer = kind(schedule, weight_decay=float(weight_decay) or None)
     if weight_decay:
         optimizer.exclude_from_weight_decay(var_names=list(NO_WEIGHT_DECAY))
     return optimizer
-
-
-def _check_fraction(name: str, value: Any) -> None:
-    """Raise ConfigError unless ``value`` is a number from 0 up to (not including) 1."""
-    if not (isinstance(value, (int, float)) and 0 <= value < 1):
-        raise ConfigError(f"{name}={value!r}: expected a number from 0 up to (not including) 1")
 
 
 def get_strategy(name: str | None) -> tf.distribute.Strategy:
@@ -271,7 +265,7 @@ def _check_options(options: dict[str, Any]) -> None:
         raise ConfigError(f"unknown loss {options['loss']!r}; expected one of {', '.join(LOSSES)}")
     check_label_smoothing(options["loss"], options["label_smoothing"])
     make_optimizer(options["optimizer"], options["learning_rate"], weight_decay=options["weight_decay"])
-    _check_fraction("dropout_rate", options["dropout_rate"])
+    check_fraction("dropout_rate", options["dropout_rate"])
     for key in ("epochs", "batch_size"):
         if not isinstance(options[key], int) or options[key] < 1:
             raise ConfigError(f"{key}={options[key]!r}: expected a positive whole number")

@@ -47,8 +47,10 @@ def test_label_smoothing_moves_the_targets_towards_one_half() -> None:
     p_t = smoothed * P + (1 - smoothed) * (1 - P)
     focal = ((1 - p_t) ** 2 * -(smoothed * np.log(P) + (1 - smoothed) * np.log(1 - P))).mean(axis=1).mean()
     assert float(get_loss("focal", label_smoothing=s)(Y, P)) == pytest.approx(float(focal), rel=1e-5)
-    # The smoothed loss is lowest at the smoothed target, not at the label itself.
-    assert float(get_loss("bce", label_smoothing=s)(Y, smoothed)) < float(get_loss("bce", label_smoothing=s)(Y, Y))
+    # The smoothed loss is lowest at the smoothed target: predictions smoothed half or twice as much cost more.
+    smoothed_loss = get_loss("bce", label_smoothing=s)
+    for other in (Y * (1 - s / 2) + s / 4, Y * (1 - 2 * s) + s):
+        assert float(smoothed_loss(Y, smoothed)) < float(smoothed_loss(Y, other))
 
 
 def test_cosine_is_the_negative_cosine() -> None:
