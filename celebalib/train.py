@@ -13,7 +13,8 @@ import datetime as dt
 import inspect
 import math
 import shutil
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ CHECKPOINT_METRICS = {"balanced_accuracy": MONITOR, "auc": "val_mean_auc"}
 CACHE_BUDGET = 2 << 30
 # Settings that must not change when a run resumes.
 FIXED_ON_RESUME = ("image_size", "crop", "alpha", "weights", "loss", "label_smoothing", "optimizer", "batch_size",
-                   "augment", "head")
+                   "augment", "head", "epoch_images")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # From scratch on 2 CPU cores, chosen by val-split ablations on 19,999 genuine CelebA
@@ -66,10 +67,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # seed-to-seed spread). Batch 32 instead of 64 costs the same per image on a CPU and gives
     # twice the updates per epoch; it beat batch 64 on every val figure (by 0.0017-0.0028, one
     # seed). best.keras keeps the epoch with the highest val mean AUC.
+    # An epoch is 20,000 training images (the shared root's 19,999 in one pass), so on the full
+    # dataset the same 28 epochs see more distinct faces in the same time, validating on the
+    # first 5,000 val images. Training stops within 80 minutes, shortening the cosine schedule
+    # on a machine too slow for 28 epochs, so training and both evaluations stay within 90.
     "celeba-cpu": {
         "alpha": 1.0, "image_size": 96, "crop": "center", "optimizer": "adam", "learning_rate": 1e-3,
         "lr_schedule": "cosine", "bn_momentum": 0.9, "batch_size": 32, "augment": "shift", "head": "depthwise",
         "epochs": 28, "loss": "bce", "weights": None, "test_time_flip": True, "checkpoint_metric": "auc",
+        "epoch_images": 20_000, "val_images": 5_000, "time_budget": 80,
     },
     # The full dataset on a GPU: ImageNet weights, head warm-up with the backbone frozen, then
     # fine-tuning at a tenth of the rate; mixed precision is switched on by itself on a GPU.
@@ -94,12 +100,33 @@ def make_optimizer(name: str, learning_rate: float | None = None, decay_steps: i
     if not rate > 0:
         raise ConfigError(f"learning rate {learning_rate!r}: expected a positive number")
     check_fraction("weight_decay", weight_decay)
-    schedule = keras.optimizers.schedules.CosineDecay(rate, decay_steps) if decay_steps else rate
+    schedule = CosineSchedule(rate, decay_steps) if decay_steps else rate
     kind = keras.optimizers.Adadelta if name == "adadelta" else keras.optimizers.Adam
     optimizer = kind(schedule, weight_decay=float(weight_decay) or None)
     if weight_decay:
         optimizer.exclude_from_weight_decay(var_names=list(NO_WEIGHT_DECAY))
     return optimizer
+
+
+@keras.saving.register_keras_serializable(package="celebalib")
+class CosineSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Cosine decay from ``initial_learning_rate`` to 0 over ``decay_steps`` (Keras's CosineDecay, alpha 0).
+
+    ``decay_steps`` is a variable, so ``TimeBudget`` can shorten the schedule while training
+    and the learning rate still reaches zero at the new end.
+    """
+
+    def __init__(self, initial_learning_rate: float, decay_steps: int) -> None:
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.decay_steps = keras.Variable(float(decay_steps), dtype="float32", trainable=False, name="decay_steps")
+
+    def __call__(self, step):
+        ops = keras.ops
+        progress = ops.minimum(ops.cast(step, "float32") / self.decay_steps, 1.0)
+        return self.initial_learning_rate * 0.5 * (1.0 + ops.cos(math.pi * progress))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": int(self.decay_steps.numpy())}
 
 
 def get_strategy(name: str | None) -> tf.distribute.Strategy:
@@ -166,6 +193,46 @@ class BestCheckpoint(keras.callbacks.Callback):
             runs.save_model(self.model, self.path)
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """End training within ``minutes`` of ``start``, shortening the cosine schedule to fit.
+
+    Machines differ (the celeba-cpu recipe has trained at half the speed on one 2-core machine
+    as on another), so a fixed number of epochs cannot promise a wall time. From the second
+    epoch this process runs on (the first also traces the graph and decodes the images), the
+    last epoch's time (callbacks included) predicts the rest: when the planned epochs do not fit, the run ends after
+    those that do, and the schedule's ``decay_steps`` shrinks so the learning rate still
+    reaches zero there. It never lengthens a run. ``on_shorten(end)`` hears each new end.
+    """
+
+    def __init__(self, minutes: float, start: float, end: int, schedule: CosineSchedule | None,
+                 steps: tuple[int, int], on_shorten: Callable[[int], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.seconds, self.start, self.end, self.planned_end, self.schedule = minutes * 60, start, end, end, schedule
+        self.steps_per_epoch, self.first_epoch = steps
+        self.on_shorten, self.clock = on_shorten, clock
+        self.epochs_seen, self.mark = 0, start
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.mark = self.clock()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        # This callback runs after the checkpoint and backup ones, so an epoch's time includes them.
+        now = self.clock()
+        last, left, done = now - self.mark, self.seconds - (now - self.start), epoch + 1
+        self.mark = now
+        self.epochs_seen += 1
+        if self.epochs_seen >= 2 or left < last:
+            fits = done + int(max(left, 0.0) // max(last, 1e-9))
+            if fits < self.end:
+                self.end = max(fits, done)
+                if self.schedule is not None:
+                    self.schedule.decay_steps.assign(float((self.end - self.first_epoch) * self.steps_per_epoch))
+                self.on_shorten(self.end)
+        if done >= self.end and self.end < self.planned_end:
+            self.model.stop_training = True
+
+
 def _load_table(data_root: str | Path | None, table: pd.DataFrame | None) -> pd.DataFrame:
     """Return ``table``, or load ``data_root`` (default: the settings' dataset)."""
     from celebalib.data import default_root, load_celeba
@@ -197,7 +264,9 @@ def _start_config(out: Path, options: dict[str, Any]) -> dict[str, Any]:
             if recorded != options[key]:
                 raise RunError(f"{config_path}: {key} is {recorded!r} but this command asks for "
                                f"{options[key]!r}; resume with the same settings or use another folder")
-        config.update(epochs=options["epochs"])
+        if options["epochs"] != config.get("planned_epochs"):  # else keep the end its time budget set
+            config.update(epochs=options["epochs"])
+            config.pop("planned_epochs", None)
     elif out.exists() and any(out.iterdir()):
         raise RunError(f"{out}: folder is not empty and holds no run; choose another output folder")
     else:
@@ -266,9 +335,14 @@ def _check_options(options: dict[str, Any]) -> None:
     check_label_smoothing(options["loss"], options["label_smoothing"])
     make_optimizer(options["optimizer"], options["learning_rate"], weight_decay=options["weight_decay"])
     check_fraction("dropout_rate", options["dropout_rate"])
-    for key in ("epochs", "batch_size"):
+    for key in ("epochs", "batch_size", "epoch_images", "val_images"):
+        if options[key] is None and key not in ("epochs", "batch_size"):
+            continue
         if not isinstance(options[key], int) or options[key] < 1:
             raise ConfigError(f"{key}={options[key]!r}: expected a positive whole number")
+    budget = options["time_budget"]
+    if budget is not None and not (isinstance(budget, (int, float)) and budget > 0):
+        raise ConfigError(f"time_budget={budget!r}: expected a positive number of minutes")
     augmentation_mode(options["augment"])
     check_head(options["head"])
     if options["lr_schedule"] not in (None, "cosine"):
@@ -289,6 +363,7 @@ def fit(
     bn_momentum: float | None = None, head: str = "average",
     warmup_epochs: int = 2, strategy: str = "default", test_time_flip: bool = False,
     checkpoint_metric: str = "balanced_accuracy",
+    epoch_images: int | None = None, val_images: int | None = None, time_budget: float | None = None,
     cache: bool | str = "auto", run_eagerly: bool = False,
     progress: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
@@ -310,14 +385,22 @@ def fit(
             image with its mirror image (see ``Run.predict``). Training is unchanged.
         checkpoint_metric: "balanced_accuracy" (val mean at 0.5) or "auc" (val mean ROC-AUC)
             chooses which epoch ``best.keras`` holds.
+        epoch_images: training images per epoch (rounded up to whole batches), drawn on from a
+            reshuffled repeat of the train split; None means one pass over it. Fixed, it makes an
+            epoch the same amount of work on any root: on the full dataset the same steps see more images.
+        val_images: validate after each epoch on at most the first this many val images (None: all).
+        time_budget: minutes of wall time (from this call) that training may take; later epochs
+            are dropped, and the cosine schedule shortened, when the machine is too slow for them
+            (see ``TimeBudget``; config.json then records ``planned_epochs``).
         cache: keep decoded images in memory after the first epoch; "auto" does so when they
             fit in ``CACHE_BUDGET`` bytes.
         run_eagerly: skip compiling the training step to a graph. Tracing MobileNetV2 costs
             more CPU than a handful of steps do, so tiny runs (tests, smoke checks) are cheaper eagerly.
         callbacks: extra Keras callbacks, run after the run folder's own.
     """
+    start = time.monotonic()
     options = {k: v for k, v in locals().items()
-               if k not in ("out_dir", "data_root", "table", "cache", "run_eagerly", "progress", "callbacks")}
+               if k not in ("out_dir", "data_root", "table", "cache", "run_eagerly", "progress", "callbacks", "start")}
     options["weights"] = None if weights is None else str(weights)  # a Path must still go into JSON
     _check_options(options)
     if options["learning_rate"] is None:  # record the rate actually used in config.json
@@ -328,8 +411,9 @@ def fit(
     out = Path(out_dir).expanduser().resolve()
     with precision_policy() as mixed:
         options["mixed_precision"] = mixed
-        _start_config(out, options)
-        model = _train(out, table, options, (cache, run_eagerly, progress), callbacks)
+        config = _start_config(out, options)
+        options["epochs"] = config["epochs"]  # a resumed run keeps an end its time budget set
+        model = _train(out, table, options, (cache, run_eagerly, progress), callbacks, start)
     runs.save_model(model, out / runs.FINAL)
     if not (out / runs.BEST).is_file():
         runs.save_model(model, out / runs.BEST)
@@ -346,23 +430,32 @@ def should_cache(cache: bool | str, n_images: int, image_size: int) -> bool:
     return bool(cache)
 
 
+def _smaller(a: int | None, b: int | None) -> int | None:
+    """The smaller of two optional limits (None: no limit)."""
+    return b if a is None else a if b is None else min(a, b)
+
+
 def _train(out: Path, table: pd.DataFrame, options: dict[str, Any], switches: tuple[bool | str, bool, bool],
-           callbacks: Sequence[keras.callbacks.Callback]) -> keras.Model:
+           callbacks: Sequence[keras.callbacks.Callback], start: float) -> keras.Model:
     """Build the model under the strategy and run each phase; return the trained model.
 
-    ``switches`` is (cache, run_eagerly, progress), which change speed but not the result.
+    ``switches`` is (cache, run_eagerly, progress), which change speed but not the result;
+    ``start`` is when fit() was called (``time.monotonic``), from which a time budget counts.
     """
-    from celebalib.data import make_dataset, positive_weights
+    from celebalib.data import make_dataset, positive_weights, split_rows
 
     cache, run_eagerly, progress = switches
-    used = table[table["split"].isin(["train", "val"])]
-    n_images = len(used) if options["limit"] is None else min(len(used), 2 * options["limit"])
+    n_train = len(split_rows(table, "train", options["limit"]))
+    n_val = len(split_rows(table, "val", _smaller(options["limit"], options["val_images"])))
     common = {"image_size": options["image_size"], "batch_size": options["batch_size"], "crop": options["crop"],
-              "limit": options["limit"], "seed": options["seed"],
-              "cache": should_cache(cache, n_images, options["image_size"])}
-    train_ds = make_dataset(table, "train", training=True, **common)
-    val_ds = make_dataset(table, "val", training=False, **common)
-    steps = int(train_ds.cardinality())
+              "seed": options["seed"], "cache": should_cache(cache, n_train + n_val, options["image_size"])}
+    train_ds = make_dataset(table, "train", training=True, limit=options["limit"], **common)
+    val_ds = make_dataset(table, "val", training=False, limit=_smaller(options["limit"], options["val_images"]),
+                          **common)
+    steps, steps_per_epoch = int(train_ds.cardinality()), None
+    if options["epoch_images"] is not None:
+        steps = steps_per_epoch = math.ceil(options["epoch_images"] / options["batch_size"])
+        train_ds = train_ds.repeat()  # Keras keeps one iterator across epochs when steps_per_epoch is set
     pos_weights = positive_weights(table) if options["loss"] == "balanced_bce" else None
     with get_strategy(options["strategy"]).scope():
         model = build_model(image_size=options["image_size"], alpha=options["alpha"], weights=options["weights"],
@@ -371,10 +464,32 @@ def _train(out: Path, table: pd.DataFrame, options: dict[str, Any], switches: tu
         monitor = CHECKPOINT_METRICS[options["checkpoint_metric"]]
         for phase in _phases(options):
             _compile(model, options, phase, steps, pos_weights, run_eagerly)
+            extra = list(callbacks)
+            if options["time_budget"] is not None:
+                extra.insert(0, _time_budget(out, options, phase, steps, model.optimizer, start, progress))
             # The dataset shuffles itself (make_dataset), so Keras must not try to.
             model.fit(train_ds, validation_data=val_ds, initial_epoch=phase[1], epochs=phase[2], shuffle=False,
-                      callbacks=_callbacks(out, phase[0], monitor, callbacks), verbose=1 if progress else 0)
+                      steps_per_epoch=steps_per_epoch, callbacks=_callbacks(out, phase[0], monitor, extra),
+                      verbose=1 if progress else 0)
+            if model.stop_training:  # the time budget ended the run
+                break
     return model
+
+
+def _time_budget(out: Path, options: dict[str, Any], phase: tuple[str, int, int], steps: int,
+                 optimizer: keras.optimizers.Optimizer, start: float, progress: bool) -> TimeBudget:
+    """A TimeBudget for ``phase`` that records a shortened end in config.json (and says so)."""
+    planned = options["epochs"]
+
+    def shorten(end: int) -> None:
+        config = runs.read_config(out)
+        write_json(out / runs.CONFIG, {**config, "epochs": end, "planned_epochs": config.get("planned_epochs", planned)})
+        if progress:
+            print(f"time budget of {options['time_budget']:g} minutes: the run ends after epoch {end} "
+                  f"instead of {planned}, and the learning rate reaches zero there")
+
+    schedule = optimizer._learning_rate if isinstance(optimizer._learning_rate, CosineSchedule) else None
+    return TimeBudget(options["time_budget"], start, phase[2], schedule, (steps, phase[1]), shorten)
 
 
 # ---------------------------------------------------------------------------------------
@@ -402,6 +517,9 @@ CLI_OPTIONS: dict[str, tuple[type, str]] = {
     "seed": (int, "random seed"),
     "strategy": (str, "default, or mirrored for all local GPUs"),
     "checkpoint_metric": (str, "best.keras by val balanced_accuracy (default) or auc"),
+    "epoch_images": (int, "training images per epoch (default: one pass over the train split)"),
+    "val_images": (int, "validate each epoch on at most this many val images (default: all)"),
+    "time_budget": (float, "minutes training may take; the schedule is shortened to fit (default: none)"),
 }
 
 

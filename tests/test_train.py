@@ -147,6 +147,9 @@ def test_a_resumed_run_must_keep_its_settings(tiny_run: runs.Run, tmp_path: Path
     ({"head": "max"}, "head='max'"),
     ({"label_smoothing": 1.0}, "label_smoothing=1.0"),
     ({"loss": "cosine", "label_smoothing": 0.1}, "not cosine"),
+    ({"epoch_images": 0}, "epoch_images=0"),
+    ({"val_images": 2.5}, "val_images=2.5"),
+    ({"time_budget": -5}, "time_budget=-5"),
 ])
 def test_bad_arguments_fail_before_any_work(tmp_path: Path, change: dict, message: str) -> None:
     options = {"epochs": 1, "image_size": 32, "batch_size": 8, **change}
@@ -178,6 +181,10 @@ def test_explicit_flags_override_the_preset(monkeypatch: pytest.MonkeyPatch) -> 
     assert options["lr_schedule"] == "cosine" and options["bn_momentum"] == 0.9 and options["augment"] == "shift"
     assert options["test_time_flip"] is True and options["weights"] is None
     assert options["checkpoint_metric"] == "auc" and options["alpha"] == 1.0 and options["batch_size"] == 32
+    assert options["epoch_images"] == 20_000 and options["val_images"] == 5_000 and options["time_budget"] == 80
+    budget = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--time-budget", "30",
+                                          "--epoch-images", "1000", "--val-images", "500"]))
+    assert (budget["time_budget"], budget["epoch_images"], budget["val_images"]) == (30.0, 1000, 500)
     changed = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--augment", "flip",
                                            "--test-time-flip", "off", "--alpha", "0.35", "--checkpoint-metric", "balanced_accuracy"]))
     assert changed["augment"] == "flip" and changed["test_time_flip"] is False and changed["alpha"] == 0.35
@@ -200,8 +207,97 @@ def test_optimizers_default_to_their_paper_learning_rates() -> None:
     assert float(train.make_optimizer("adadelta").learning_rate) == pytest.approx(1.0)
     assert float(train.make_optimizer("adam").learning_rate) == pytest.approx(1e-3)
     schedule = train.make_optimizer("adam", 0.01, decay_steps=10)._learning_rate
-    assert isinstance(schedule, keras.optimizers.schedules.CosineDecay)
+    assert isinstance(schedule, train.CosineSchedule)
     assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(10)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_cosine_schedule_is_keras_cosine_decay_and_can_be_shortened() -> None:
+    schedule, keras_decay = train.CosineSchedule(0.01, 100), keras.optimizers.schedules.CosineDecay(0.01, 100)
+    for step in (0, 1, 37, 99, 100, 150):
+        assert float(schedule(step)) == pytest.approx(float(keras_decay(step)), rel=1e-5, abs=1e-9)
+    schedule.decay_steps.assign(40.0)
+    assert float(schedule(40)) == pytest.approx(0.0, abs=1e-9) and float(schedule(20)) == pytest.approx(0.005)
+    restored = train.CosineSchedule.from_config(schedule.get_config())
+    assert float(restored(20)) == pytest.approx(0.005)
+
+
+class TickingClock:
+    """A clock that moves on ``tick`` seconds each time it is read."""
+
+    def __init__(self, tick: float) -> None:
+        self.now, self.tick = 0.0, tick
+
+    def __call__(self) -> float:
+        self.now += self.tick
+        return self.now
+
+
+def fit_with_budget(minutes: float, epochs: int, tick: float = 10.0):
+    """Fit a one-layer model for ``epochs`` epochs of 4 steps under a TimeBudget on a ticking clock."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    optimizer = train.make_optimizer("adam", 0.01, decay_steps=4 * epochs)
+    model.compile(optimizer=optimizer, loss="mse")
+    ends: list[int] = []
+    budget = train.TimeBudget(minutes, 0.0, epochs, optimizer._learning_rate, (4, 0), ends.append,
+                              clock=TickingClock(tick))
+    history = model.fit(np.ones((16, 3)), np.ones(16), batch_size=4, epochs=epochs, callbacks=[budget], verbose=0)
+    return len(history.history["loss"]), ends, optimizer
+
+
+def test_time_budget_shortens_the_schedule_to_fit() -> None:
+    # Each epoch takes 10 s; after the second, at 30 s, 30 s of the minute are left: three more epochs.
+    trained, ends, optimizer = fit_with_budget(1.0, epochs=20)
+    assert (trained, ends) == (5, [5])
+    assert float(optimizer._learning_rate.decay_steps.numpy()) == 20.0  # 5 epochs of 4 steps
+    assert int(optimizer.iterations.numpy()) == 20 and float(optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_time_budget_leaves_a_run_that_fits_alone() -> None:
+    trained, ends, optimizer = fit_with_budget(10.0, epochs=6)
+    assert (trained, ends) == (6, []) and float(optimizer._learning_rate.decay_steps.numpy()) == 24.0
+
+
+def test_time_budget_stops_after_the_first_epoch_when_no_second_fits() -> None:
+    trained, ends, _ = fit_with_budget(0.25, epochs=6)  # 15 s: the first epoch ends at 20 s
+    assert (trained, ends) == (1, [1])
+
+
+class BatchCounter(keras.callbacks.Callback):
+    """Count training and validation batches per epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.train: list[int] = []
+        self.val: list[int] = []
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.train.append(0)
+        self.val.append(0)
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.train[-1] += 1
+
+    def on_test_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self.val[-1] += 1
+
+
+def test_epochs_of_a_fixed_number_of_images_and_a_capped_val(synthetic_root: Path, tmp_path: Path) -> None:
+    counter = BatchCounter()
+    # 80 training images in batches of 16: an epoch of 100 images is 7 batches, the second
+    # going on from where the first stopped; 20 val images make 2 batches.
+    run = train.fit(tmp_path / "images", data_root=synthetic_root, epochs=2, image_size=32, batch_size=16, limit=80,
+                    epoch_images=100, val_images=20, optimizer="adam", progress=False, run_eagerly=True,
+                    callbacks=[counter])
+    assert counter.train == [7, 7] and counter.val == [2, 2]
+    assert run.config["epoch_images"] == 100 and run.config["val_images"] == 20
+
+
+def test_a_run_over_its_time_budget_records_the_shortened_end(synthetic_root: Path, tmp_path: Path) -> None:
+    run = train.fit(tmp_path / "budget", data_root=synthetic_root, epochs=3, image_size=32, batch_size=32, limit=32,
+                    time_budget=1e-6, optimizer="adam", lr_schedule="cosine", progress=False, run_eagerly=True)
+    assert len(run.history()) == 1 and (run.path / runs.FINAL).is_file()
+    assert run.config["epochs"] == 1 and run.config["planned_epochs"] == 3
 
 
 def test_weight_decay_shrinks_kernels_but_not_batch_norm_or_biases() -> None:
