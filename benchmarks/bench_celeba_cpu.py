@@ -1,12 +1,12 @@
 """Val-split figures of training runs on real CelebA: the README's ablation table.
 
-For each run folder: its settings, the epochs run (of those planned; in brackets the best
-epoch, whose ``best.keras`` is scored), wall minutes (config.json's ``created`` to
+For each run folder: its settings, the epochs run (of the run's epochs; in brackets the best
+epoch, whose ``best.keras`` is scored, or the epochs it averages; then the epochs first
+planned, where a time budget cut the run short), wall minutes (config.json's ``created`` to
 ``finished``), then on the val split, with mirror-image averaging off and on: mean accuracy
-at 0.5, mean accuracy at thresholds tuned for accuracy, mean balanced accuracy at
-thresholds tuned for it (both cross-fitted over identity-grouped folds, so no image is
-scored with thresholds tuned on it), mean ROC-AUC, and the majority baseline.
-The test split is never read. Thresholds stored in the runs are left as they are.
+at 0.5, mean accuracy at thresholds tuned for accuracy, mean balanced accuracy at thresholds
+tuned for it (both cross-fitted over identity-grouped folds, so no image is scored with
+thresholds tuned on it), mean ROC-AUC, and the majority baseline. The test split is never read. Thresholds stored in the runs are left as they are.
 
     python benchmarks/bench_celeba_cpu.py runs/celeba-cpu [more run folders] [--data ../shared/celeba]
 """
@@ -27,7 +27,7 @@ from celebalib.runs import Run
 from celebalib.train import CHECKPOINT_METRICS, recorded_setting
 
 SETTINGS = ("image_size", "alpha", "augment", "head", "lr_schedule", "loss", "label_smoothing", "weight_decay", "batch_size",
-            "epochs")
+            "epoch_images", "time_budget")
 
 
 def minutes(config: dict) -> str:
@@ -61,6 +61,11 @@ def main() -> None:
         monitor = CHECKPOINT_METRICS[recorded_setting(run.config, "checkpoint_metric")]
         best = int(history.loc[history[monitor].idxmax(), "epoch"])
         epochs = f"{len(history)} of {run.config['epochs']} ({best})"
+        if "averaged" in run.config:  # best.keras averages epochs instead
+            first, last = run.config["averaged"]["epochs"]
+            epochs = f"{len(history)} of {run.config['epochs']} (average of {first}-{last})"
+        if "planned_epochs" in run.config:  # its time budget shortened the run
+            epochs += f", {run.config['planned_epochs']} planned"
         for flip in (False, True):
             y_prob = np.asarray(run.predict(rows, progress=False, flip=flip), dtype=np.float64)
             figures = {objective: table_means(cross_fitted_table(y_true, y_prob, baseline, objective=objective,

@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import inspect
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +27,7 @@ import tensorflow as tf
 import celebalib
 from celebalib import runs
 from celebalib.attributes import ATTRIBUTES
+from celebalib.averaging import average_weights, recompute_batch_norm
 from celebalib.config import get_settings, seed_everything
 from celebalib.errors import ConfigError, RunError, check_fraction
 from celebalib.io import write_json, write_text
@@ -33,6 +35,7 @@ from celebalib.losses import LOSSES, check_label_smoothing, get_loss
 from celebalib.metrics import MeanBalancedAccuracy
 from celebalib.model import (AUGMENTATIONS, HEADS, augmentation_mode, build_model, check_head, check_image_size,
                              set_backbone_trainable)
+from celebalib.schedules import CosineSchedule
 
 # Adadelta adapts its own step sizes; the paper's learning rate is 1.0. Keras's default of
 # 0.001 shrinks every step a thousandfold and barely moves the weights: on 9,600 genuine
@@ -49,6 +52,10 @@ CHECKPOINT_METRICS = {"balanced_accuracy": MONITOR, "auc": "val_mean_auc"}
 # Decoded images (uint8) are kept in memory when train + val fit in this many bytes: on a
 # CPU, decoding JPEGs every epoch takes cores away from training.
 CACHE_BUDGET = 2 << 30
+# Weight averaging keeps each epoch's weights here (``epoch-NN.weights.h5``), and measures the
+# averaged model's batch-norm statistics on this many training images.
+AVERAGING_FOLDER = "averaging"
+BN_IMAGES = 6_400
 # Settings that must not change when a run resumes.
 FIXED_ON_RESUME = ("image_size", "crop", "alpha", "weights", "loss", "label_smoothing", "optimizer", "batch_size",
                    "augment", "head", "epoch_images")
@@ -106,27 +113,6 @@ def make_optimizer(name: str, learning_rate: float | None = None, decay_steps: i
     if weight_decay:
         optimizer.exclude_from_weight_decay(var_names=list(NO_WEIGHT_DECAY))
     return optimizer
-
-
-@keras.saving.register_keras_serializable(package="celebalib")
-class CosineSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Cosine decay from ``initial_learning_rate`` to 0 over ``decay_steps`` (Keras's CosineDecay, alpha 0).
-
-    ``decay_steps`` is a variable, so ``TimeBudget`` can shorten the schedule while training
-    and the learning rate still reaches zero at the new end.
-    """
-
-    def __init__(self, initial_learning_rate: float, decay_steps: int) -> None:
-        self.initial_learning_rate = float(initial_learning_rate)
-        self.decay_steps = keras.Variable(float(decay_steps), dtype="float32", trainable=False, name="decay_steps")
-
-    def __call__(self, step):
-        ops = keras.ops
-        progress = ops.minimum(ops.cast(step, "float32") / self.decay_steps, 1.0)
-        return self.initial_learning_rate * 0.5 * (1.0 + ops.cos(math.pi * progress))
-
-    def get_config(self) -> dict[str, Any]:
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": int(self.decay_steps.numpy())}
 
 
 def get_strategy(name: str | None) -> tf.distribute.Strategy:
@@ -233,6 +219,30 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class EpochWeights(keras.callbacks.Callback):
+    """Keep the weights of every epoch that may be among the last ``count`` before ``end()``.
+
+    Each is written to a temporary name and renamed, so a crash never leaves half a file.
+    """
+
+    def __init__(self, folder: Path, count: int, end: Callable[[], int]) -> None:
+        super().__init__()
+        self.folder, self.count, self.end = folder, count, end
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch + 1 > self.end() - self.count:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            target = epoch_weights_file(self.folder, epoch + 1)
+            staged = target.with_name(f".{target.stem}.partial.weights.h5")
+            self.model.save_weights(str(staged))
+            os.replace(staged, target)
+
+
+def epoch_weights_file(folder: Path, epoch: int) -> Path:
+    """Where ``EpochWeights`` keeps the weights after ``epoch`` (1-based)."""
+    return folder / f"epoch-{epoch:02d}.weights.h5"
+
+
 def _load_table(data_root: str | Path | None, table: pd.DataFrame | None) -> pd.DataFrame:
     """Return ``table``, or load ``data_root`` (default: the settings' dataset)."""
     from celebalib.data import default_root, load_celeba
@@ -335,6 +345,8 @@ def _check_options(options: dict[str, Any]) -> None:
     check_label_smoothing(options["loss"], options["label_smoothing"])
     make_optimizer(options["optimizer"], options["learning_rate"], weight_decay=options["weight_decay"])
     check_fraction("dropout_rate", options["dropout_rate"])
+    if not isinstance(options["average_epochs"], int) or options["average_epochs"] < 0:
+        raise ConfigError(f"average_epochs={options['average_epochs']!r}: expected a whole number, 0 for none")
     for key in ("epochs", "batch_size", "epoch_images", "val_images"):
         if options[key] is None and key not in ("epochs", "batch_size"):
             continue
@@ -364,6 +376,7 @@ def fit(
     warmup_epochs: int = 2, strategy: str = "default", test_time_flip: bool = False,
     checkpoint_metric: str = "balanced_accuracy",
     epoch_images: int | None = None, val_images: int | None = None, time_budget: float | None = None,
+    average_epochs: int = 0,
     cache: bool | str = "auto", run_eagerly: bool = False,
     progress: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
@@ -392,6 +405,11 @@ def fit(
         time_budget: minutes of wall time (from this call) that training may take; later epochs
             are dropped, and the cosine schedule shortened, when the machine is too slow for them
             (see ``TimeBudget``; config.json then records ``planned_epochs``).
+        average_epochs: when above 0, ``best.keras`` is the mean of the last this many epochs'
+            weights (of the last phase), with batch-norm statistics measured again on
+            ``BN_IMAGES`` training images (see ``celebalib.averaging``); ``model.keras`` keeps the
+            last epoch's. The epochs' weights stay in ``averaging/``; config.json records the
+            averaged model's val figures under ``averaged``.
         cache: keep decoded images in memory after the first epoch; "auto" does so when they
             fit in ``CACHE_BUDGET`` bytes.
         run_eagerly: skip compiling the training step to a graph. Tracing MobileNetV2 costs
@@ -414,7 +432,6 @@ def fit(
         config = _start_config(out, options)
         options["epochs"] = config["epochs"]  # a resumed run keeps an end its time budget set
         model = _train(out, table, options, (cache, run_eagerly, progress), callbacks, start)
-    runs.save_model(model, out / runs.FINAL)
     if not (out / runs.BEST).is_file():
         runs.save_model(model, out / runs.BEST)
     shutil.rmtree(out / "backup", ignore_errors=True)
@@ -464,15 +481,30 @@ def _train(out: Path, table: pd.DataFrame, options: dict[str, Any], switches: tu
         monitor = CHECKPOINT_METRICS[options["checkpoint_metric"]]
         for phase in _phases(options):
             _compile(model, options, phase, steps, pos_weights, run_eagerly)
-            extra = list(callbacks)
+            budget, extra = None, list(callbacks)
             if options["time_budget"] is not None:
-                extra.insert(0, _time_budget(out, options, phase, steps, model.optimizer, start, progress))
+                budget = _time_budget(out, options, phase, steps, model.optimizer, start, progress)
+                extra.insert(0, budget)
+            end = (lambda b=budget, e=phase[2]: b.end if b is not None else e)
+            if options["average_epochs"]:
+                extra.insert(0, EpochWeights(out / AVERAGING_FOLDER, min(options["average_epochs"], phase[2] - phase[1]),
+                                             end))
             # The dataset shuffles itself (make_dataset), so Keras must not try to.
             model.fit(train_ds, validation_data=val_ds, initial_epoch=phase[1], epochs=phase[2], shuffle=False,
                       steps_per_epoch=steps_per_epoch, callbacks=_callbacks(out, phase[0], monitor, extra),
                       verbose=1 if progress else 0)
             if model.stop_training:  # the time budget ended the run
                 break
+        runs.save_model(model, out / runs.FINAL)
+        if options["average_epochs"]:
+            first = max(end() - options["average_epochs"], phase[1]) + 1
+            files = [epoch_weights_file(out / AVERAGING_FOLDER, epoch) for epoch in range(first, end() + 1)]
+            average_weights(model, files)
+            recompute_batch_norm(model, train_ds, math.ceil(BN_IMAGES / options["batch_size"]))
+            figures = model.evaluate(val_ds, return_dict=True, verbose=0)
+            runs.save_model(model, out / runs.BEST)
+            runs.Run(out).update_config(averaged={"epochs": [first, end()],
+                                                  **{f"val_{k}": float(v) for k, v in figures.items()}})
     return model
 
 
@@ -485,7 +517,7 @@ def _time_budget(out: Path, options: dict[str, Any], phase: tuple[str, int, int]
         config = runs.read_config(out)
         write_json(out / runs.CONFIG, {**config, "epochs": end, "planned_epochs": config.get("planned_epochs", planned)})
         if progress:
-            print(f"time budget of {options['time_budget']:g} minutes: the run ends after epoch {end} "
+            print(f"\ntime budget of {options['time_budget']:g} minutes: the run ends after epoch {end} "
                   f"instead of {planned}, and the learning rate reaches zero there")
 
     schedule = optimizer._learning_rate if isinstance(optimizer._learning_rate, CosineSchedule) else None
@@ -520,6 +552,7 @@ CLI_OPTIONS: dict[str, tuple[type, str]] = {
     "epoch_images": (int, "training images per epoch (default: one pass over the train split)"),
     "val_images": (int, "validate each epoch on at most this many val images (default: all)"),
     "time_budget": (float, "minutes training may take; the schedule is shortened to fit (default: none)"),
+    "average_epochs": (int, "best.keras averages the last N epochs' weights, batch norm measured again (default 0)"),
 }
 
 
@@ -548,6 +581,11 @@ def _train_command(args: argparse.Namespace) -> int:
     """Train from the command line and print where the run went."""
     run = fit(args.out, data_root=args.data, progress=not args.quiet, **resolve_options(args))
     monitor = CHECKPOINT_METRICS[run.config["checkpoint_metric"]]
+    if "averaged" in run.config:
+        first, last = run.config["averaged"]["epochs"]
+        print(f"run {run.run_id} -> {run.path} (best.keras: the weights of epochs {first}-{last} averaged, "
+              f"{monitor} {run.config['averaged'][monitor]:.3f})")
+        return 0
     best = run.history()[monitor].max()
     print(f"run {run.run_id} -> {run.path} (best.keras: {monitor} {best:.3f})")
     return 0

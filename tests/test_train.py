@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -14,7 +16,7 @@ import tensorflow as tf
 from celebalib import cli, runs, train
 from celebalib.errors import ConfigError, RunError
 from celebalib.data import load_celeba, make_dataset
-from celebalib.model import backbone_of, build_model
+from celebalib.model import OUTPUT, backbone_of, build_model
 
 CONTRACT_KEYS = {"run_id", "created", "attributes", "image_size", "crop", "alpha", "weights", "loss", "optimizer",
                  "learning_rate", "batch_size", "epochs", "data_root", "thresholds", "versions"}
@@ -150,6 +152,7 @@ def test_a_resumed_run_must_keep_its_settings(tiny_run: runs.Run, tmp_path: Path
     ({"epoch_images": 0}, "epoch_images=0"),
     ({"val_images": 2.5}, "val_images=2.5"),
     ({"time_budget": -5}, "time_budget=-5"),
+    ({"average_epochs": -1}, "average_epochs=-1"),
 ])
 def test_bad_arguments_fail_before_any_work(tmp_path: Path, change: dict, message: str) -> None:
     options = {"epochs": 1, "image_size": 32, "batch_size": 8, **change}
@@ -293,11 +296,34 @@ def test_epochs_of_a_fixed_number_of_images_and_a_capped_val(synthetic_root: Pat
     assert run.config["epoch_images"] == 100 and run.config["val_images"] == 20
 
 
+def test_weight_averaging_makes_best_keras_the_mean_of_the_last_epochs(synthetic_root: Path, tmp_path: Path) -> None:
+    run = train.fit(tmp_path / "averaged", data_root=synthetic_root, epochs=3, image_size=32, batch_size=32,
+                    limit=64, optimizer="adam", average_epochs=2, progress=False, run_eagerly=True)
+    files = sorted((run.path / train.AVERAGING_FOLDER).glob("*.h5"))
+    assert [f.name for f in files] == ["epoch-02.weights.h5", "epoch-03.weights.h5"]
+    assert run.config["averaged"]["epochs"] == [2, 3] and 0 <= run.config["averaged"]["val_mean_auc"] <= 1
+    best, final = runs.load_model(run.path / runs.BEST), runs.load_model(run.path / runs.FINAL)
+    epoch_kernels = []
+    for file in files:
+        final.load_weights(str(file))
+        epoch_kernels.append(final.get_layer(OUTPUT).kernel.numpy())
+    assert not np.allclose(epoch_kernels[0], epoch_kernels[1])
+    np.testing.assert_allclose(best.get_layer(OUTPUT).kernel.numpy(), np.mean(epoch_kernels, axis=0), rtol=1e-5,
+                               atol=1e-7)
+    # model.keras stays the last epoch's, statistics and all.
+    np.testing.assert_allclose(runs.load_model(run.path / runs.FINAL).get_layer(OUTPUT).kernel.numpy(),
+                               epoch_kernels[1])
+
+
 def test_a_run_over_its_time_budget_records_the_shortened_end(synthetic_root: Path, tmp_path: Path) -> None:
     run = train.fit(tmp_path / "budget", data_root=synthetic_root, epochs=3, image_size=32, batch_size=32, limit=32,
                     time_budget=1e-6, optimizer="adam", lr_schedule="cosine", progress=False, run_eagerly=True)
     assert len(run.history()) == 1 and (run.path / runs.FINAL).is_file()
     assert run.config["epochs"] == 1 and run.config["planned_epochs"] == 3
+    # Its saved optimiser names CosineSchedule: a process that never imported train must still load it.
+    code = "import sys; from celebalib.runs import load_model; print(load_model(sys.argv[1]).optimizer.learning_rate)"
+    loaded = subprocess.run([sys.executable, "-c", code, str(run.path / runs.BEST)], capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr[-500:]
 
 
 def test_weight_decay_shrinks_kernels_but_not_batch_norm_or_biases() -> None:
