@@ -6,7 +6,8 @@ planned, where a time budget cut the run short), wall minutes (config.json's ``c
 ``finished``), then on the val split, with mirror-image averaging off and on: mean accuracy
 at 0.5, mean accuracy at thresholds tuned for accuracy, mean balanced accuracy at thresholds
 tuned for it (both cross-fitted over identity-grouped folds, so no image is scored with
-thresholds tuned on it), mean ROC-AUC, and the majority baseline. The test split is never read. Thresholds stored in the runs are left as they are.
+thresholds tuned on it), mean ROC-AUC, and the majority baseline. The test split is never
+read. Thresholds stored in the runs are left as they are.
 
     python benchmarks/bench_celeba_cpu.py runs/celeba-cpu [more run folders] [--data ../shared/celeba]
 """

@@ -185,9 +185,10 @@ class TimeBudget(keras.callbacks.Callback):
     Machines differ (the celeba-cpu recipe has trained at half the speed on one 2-core machine
     as on another), so a fixed number of epochs cannot promise a wall time. From the second
     epoch this process runs on (the first also traces the graph and decodes the images), the
-    last epoch's time (callbacks included) predicts the rest: when the planned epochs do not fit, the run ends after
-    those that do, and the schedule's ``decay_steps`` shrinks so the learning rate still
-    reaches zero there. It never lengthens a run. ``on_shorten(end)`` hears each new end.
+    last epoch's time (callbacks included) predicts the rest: when the planned epochs do not
+    fit, the run ends after those that do, and the schedule's ``decay_steps`` shrinks so the
+    learning rate still reaches zero there. It never lengthens a run. ``on_shorten(end)``
+    hears each new end.
     """
 
     def __init__(self, minutes: float, start: float, end: int, schedule: CosineSchedule | None,
@@ -481,14 +482,16 @@ def _train(out: Path, table: pd.DataFrame, options: dict[str, Any], switches: tu
         monitor = CHECKPOINT_METRICS[options["checkpoint_metric"]]
         for phase in _phases(options):
             _compile(model, options, phase, steps, pos_weights, run_eagerly)
-            budget, extra = None, list(callbacks)
+            budget = None
             if options["time_budget"] is not None:
                 budget = _time_budget(out, options, phase, steps, model.optimizer, start, progress)
-                extra.insert(0, budget)
             end = (lambda b=budget, e=phase[2]: b.end if b is not None else e)
+            # The time budget decides an epoch's end before EpochWeights asks for it.
+            extra = [budget] if budget is not None else []
             if options["average_epochs"]:
-                extra.insert(0, EpochWeights(out / AVERAGING_FOLDER, min(options["average_epochs"], phase[2] - phase[1]),
-                                             end))
+                count = min(options["average_epochs"], phase[2] - phase[1])
+                extra.append(EpochWeights(out / AVERAGING_FOLDER, count, end))
+            extra += list(callbacks)
             # The dataset shuffles itself (make_dataset), so Keras must not try to.
             model.fit(train_ds, validation_data=val_ds, initial_epoch=phase[1], epochs=phase[2], shuffle=False,
                       steps_per_epoch=steps_per_epoch, callbacks=_callbacks(out, phase[0], monitor, extra),
@@ -515,7 +518,8 @@ def _time_budget(out: Path, options: dict[str, Any], phase: tuple[str, int, int]
 
     def shorten(end: int) -> None:
         config = runs.read_config(out)
-        write_json(out / runs.CONFIG, {**config, "epochs": end, "planned_epochs": config.get("planned_epochs", planned)})
+        planned_first = config.get("planned_epochs", planned)
+        write_json(out / runs.CONFIG, {**config, "epochs": end, "planned_epochs": planned_first})
         if progress:
             print(f"\ntime budget of {options['time_budget']:g} minutes: the run ends after epoch {end} "
                   f"instead of {planned}, and the learning rate reaches zero there")

@@ -317,9 +317,12 @@ def test_weight_averaging_makes_best_keras_the_mean_of_the_last_epochs(synthetic
 
 def test_a_run_over_its_time_budget_records_the_shortened_end(synthetic_root: Path, tmp_path: Path) -> None:
     run = train.fit(tmp_path / "budget", data_root=synthetic_root, epochs=3, image_size=32, batch_size=32, limit=32,
-                    time_budget=1e-6, optimizer="adam", lr_schedule="cosine", progress=False, run_eagerly=True)
+                    time_budget=1e-6, optimizer="adam", lr_schedule="cosine", average_epochs=1, progress=False,
+                    run_eagerly=True)
     assert len(run.history()) == 1 and (run.path / runs.FINAL).is_file()
     assert run.config["epochs"] == 1 and run.config["planned_epochs"] == 3
+    # Weight averaging heard the new end in time to keep the epoch that became the last.
+    assert run.config["averaged"]["epochs"] == [1, 1]
     # Its saved optimiser names CosineSchedule: a process that never imported train must still load it.
     code = "import sys; from celebalib.runs import load_model; print(load_model(sys.argv[1]).optimizer.learning_rate)"
     loaded = subprocess.run([sys.executable, "-c", code, str(run.path / runs.BEST)], capture_output=True, text=True)
