@@ -60,11 +60,12 @@ def main() -> None:
         settings = ", ".join(f"{key} {recorded_setting(run.config, key)}" for key in SETTINGS)
         history = run.history()
         monitor = CHECKPOINT_METRICS[recorded_setting(run.config, "checkpoint_metric")]
-        best = int(history.loc[history[monitor].idxmax(), "epoch"])
-        epochs = f"{len(history)} of {run.config['epochs']} ({best})"
-        if "averaged" in run.config:  # best.keras averages epochs instead
+        if "averaged" in run.config:  # best.keras averages epochs instead of keeping one
             first, last = run.config["averaged"]["epochs"]
-            epochs = f"{len(history)} of {run.config['epochs']} (average of {first}-{last})"
+            chosen = f"average of {first}-{last}"
+        else:
+            chosen = str(int(history.loc[history[monitor].idxmax(), "epoch"]))
+        epochs = f"{len(history)} of {run.config['epochs']} ({chosen})"
         if "planned_epochs" in run.config:  # its time budget shortened the run
             epochs += f", {run.config['planned_epochs']} planned"
         for flip in (False, True):

@@ -3,7 +3,7 @@
 A run trained with ``--average-epochs N`` keeps the weights of its last N epochs in
 ``averaging/``. For each W this writes a run folder ``RUN-avgW`` beside the run: its
 config and history, and a ``best.keras`` holding the mean of the last W epochs' weights with
-batch-norm statistics measured again on ``train.BN_IMAGES`` training images, as ``fit`` does.
+batch-norm statistics measured again on ``averaging.BN_IMAGES`` training images, as ``fit`` does.
 Score the folders on val with ``bench_celeba_cpu.py`` (the test split is never read):
 
     python benchmarks/bench_weight_averaging.py runs/celeba-cpu --windows 2,4,6,8 [--data ../shared/celeba]
@@ -13,7 +13,6 @@ Score the folders on val with ``bench_celeba_cpu.py`` (the test split is never r
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import shutil
 import time
@@ -21,7 +20,7 @@ import warnings
 from pathlib import Path
 
 from celebalib import runs, train
-from celebalib.averaging import average_weights, recompute_batch_norm
+from celebalib.averaging import average_epochs
 from celebalib.data import MissingImagesWarning, load_celeba, make_dataset
 
 
@@ -51,10 +50,9 @@ def main() -> None:
             continue
         started = time.perf_counter()
         model = runs.load_model(run.path / runs.FINAL)
-        average_weights(model, [train.epoch_weights_file(folder, e) for e in epochs])
         images = make_dataset(table, "train", image_size=run.image_size, batch_size=batch_size, training=True,
                               crop=run.crop, seed=int(run.config.get("seed", 0)), limit=run.config.get("limit"))
-        used = recompute_batch_norm(model, images, math.ceil(train.BN_IMAGES / batch_size))
+        used = average_epochs(model, [train.epoch_weights_file(folder, e) for e in epochs], images, batch_size)
         out = run.path.with_name(f"{run.path.name}-avg{window}")
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir()

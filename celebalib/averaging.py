@@ -9,6 +9,7 @@ statistics are measured again by running training images through the averaged ne
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -16,12 +17,19 @@ import keras
 import numpy as np
 
 from celebalib.errors import RunError
+from celebalib.model import batch_norm_layers
+
+# Training images an averaged model's batch-norm statistics are measured on.
+BN_IMAGES = 6_400
 
 
-def batch_norm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
-    """Every batch-normalisation layer inside ``model``, nested models included."""
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, keras.layers.BatchNormalization)]
+def average_epochs(model: keras.Model, files: Sequence[str | Path], batches: Iterable, batch_size: int) -> int:
+    """Average the weights in ``files`` into ``model``, then measure batch norm on ``BN_IMAGES`` images.
+
+    ``batches`` yields training batches of ``batch_size``; returns how many were used.
+    """
+    average_weights(model, files)
+    return recompute_batch_norm(model, batches, math.ceil(BN_IMAGES / batch_size))
 
 
 def average_weights(model: keras.Model, files: Sequence[str | Path]) -> None:

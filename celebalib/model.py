@@ -96,11 +96,16 @@ def augmentation(seed: int | None = None, mode: str = "full") -> keras.Sequentia
     return keras.Sequential(steps, name="augment")
 
 
+def batch_norm_layers(model: keras.Model) -> list[layers.BatchNormalization]:
+    """Every batch-normalisation layer inside ``model``, nested models included."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, layers.BatchNormalization)]
+
+
 def set_bn_momentum(model: keras.Model, momentum: float) -> None:
     """Set the momentum of every batch-normalisation layer inside ``model``."""
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, layers.BatchNormalization):
-            layer.momentum = momentum
+    for layer in batch_norm_layers(model):
+        layer.momentum = momentum
 
 
 def freeze_batch_norm(model: keras.Model) -> None:
@@ -111,9 +116,8 @@ def freeze_batch_norm(model: keras.Model) -> None:
     with ``training=False`` would not be enough, since ``fit`` passes ``training=True``
     down to every nested layer and overrides it.
     """
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, layers.BatchNormalization):
-            layer.trainable = False
+    for layer in batch_norm_layers(model):
+        layer.trainable = False
 
 
 def set_backbone_trainable(model: keras.Model, trainable: bool, *, pretrained: bool) -> None:

@@ -27,7 +27,7 @@ import tensorflow as tf
 import celebalib
 from celebalib import runs
 from celebalib.attributes import ATTRIBUTES
-from celebalib.averaging import average_weights, recompute_batch_norm
+from celebalib.averaging import average_epochs
 from celebalib.config import get_settings, seed_everything
 from celebalib.errors import ConfigError, RunError, check_fraction
 from celebalib.io import write_json, write_text
@@ -52,10 +52,8 @@ CHECKPOINT_METRICS = {"balanced_accuracy": MONITOR, "auc": "val_mean_auc"}
 # Decoded images (uint8) are kept in memory when train + val fit in this many bytes: on a
 # CPU, decoding JPEGs every epoch takes cores away from training.
 CACHE_BUDGET = 2 << 30
-# Weight averaging keeps each epoch's weights here (``epoch-NN.weights.h5``), and measures the
-# averaged model's batch-norm statistics on this many training images.
+# Weight averaging keeps each epoch's weights here (``epoch-NN.weights.h5``).
 AVERAGING_FOLDER = "averaging"
-BN_IMAGES = 6_400
 # Settings that must not change when a run resumes.
 FIXED_ON_RESUME = ("image_size", "crop", "alpha", "weights", "loss", "label_smoothing", "optimizer", "batch_size",
                    "augment", "head", "epoch_images")
@@ -408,7 +406,7 @@ def fit(
             (see ``TimeBudget``; config.json then records ``planned_epochs``).
         average_epochs: when above 0, ``best.keras`` is the mean of the last this many epochs'
             weights (of the last phase), with batch-norm statistics measured again on
-            ``BN_IMAGES`` training images (see ``celebalib.averaging``); ``model.keras`` keeps the
+            ``averaging.BN_IMAGES`` training images (see ``celebalib.averaging``); ``model.keras`` keeps the
             last epoch's. The epochs' weights stay in ``averaging/``; config.json records the
             averaged model's val figures under ``averaged``.
         cache: keep decoded images in memory after the first epoch; "auto" does so when they
@@ -464,12 +462,12 @@ def _train(out: Path, table: pd.DataFrame, options: dict[str, Any], switches: tu
 
     cache, run_eagerly, progress = switches
     n_train = len(split_rows(table, "train", options["limit"]))
-    n_val = len(split_rows(table, "val", _smaller(options["limit"], options["val_images"])))
+    val_limit = _smaller(options["limit"], options["val_images"])
+    n_val = len(split_rows(table, "val", val_limit))
     common = {"image_size": options["image_size"], "batch_size": options["batch_size"], "crop": options["crop"],
               "seed": options["seed"], "cache": should_cache(cache, n_train + n_val, options["image_size"])}
     train_ds = make_dataset(table, "train", training=True, limit=options["limit"], **common)
-    val_ds = make_dataset(table, "val", training=False, limit=_smaller(options["limit"], options["val_images"]),
-                          **common)
+    val_ds = make_dataset(table, "val", training=False, limit=val_limit, **common)
     steps, steps_per_epoch = int(train_ds.cardinality()), None
     if options["epoch_images"] is not None:
         steps = steps_per_epoch = math.ceil(options["epoch_images"] / options["batch_size"])
@@ -502,8 +500,7 @@ def _train(out: Path, table: pd.DataFrame, options: dict[str, Any], switches: tu
         if options["average_epochs"]:
             first = max(end() - options["average_epochs"], phase[1]) + 1
             files = [epoch_weights_file(out / AVERAGING_FOLDER, epoch) for epoch in range(first, end() + 1)]
-            average_weights(model, files)
-            recompute_batch_norm(model, train_ds, math.ceil(BN_IMAGES / options["batch_size"]))
+            average_epochs(model, files, train_ds, options["batch_size"])
             figures = model.evaluate(val_ds, return_dict=True, verbose=0)
             runs.save_model(model, out / runs.BEST)
             runs.Run(out).update_config(averaged={"epochs": [first, end()],
@@ -517,9 +514,8 @@ def _time_budget(out: Path, options: dict[str, Any], phase: tuple[str, int, int]
     planned = options["epochs"]
 
     def shorten(end: int) -> None:
-        config = runs.read_config(out)
-        planned_first = config.get("planned_epochs", planned)
-        write_json(out / runs.CONFIG, {**config, "epochs": end, "planned_epochs": planned_first})
+        run = runs.Run(out)
+        run.update_config(epochs=end, planned_epochs=run.config.get("planned_epochs", planned))
         if progress:
             print(f"\ntime budget of {options['time_budget']:g} minutes: the run ends after epoch {end} "
                   f"instead of {planned}, and the learning rate reaches zero there")
@@ -587,11 +583,10 @@ def _train_command(args: argparse.Namespace) -> int:
     monitor = CHECKPOINT_METRICS[run.config["checkpoint_metric"]]
     if "averaged" in run.config:
         first, last = run.config["averaged"]["epochs"]
-        print(f"run {run.run_id} -> {run.path} (best.keras: the weights of epochs {first}-{last} averaged, "
-              f"{monitor} {run.config['averaged'][monitor]:.3f})")
-        return 0
-    best = run.history()[monitor].max()
-    print(f"run {run.run_id} -> {run.path} (best.keras: {monitor} {best:.3f})")
+        what, value = f"the weights of epochs {first}-{last} averaged, ", run.config["averaged"][monitor]
+    else:
+        what, value = "", run.history()[monitor].max()
+    print(f"run {run.run_id} -> {run.path} (best.keras: {what}{monitor} {value:.3f})")
     return 0
 
 

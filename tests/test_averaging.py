@@ -8,8 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from celebalib.averaging import average_weights, batch_norm_layers, recompute_batch_norm
+from celebalib.averaging import average_weights, recompute_batch_norm
 from celebalib.errors import RunError
+from celebalib.model import batch_norm_layers
 
 
 def small_model() -> keras.Model:
