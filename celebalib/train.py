@@ -54,6 +54,9 @@ CHECKPOINT_METRICS = {"balanced_accuracy": MONITOR, "auc": "val_mean_auc"}
 CACHE_BUDGET = 2 << 30
 # Weight averaging keeps each epoch's weights here (``epoch-NN.weights.h5``).
 AVERAGING_FOLDER = "averaging"
+# config.json key: seconds of the time budget spent when the last finished epoch ended, so a
+# resumed run goes on with what is left rather than a whole new budget.
+BUDGET_SECONDS = "budget_seconds"
 # Settings that must not change when a run resumes.
 FIXED_ON_RESUME = ("image_size", "crop", "alpha", "weights", "loss", "label_smoothing", "optimizer", "batch_size",
                    "augment", "head", "epoch_images")
@@ -186,16 +189,17 @@ class TimeBudget(keras.callbacks.Callback):
     last epoch's time (callbacks included) predicts the rest: when the planned epochs do not
     fit, the run ends after those that do, and the schedule's ``decay_steps`` shrinks so the
     learning rate still reaches zero there. It never lengthens a run. ``on_shorten(end)``
-    hears each new end.
+    hears each new end, and ``on_epoch(seconds)`` the time spent since ``start`` after each epoch.
     """
 
     def __init__(self, minutes: float, start: float, end: int, schedule: CosineSchedule | None,
                  steps: tuple[int, int], on_shorten: Callable[[int], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_epoch: Callable[[float], None] | None = None) -> None:
         super().__init__()
         self.seconds, self.start, self.end, self.planned_end, self.schedule = minutes * 60, start, end, end, schedule
         self.steps_per_epoch, self.first_epoch = steps
-        self.on_shorten, self.clock = on_shorten, clock
+        self.on_shorten, self.on_epoch, self.clock = on_shorten, on_epoch, clock
         self.epochs_seen, self.mark = 0, start
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -207,6 +211,8 @@ class TimeBudget(keras.callbacks.Callback):
         last, left, done = now - self.mark, self.seconds - (now - self.start), epoch + 1
         self.mark = now
         self.epochs_seen += 1
+        if self.on_epoch is not None:
+            self.on_epoch(now - self.start)
         if self.epochs_seen >= 2 or left < last:
             fits = done + int(max(left, 0.0) // max(last, 1e-9))
             if fits < self.end:
@@ -401,9 +407,11 @@ def fit(
             reshuffled repeat of the train split; None means one pass over it. Fixed, it makes an
             epoch the same amount of work on any root: on the full dataset the same steps see more images.
         val_images: validate after each epoch on at most the first this many val images (None: all).
-        time_budget: minutes of wall time (from this call) that training may take; later epochs
-            are dropped, and the cosine schedule shortened, when the machine is too slow for them
-            (see ``TimeBudget``; config.json then records ``planned_epochs``).
+        time_budget: minutes of wall time that training may take, counted from this call; a
+            resumed run counts on from the time its finished epochs had taken (config.json records
+            ``budget_seconds`` after each epoch). Later epochs are dropped, and the cosine
+            schedule shortened, when the machine is too slow for them (see ``TimeBudget``;
+            config.json then records ``planned_epochs``).
         average_epochs: when above 0, ``best.keras`` is the mean of the last this many epochs'
             weights (of the last phase), with batch-norm statistics measured again on
             ``averaging.BN_IMAGES`` training images (see ``celebalib.averaging``); ``model.keras`` keeps the
@@ -430,6 +438,7 @@ def fit(
         options["mixed_precision"] = mixed
         config = _start_config(out, options)
         options["epochs"] = config["epochs"]  # a resumed run keeps an end its time budget set
+        start -= config.get(BUDGET_SECONDS, 0.0)  # and the time its finished epochs took
         model = _train(out, table, options, (cache, run_eagerly, progress), callbacks, start)
     if not (out / runs.BEST).is_file():
         runs.save_model(model, out / runs.BEST)
@@ -513,6 +522,9 @@ def _time_budget(out: Path, options: dict[str, Any], phase: tuple[str, int, int]
     """A TimeBudget for ``phase`` that records a shortened end in config.json (and says so)."""
     planned = options["epochs"]
 
+    def spent(seconds: float) -> None:
+        runs.Run(out).update_config(**{BUDGET_SECONDS: round(seconds, 1)})
+
     def shorten(end: int) -> None:
         run = runs.Run(out)
         run.update_config(epochs=end, planned_epochs=run.config.get("planned_epochs", planned))
@@ -521,7 +533,7 @@ def _time_budget(out: Path, options: dict[str, Any], phase: tuple[str, int, int]
                   f"instead of {planned}, and the learning rate reaches zero there")
 
     schedule = optimizer._learning_rate if isinstance(optimizer._learning_rate, CosineSchedule) else None
-    return TimeBudget(options["time_budget"], start, phase[2], schedule, (steps, phase[1]), shorten)
+    return TimeBudget(options["time_budget"], start, phase[2], schedule, (steps, phase[1]), shorten, on_epoch=spent)
 
 
 # ---------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from celebalib import cli, runs, train
 from celebalib.errors import ConfigError, RunError
+from celebalib.io import write_json
 from celebalib.data import load_celeba, make_dataset
 from celebalib.model import OUTPUT, backbone_of, build_model
 
@@ -264,6 +265,34 @@ def test_time_budget_leaves_a_run_that_fits_alone() -> None:
 def test_time_budget_stops_after_the_first_epoch_when_no_second_fits() -> None:
     trained, ends, _ = fit_with_budget(0.25, epochs=6)  # 15 s: the first epoch ends at 20 s
     assert (trained, ends) == (1, [1])
+
+
+def test_time_budget_reports_the_time_spent_after_each_epoch() -> None:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse")
+    spent: list[float] = []
+    # Started 100 s before this process's clock began: an earlier process's finished epochs.
+    budget = train.TimeBudget(10.0, -100.0, 3, None, (4, 0), lambda end: None, clock=TickingClock(10.0),
+                              on_epoch=spent.append)
+    model.fit(np.ones((16, 3)), np.ones(16), batch_size=4, epochs=3, callbacks=[budget], verbose=0)
+    assert spent == [120.0, 130.0, 140.0]  # the clock ticks once at train begin and once per epoch
+
+
+def test_a_resumed_run_counts_the_budget_its_finished_epochs_spent(synthetic_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "resumed-budget"
+    options = dict(data_root=synthetic_root, epochs=3, image_size=32, batch_size=32, limit=32, time_budget=60,
+                   optimizer="adam", lr_schedule="cosine", progress=False, run_eagerly=True)
+    with pytest.raises(Interrupt):
+        train.fit(out, callbacks=[StopAfterFirstEpoch()], **options)
+    config = runs.read_config(out)
+    assert 0 < config[train.BUDGET_SECONDS] < 3600 and config["epochs"] == 3
+    # Pretend the first process's epoch took all but a moment of the hour: the resumed run must
+    # end after the epoch it trains instead of starting a whole new hour.
+    write_json(out / runs.CONFIG, {**config, train.BUDGET_SECONDS: 3600 - 1e-3})
+    run = train.fit(out, **options)
+    assert run.history()["epoch"].tolist() == [1, 2]
+    assert run.config["epochs"] == 2 and run.config["planned_epochs"] == 3
 
 
 class BatchCounter(keras.callbacks.Callback):
