@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import keras
 import numpy as np
@@ -28,15 +27,7 @@ from celebalib.losses import get_loss
 from celebalib.model import SCRATCH_BN_MOMENTUM, build_model
 from celebalib.train import make_optimizer, training_metrics
 
-
-class StepClock(keras.callbacks.Callback):
-    """Record when each training step ends."""
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self.times: list[float] = []
-
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        self.times.append(time.perf_counter())
+from bench_training import StepClock  # the script's own folder is on sys.path
 
 
 def compiled_model(args: argparse.Namespace, jit_compile: bool, steps: int) -> keras.Model:
