@@ -27,7 +27,7 @@ from celebalib.losses import get_loss
 from celebalib.model import SCRATCH_BN_MOMENTUM, build_model
 from celebalib.train import make_optimizer, training_metrics
 
-from bench_training import StepClock  # the script's own folder is on sys.path
+from bench_training import images_per_second  # the script's own folder is on sys.path
 
 
 def compiled_model(args: argparse.Namespace, jit_compile: bool, steps: int) -> keras.Model:
@@ -39,12 +39,9 @@ def compiled_model(args: argparse.Namespace, jit_compile: bool, steps: int) -> k
     return model
 
 
-def ms_per_step(model: keras.Model, dataset: tf.data.Dataset, steps: int) -> float:
-    """Train ``steps`` steps; milliseconds per step after the first two (iterator start-up)."""
-    clock = StepClock()
-    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[clock])
-    skip = 2
-    return 1000 * (clock.times[-1] - clock.times[skip]) / (steps - 1 - skip)
+def ms_per_step(model: keras.Model, dataset: tf.data.Dataset, steps: int, batch_size: int) -> float:
+    """Train ``steps`` steps; milliseconds per step after the iterator's start-up (bench_training's clock)."""
+    return 1000 * batch_size / images_per_second(model, dataset, steps, batch_size)
 
 
 def main() -> None:
@@ -73,11 +70,11 @@ def main() -> None:
               f"graph, so nothing is measured; try --augment none")
         raise SystemExit(1)
     for model in models.values():
-        ms_per_step(model, dataset, 5)  # traces (and for XLA compiles) the training step
+        ms_per_step(model, dataset, 5, args.batch_size)  # traces (and for XLA compiles) the training step
     times: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(args.rounds):  # alternate, so load changes on the machine hit both alike
         for name, model in models.items():
-            times[name].append(ms_per_step(model, dataset, args.steps))
+            times[name].append(ms_per_step(model, dataset, args.steps, args.batch_size))
     print(f"random tensors (throughput only), MobileNetV2 alpha {args.alpha}, {args.image_size} px, "
           f"augment {args.augment}, head {args.head}, batch {args.batch_size}, {args.steps} steps x "
           f"{args.rounds} rounds, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}")
