@@ -39,8 +39,12 @@ lab: setup ## Open JupyterLab on the notebooks.
 check: setup ## Validate the dataset in use (CELEBA_ROOT, or the synthetic one).
 	$(PY) -m celebalib check $(or $(CELEBA_ROOT),data/synthetic-6000)
 
-bench: setup ## Run the benchmark scripts and print their figures.
-	@for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+# The other benchmark scripts (bench_celeba_cpu, bench_tta, bench_weight_averaging) score trained
+# run folders, which they take as arguments.
+STANDALONE_BENCHMARKS := bench_data bench_metrics bench_retrieval bench_synthetic bench_training bench_xla
+
+bench: setup ## Run the benchmark scripts that need no trained run and print their figures.
+	@for name in $(STANDALONE_BENCHMARKS); do echo "== benchmarks/$$name.py"; $(PY) benchmarks/$$name.py || exit 1; done
 
 celeba-cpu: setup ## Train and evaluate the CPU recipe on real CelebA (CELEBA_ROOT, default ../shared/celeba).
 	$(PY) -m celebalib train --data $(or $(CELEBA_ROOT),../shared/celeba) --preset celeba-cpu --out runs/celeba-cpu

@@ -27,7 +27,7 @@ from celebalib.evaluate import attribute_table, cross_fitted_table, table_means,
 from celebalib.runs import Run
 from celebalib.train import CHECKPOINT_METRICS, recorded_setting
 
-SETTINGS = ("image_size", "alpha", "augment", "head", "lr_schedule", "loss", "label_smoothing", "weight_decay", "batch_size",
+SETTINGS = ("image_size", "crop", "alpha", "augment", "head", "optimizer", "learning_rate", "lr_schedule", "loss", "label_smoothing", "weight_decay", "batch_size",
             "epoch_images", "time_budget")
 
 
