@@ -39,21 +39,42 @@ def minutes(config: dict) -> str:
     return f"{(end - start).total_seconds() / 60:.1f}"
 
 
+class ValSplit:
+    """The val split of a CelebA root, with what scoring needs: labels, baseline, threshold folds."""
+
+    def __init__(self, data: Path) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MissingImagesWarning)  # the shared folder holds train and val only
+            table = load_celeba(data)
+        self.rows = table[table["split"] == "val"]
+        self.y_true = self.rows[list(ATTRIBUTES)].to_numpy()
+        self.baseline = majority_baseline(table, "val")
+        self.folds, self.groups = threshold_folds(self.rows, 5)
+
+    def describe(self) -> str:
+        """One line naming the images, the baseline and the folds."""
+        return (f"val split: {len(self.rows)} genuine CelebA images; majority baseline {self.baseline.mean():.4f}; "
+                f"thresholds cross-fitted over {self.folds} folds grouped by identity")
+
+    def figures(self, y_prob: np.ndarray) -> str:
+        """"acc@0.5 | acc (tuned for acc) | bal acc (tuned for it) | ROC-AUC" for probabilities of the rows."""
+        y_prob = np.asarray(y_prob, dtype=np.float64)
+        tuned = {objective: table_means(cross_fitted_table(self.y_true, y_prob, self.baseline, objective=objective,
+                                                           folds=self.folds, groups=self.groups))
+                 for objective in ("accuracy", "balanced_accuracy")}
+        plain = table_means(attribute_table(self.y_true, y_prob, 0.5, self.baseline))["accuracy"]
+        return (f"{plain:.4f} | {tuned['accuracy']['accuracy']:.4f} | "
+                f"{tuned['balanced_accuracy']['balanced_accuracy']:.4f} | {tuned['accuracy']['roc_auc']:.4f}")
+
+
 def main() -> None:
     """Print one line per run and mirror-averaging setting."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (a stopped run is scored by its best.keras)")
     parser.add_argument("--data", type=Path, default=Path("../shared/celeba"), help="a CelebA root with val images")
     args = parser.parse_args()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MissingImagesWarning)  # the shared folder holds train and val only
-        table = load_celeba(args.data)
-    rows = table[table["split"] == "val"]
-    y_true = rows[list(ATTRIBUTES)].to_numpy()
-    baseline = majority_baseline(table, "val")
-    folds, groups = threshold_folds(rows, 5)
-    print(f"val split: {len(rows)} genuine CelebA images; majority baseline {baseline.mean():.4f}; "
-          f"thresholds cross-fitted over {folds} folds grouped by identity")
+    val = ValSplit(args.data)
+    print(val.describe())
     print("run | settings | epochs (best) | minutes | mirror | acc@0.5 | acc (tuned for acc) | bal acc (tuned for it) | ROC-AUC")
     for folder in args.runs:
         run = Run(folder)
@@ -69,15 +90,9 @@ def main() -> None:
         if "planned_epochs" in run.config:  # its time budget shortened the run
             epochs += f", {run.config['planned_epochs']} planned"
         for flip in (False, True):
-            y_prob = np.asarray(run.predict(rows, progress=False, flip=flip), dtype=np.float64)
-            figures = {objective: table_means(cross_fitted_table(y_true, y_prob, baseline, objective=objective,
-                                                                 folds=folds, groups=groups))
-                       for objective in ("accuracy", "balanced_accuracy")}
-            plain = table_means(attribute_table(y_true, y_prob, 0.5, baseline))["accuracy"]
+            y_prob = run.predict(val.rows, progress=False, flip=flip)
             print(f"{folder.name} | {settings} | {epochs} | {minutes(run.config)} | "
-                  f"{'on' if flip else 'off'} | {plain:.4f} | {figures['accuracy']['accuracy']:.4f} | "
-                  f"{figures['balanced_accuracy']['balanced_accuracy']:.4f} | "
-                  f"{figures['accuracy']['roc_auc']:.4f}", flush=True)
+                  f"{'on' if flip else 'off'} | {val.figures(y_prob)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from celebalib.attributes import ATTRIBUTES
-from celebalib.data import MissingImagesWarning, load_celeba, majority_baseline, make_dataset
-from celebalib.evaluate import attribute_table, cross_fitted_table, table_means, threshold_folds
+from bench_celeba_cpu import ValSplit  # the script's own folder is on sys.path
+from celebalib.data import make_dataset
 from celebalib.runs import Run
 
 
@@ -51,24 +49,17 @@ def main() -> None:
     parser.add_argument("--shift", type=int, default=3, help="pixels each shifted view moves (default 3)")
     parser.add_argument("--data", type=Path, default=Path("../shared/celeba"), help="a CelebA root with val images")
     args = parser.parse_args()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MissingImagesWarning)  # the shared folder holds train and val only
-        table = load_celeba(args.data)
-    rows = table[table["split"] == "val"]
-    y_true = rows[list(ATTRIBUTES)].to_numpy()
-    baseline = majority_baseline(table, "val")
-    folds, groups = threshold_folds(rows, 5)
+    val = ValSplit(args.data)
     named = views(args.shift)
     sets = {"1 view (the image)": ["image"],
             "2 views (and its mirror image)": ["image", "image, mirrored"],
             f"10 views (and shifts by {args.shift} px, each mirrored)": list(named)}
-    print(f"val split: {len(rows)} genuine CelebA images; majority baseline {baseline.mean():.4f}; "
-          f"thresholds cross-fitted over {folds} folds grouped by identity")
+    print(val.describe())
     print("run | views | acc@0.5 | acc (tuned for acc) | bal acc (tuned for it) | ROC-AUC")
     for folder in args.runs:
         run = Run(folder)
         model = run.model("best")
-        dataset = make_dataset(rows, None, image_size=run.image_size, batch_size=64, training=False,
+        dataset = make_dataset(val.rows, None, image_size=run.image_size, batch_size=64, training=False,
                                crop=run.crop, labels=False).cache()
         probabilities, started = {}, time.perf_counter()
         for name, (dx, dy, mirrored) in named.items():
@@ -79,14 +70,8 @@ def main() -> None:
         seconds = (time.perf_counter() - started) / len(named)
         for label, members in sets.items():
             y_prob = np.mean([probabilities[name] for name in members], axis=0)
-            figures = {objective: table_means(cross_fitted_table(y_true, y_prob, baseline, objective=objective,
-                                                                 folds=folds, groups=groups))
-                       for objective in ("accuracy", "balanced_accuracy")}
-            plain = table_means(attribute_table(y_true, y_prob, 0.5, baseline))["accuracy"]
-            print(f"{folder.name} | {label} | {plain:.4f} | {figures['accuracy']['accuracy']:.4f} | "
-                  f"{figures['balanced_accuracy']['balanced_accuracy']:.4f} | {figures['accuracy']['roc_auc']:.4f}",
-                  flush=True)
-        print(f"{folder.name}: {seconds:.1f} s per view of {len(rows)} images")
+            print(f"{folder.name} | {label} | {val.figures(y_prob)}", flush=True)
+        print(f"{folder.name}: {seconds:.1f} s per view of {len(val.rows)} images")
 
 
 if __name__ == "__main__":
