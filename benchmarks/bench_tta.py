@@ -20,7 +20,6 @@ import numpy as np
 import tensorflow as tf
 
 from bench_celeba_cpu import ValSplit  # the script's own folder is on sys.path
-from celebalib.data import make_dataset
 from celebalib.runs import Run
 
 
@@ -59,8 +58,7 @@ def main() -> None:
     for folder in args.runs:
         run = Run(folder)
         model = run.model("best")
-        dataset = make_dataset(val.rows, None, image_size=run.image_size, batch_size=64, training=False,
-                               crop=run.crop, labels=False).cache()
+        dataset = run.images(val.rows, batch_size=64).cache()
         probabilities, started = {}, time.perf_counter()
         for name, (dx, dy, mirrored) in named.items():
             view = dataset.map(lambda images, dx=dx, dy=dy: shift(images, dx, dy))

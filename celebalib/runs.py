@@ -127,8 +127,8 @@ class Run:
             self._models[which] = load_model(self.path / MODEL_FILES[which])
         return self._models[which]
 
-    def _dataset(self, table: pd.DataFrame, batch_size: int | None):
-        """Images of every row of ``table``, in order, through the training pipeline."""
+    def images(self, table: pd.DataFrame, batch_size: int | None = None):
+        """Images of every row of ``table``, in order, as the run's model takes them (its size and crop)."""
         from celebalib.data import make_dataset
 
         size = batch_size or int(self.config.get("batch_size") or 64)
@@ -150,7 +150,7 @@ class Run:
         import tensorflow as tf
 
         model, verbose = self.model(which), 1 if progress else 0
-        dataset = self._dataset(table, batch_size)
+        dataset = self.images(table, batch_size)
         probabilities = np.asarray(model.predict(dataset, verbose=verbose))
         if self.flip_average if flip is None else flip:
             mirrored = np.asarray(model.predict(dataset.map(tf.image.flip_left_right), verbose=verbose))
@@ -165,7 +165,7 @@ class Run:
         key = f"{which}-features"
         if key not in self._models:
             self._models[key] = feature_extractor(self.model(which))
-        return np.asarray(self._models[key].predict(self._dataset(table, batch_size), verbose=1 if progress else 0))
+        return np.asarray(self._models[key].predict(self.images(table, batch_size), verbose=1 if progress else 0))
 
     def predict_images(self, images: np.ndarray, *, which: str = "best") -> np.ndarray:
         """Probabilities (N, 40) for images (N, S, S, 3) float in [0, 255], e.g. from ``data.load_image``."""
