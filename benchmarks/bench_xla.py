@@ -30,10 +30,10 @@ from celebalib.train import make_optimizer, training_metrics
 from bench_training import images_per_second  # the script's own folder is on sys.path
 
 
-def compiled_model(args: argparse.Namespace, jit_compile: bool, steps: int) -> keras.Model:
+def compiled_model(args: argparse.Namespace, jit_compile: bool, steps: int, fused_batch_norm: bool = True) -> keras.Model:
     """The preset's model, loss, optimiser (cosine over ``steps``) and metrics, compiled with or without XLA."""
     model = build_model(image_size=args.image_size, alpha=args.alpha, augment=args.augment,
-                        bn_momentum=SCRATCH_BN_MOMENTUM, head=args.head)
+                        bn_momentum=SCRATCH_BN_MOMENTUM, head=args.head, fused_batch_norm=fused_batch_norm)
     model.compile(optimizer=make_optimizer("adam", 1e-3, steps), loss=get_loss("bce"),
                   metrics=training_metrics(NUM_ATTRIBUTES), jit_compile=jit_compile)
     return model
@@ -44,31 +44,33 @@ def ms_per_step(model: keras.Model, dataset: tf.data.Dataset, steps: int, batch_
     return 1000 * batch_size / images_per_second(model, dataset, steps, batch_size)
 
 
-def main() -> None:
-    """Parse arguments, measure both ways alternately, print ms per step and the ratio."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str, augment: str, rounds: int = 2) -> argparse.Namespace:
+    """The model and measurement options both step-time benchmarks take."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--augment", default="none", help="augmentation inside the model (Keras declines XLA with it)")
+    parser.add_argument("--augment", default=augment, help="augmentation inside the model (Keras declines XLA with it)")
     parser.add_argument("--head", default="depthwise")
     parser.add_argument("--steps", type=int, default=30, help="training steps per measurement (at least 5)")
-    parser.add_argument("--rounds", type=int, default=2, help="measurements of each kind (median)")
+    parser.add_argument("--rounds", type=int, default=rounds, help="measurements of each kind (median)")
     args = parser.parse_args()
     if args.steps < 5:
         parser.error(f"--steps {args.steps}: expected at least 5")
-    seed_everything(0)
+    return args
+
+
+def random_batches(args: argparse.Namespace) -> tf.data.Dataset:
+    """Random images and labels, ``args.steps`` batches repeated (throughput only)."""
     rng = np.random.default_rng(0)
     n = args.steps * args.batch_size
     images = rng.uniform(0, 255, (n, args.image_size, args.image_size, 3)).astype("float32")
     labels = rng.integers(0, 2, (n, NUM_ATTRIBUTES)).astype("float32")
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(args.batch_size).repeat()
-    total = args.steps * (args.rounds + 1)
-    models = {"default graph": compiled_model(args, False, total), "XLA (jit_compile)": compiled_model(args, True, total)}
-    if not models["XLA (jit_compile)"].jit_compile:
-        print(f"Keras declined jit_compile for this model (augment {args.augment}): both would run the same "
-              f"graph, so nothing is measured; try --augment none")
-        raise SystemExit(1)
+    return tf.data.Dataset.from_tensor_slices((images, labels)).batch(args.batch_size).repeat()
+
+
+def compare(models: dict[str, keras.Model], dataset: tf.data.Dataset, args: argparse.Namespace) -> dict[str, float]:
+    """Time the models' steps alternately after a warm-up; print each and return the median ms per step."""
     for model in models.values():
         ms_per_step(model, dataset, 5, args.batch_size)  # traces (and for XLA compiles) the training step
     times: dict[str, list[float]] = {name: [] for name in models}
@@ -79,9 +81,24 @@ def main() -> None:
           f"augment {args.augment}, head {args.head}, batch {args.batch_size}, {args.steps} steps x "
           f"{args.rounds} rounds, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}")
     median = {name: float(np.median(values)) for name, values in times.items()}
+    width = max(map(len, models))
     for name, values in times.items():
         rounds = ", ".join(f"{v:.0f}" for v in values)
-        print(f"{name:<18} {median[name]:6.0f} ms per step (median of {rounds})")
+        print(f"{name:<{width}} {median[name]:6.0f} ms per step (median of {rounds})")
+    return median
+
+
+def main() -> None:
+    """Parse arguments, measure both ways alternately, print ms per step and the ratio."""
+    args = arguments(__doc__.splitlines()[0], augment="none")
+    seed_everything(0)
+    total = args.steps * (args.rounds + 1)
+    models = {"default graph": compiled_model(args, False, total), "XLA (jit_compile)": compiled_model(args, True, total)}
+    if not models["XLA (jit_compile)"].jit_compile:
+        print(f"Keras declined jit_compile for this model (augment {args.augment}): both would run the same "
+              f"graph, so nothing is measured; try --augment none")
+        raise SystemExit(1)
+    median = compare(models, random_batches(args), args)
     print(f"XLA / default: {median['XLA (jit_compile)'] / median['default graph']:.2f} of the time per step")
 
 

@@ -49,15 +49,18 @@ def imagenet_weights_file(alpha: float, image_size: int) -> Path:
     return home / "models" / name
 
 
-def build_backbone(image_size: int, alpha: float, weights: str | None) -> keras.Model:
-    """Return MobileNetV2 without its top, with weights None, "imagenet" or a local file."""
+def build_backbone(image_size: int, alpha: float, weights: str | None, fused_batch_norm: bool = True) -> keras.Model:
+    """Return MobileNetV2 without its top, with weights None, "imagenet" or a local file.
+
+    ``fused_batch_norm`` swaps Keras's batch-norm layers for this module's ``BatchNormalization``.
+    """
     shape = (image_size, image_size, 3)
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise ConfigError(f"weights file {weights} not found; expected None, 'imagenet' or a local .h5/.weights.h5 file")
     if weights == "imagenet" and alpha not in IMAGENET_ALPHAS:
         raise ConfigError(f"alpha {alpha}: ImageNet weights exist only for alpha in {IMAGENET_ALPHAS}")
     try:
-        return keras.applications.MobileNetV2(
+        backbone = keras.applications.MobileNetV2(
             input_shape=shape, alpha=alpha, include_top=False, weights=weights, name=BACKBONE
         )
     except Exception as error:  # Keras's get_file raises a bare Exception when offline.
@@ -68,6 +71,54 @@ def build_backbone(image_size: int, alpha: float, weights: str | None) -> keras.
             f"could not download the ImageNet weights ({error}); place {target.name} by hand in "
             f"{target.parent}/, where Keras looks for it (~/.keras/models/ unless KERAS_HOME is set)"
         ) from None
+    return with_fused_batch_norm(backbone) if fused_batch_norm else backbone
+
+
+@keras.saving.register_keras_serializable(package="celebalib")
+class BatchNormalization(layers.BatchNormalization):
+    """Keras's BatchNormalization, trained with TensorFlow's fused kernel on 4-D channels-last input.
+
+    It keeps Keras's class name because Keras names a layer's entry in weight files after its
+    class: so .weights.h5 files move between backbones with either kind of layer.
+    Keras 3 normalises a training batch with separate moments and arithmetic ops (its BN
+    is a known slow spot, keras-team/keras-core#225); TensorFlow's one fused op does the same
+    sums in a single pass and is faster on a CPU (``benchmarks/bench_batchnorm.py``). Outputs,
+    gradients and moving statistics are Keras's; inference, other shapes and other backends
+    run Keras's own code.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        dtype = keras.backend.standardize_dtype(inputs.dtype)
+        fused = (training and self.trainable and mask is None and not self.renorm and not self.synchronized
+                 and keras.backend.backend() == "tensorflow" and len(inputs.shape) == 4
+                 and self.axis in (-1, 3) and dtype in ("float16", "bfloat16", "float32"))
+        if not fused:
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        channels = inputs.shape[-1]
+        # float32 even under mixed precision, where the layer would be handed float16 copies.
+        scale = keras.ops.cast(self.gamma, "float32") if self.scale else keras.ops.ones(channels)
+        offset = keras.ops.cast(self.beta, "float32") if self.center else keras.ops.zeros(channels)
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs, scale, offset, epsilon=self.epsilon, is_training=True)
+        # The op returns the unbiased variance; Keras keeps the biased one it normalised with.
+        count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), "float32")
+        variance = variance * (count - 1.0) / count
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return keras.ops.cast(outputs, self.compute_dtype)
+
+
+def with_fused_batch_norm(model: keras.Model) -> keras.Model:
+    """A copy of functional ``model`` with this module's ``BatchNormalization`` for Keras's, same weights."""
+    def clone(layer: layers.Layer) -> layers.Layer:
+        kind = BatchNormalization if type(layer) is layers.BatchNormalization else type(layer)
+        return kind.from_config(layer.get_config())
+
+    fused = keras.models.clone_model(model, clone_function=clone)
+    fused.set_weights(model.get_weights())
+    return fused
 
 
 AUGMENTATIONS = ("full", "shift", "flip", "none")
@@ -138,6 +189,7 @@ def build_model(
     bn_momentum: float | None = None,
     head: str = "average",
     num_attributes: int = NUM_ATTRIBUTES,
+    fused_batch_norm: bool = True,
 ) -> keras.Model:
     """Build the attribute model: raw RGB [0, 255] in, ``num_attributes`` probabilities out.
 
@@ -148,6 +200,8 @@ def build_model(
         bn_momentum: batch-norm momentum; None means 0.9 from scratch and Keras's own when
             pretrained (see ``SCRATCH_BN_MOMENTUM``).
         head: "average" or "depthwise" pooling of the last feature map (see ``HEADS``).
+        fused_batch_norm: train the backbone's batch norm with the fused op (this module's
+            ``BatchNormalization``: the same figures, faster); False keeps Keras's layers.
     """
     check_image_size(image_size)
     check_head(head)
@@ -156,7 +210,7 @@ def build_model(
     x = augmentation(mode=mode)(inputs) if mode != "none" else inputs
     # The same scaling as mobilenet_v2.preprocess_input: [0, 255] -> [-1, 1].
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(x)
-    backbone = build_backbone(image_size, alpha, weights)
+    backbone = build_backbone(image_size, alpha, weights, fused_batch_norm)
     if weights is not None:
         freeze_batch_norm(backbone)
     x = backbone(x)

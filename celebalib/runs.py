@@ -41,9 +41,10 @@ def load_model(path: str | Path) -> Any:
     """Load a saved model in Keras's safe mode (no pickled code; custom objects are registered)."""
     import keras
 
-    # Importing registers the custom loss, metric and schedule classes with Keras.
+    # Importing registers the custom loss, metric, layer and schedule classes with Keras.
     import celebalib.losses  # noqa: F401
     import celebalib.metrics  # noqa: F401
+    import celebalib.model  # noqa: F401
     import celebalib.schedules  # noqa: F401
 
     path = Path(path)

@@ -10,7 +10,8 @@ import pytest
 
 from celebalib.errors import ConfigError
 from celebalib.model import (
-    SCRATCH_BN_MOMENTUM, augmentation, backbone_of, build_backbone, build_model, feature_extractor, imagenet_weights_file,
+    SCRATCH_BN_MOMENTUM, BatchNormalization, augmentation, backbone_of, build_backbone, build_model,
+    feature_extractor, imagenet_weights_file,
 )
 
 SIZE = 32
@@ -133,6 +134,55 @@ def test_scratch_training_updates_batch_norm(model: keras.Model, images: np.ndar
     before = moving_means(clone)
     clone(images, training=True)
     assert not np.allclose(before, moving_means(clone))
+
+
+def train_twice(layer: keras.layers.BatchNormalization, x: np.ndarray) -> list[np.ndarray]:
+    """Two training calls of ``layer`` on ``x``: outputs, gradients, moving statistics, then inference outputs."""
+    import tensorflow as tf
+
+    layer(x, training=True)
+    with tf.GradientTape() as tape:
+        inputs = tf.constant(x)
+        tape.watch(inputs)
+        outputs = layer(inputs, training=True)
+        loss = tf.reduce_sum(tf.sin(outputs) * tf.range(1.0, x.shape[-1] + 1.0))  # gradients away from zero
+    grads = tape.gradient(loss, [inputs, layer.gamma.value, layer.beta.value])
+    return [np.asarray(outputs), *(np.asarray(g) for g in grads),
+            np.asarray(layer.moving_mean), np.asarray(layer.moving_variance), np.asarray(layer(x, training=False))]
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 5, 8), (6, 8)])
+def test_fused_batch_norm_trains_as_keras_batch_norm_does(shape: tuple[int, ...]) -> None:
+    # 4-D inputs take the fused op, 2-D ones Keras's own code; either way nothing may change.
+    x = np.random.default_rng(1).normal(3.0, 2.0, shape).astype("float32")
+    keras_bn, fused_bn = keras.layers.BatchNormalization(momentum=0.9), BatchNormalization(momentum=0.9)
+    for layer in (keras_bn, fused_bn):
+        layer.build(shape)
+        layer.gamma.assign(np.linspace(0.5, 1.5, shape[-1]).astype("float32"))
+        layer.beta.assign(np.linspace(-1.0, 1.0, shape[-1]).astype("float32"))
+    expected, got = train_twice(keras_bn, x), train_twice(fused_bn, x)
+    assert not np.allclose(expected[4], 0.0)  # the moving mean moved towards the batch mean of about 3
+    for name, want, have in zip(["outputs", "d inputs", "d gamma", "d beta", "moving mean", "moving variance",
+                                 "inference outputs"], expected, got):
+        np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_backbone_batch_norm_layers_are_fused_and_keep_their_weights(tmp_path: Path) -> None:
+    source = build_backbone(SIZE, 0.35, None, fused_batch_norm=False)
+    assert {type(layer) for layer in source.layers if isinstance(layer, keras.layers.BatchNormalization)} == {
+        keras.layers.BatchNormalization}
+    path = tmp_path / "plain.weights.h5"
+    source.save_weights(path)
+    backbone = build_backbone(SIZE, 0.35, str(path))
+    kinds = {type(layer) for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)}
+    assert kinds == {BatchNormalization} and backbone.name == "backbone"
+    for mine, theirs in zip(backbone.weights, source.weights):
+        np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
+    # And back: a fused backbone's weight file loads into Keras's own layers.
+    backbone.layers[2].gamma.assign(np.full(backbone.layers[2].gamma.shape, 2.0, "float32"))
+    backbone.save_weights(tmp_path / "fused.weights.h5")
+    source.load_weights(tmp_path / "fused.weights.h5")
+    np.testing.assert_array_equal(np.asarray(source.layers[2].gamma), 2.0)
 
 
 def test_save_and_safe_load_give_the_same_outputs(model: keras.Model, images: np.ndarray, tmp_path: Path) -> None:
