@@ -111,10 +111,14 @@ class BatchNormalization(layers.BatchNormalization):
 
 
 def with_fused_batch_norm(model: keras.Model) -> keras.Model:
-    """A copy of functional ``model`` with this module's ``BatchNormalization`` for Keras's, same weights."""
+    """``model`` rewired with this module's ``BatchNormalization`` for Keras's, same weights.
+
+    Every other layer is reused rather than copied, so no weight is drawn twice and the
+    random initial weights stay those a seed gives without the swap.
+    """
     def clone(layer: layers.Layer) -> layers.Layer:
-        kind = BatchNormalization if type(layer) is layers.BatchNormalization else type(layer)
-        return kind.from_config(layer.get_config())
+        swap = type(layer) is layers.BatchNormalization
+        return BatchNormalization.from_config(layer.get_config()) if swap else layer
 
     fused = keras.models.clone_model(model, clone_function=clone)
     fused.set_weights(model.get_weights())

@@ -185,6 +185,16 @@ def test_backbone_batch_norm_layers_are_fused_and_keep_their_weights(tmp_path: P
     np.testing.assert_array_equal(np.asarray(source.layers[2].gamma), 2.0)
 
 
+def test_the_swap_leaves_a_seed_s_initial_weights_alone() -> None:
+    weights = []
+    for fused in (False, True):
+        keras.utils.set_random_seed(3)
+        weights.append(build_model(image_size=SIZE, fused_batch_norm=fused).get_weights())
+    assert len(weights[0]) == len(weights[1])
+    for plain, swapped in zip(*weights):
+        np.testing.assert_array_equal(swapped, plain)
+
+
 def test_save_and_safe_load_give_the_same_outputs(model: keras.Model, images: np.ndarray, tmp_path: Path) -> None:
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
