@@ -78,13 +78,12 @@ def build_backbone(image_size: int, alpha: float, weights: str | None, fused_bat
 class BatchNormalization(layers.BatchNormalization):
     """Keras's BatchNormalization, trained with TensorFlow's fused kernel on 4-D channels-last input.
 
-    It keeps Keras's class name because Keras names a layer's entry in weight files after its
-    class: so .weights.h5 files move between backbones with either kind of layer.
     Keras 3 normalises a training batch with separate moments and arithmetic ops (its BN
     is a known slow spot, keras-team/keras-core#225); TensorFlow's one fused op does the same
     sums in a single pass and is faster on a CPU (``benchmarks/bench_batchnorm.py``). Outputs,
     gradients and moving statistics are Keras's; inference, other shapes and other backends
-    run Keras's own code.
+    run Keras's own code. The class keeps Keras's name because Keras names a layer's entries
+    in weight files after its class, so .weights.h5 files load into either kind of layer.
     """
 
     def call(self, inputs, training=None, mask=None):
