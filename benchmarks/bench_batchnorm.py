@@ -1,4 +1,4 @@
-"""Training-step cost with Keras's batch normalisation against the fused op (``FusedBatchNormalization``).
+"""Training-step cost with Keras's batch normalisation against the fused op (``celebalib.model.BatchNormalization``).
 
 Keras 3 trains batch norm with separate moments and arithmetic ops; ``celebalib.model``
 swaps the backbone's 52 batch-norm layers for a subclass that calls TensorFlow's fused

@@ -10,7 +10,7 @@ import pytest
 
 from celebalib.errors import ConfigError
 from celebalib.model import (
-    SCRATCH_BN_MOMENTUM, BatchNormalization, augmentation, backbone_of, build_backbone, build_model,
+    SCRATCH_BN_MOMENTUM, BatchNormalization, augmentation, backbone_of, batch_norm_layers, build_backbone, build_model,
     feature_extractor, imagenet_weights_file,
 )
 
@@ -32,8 +32,7 @@ def images() -> np.ndarray:
 
 def moving_means(model: keras.Model) -> np.ndarray:
     """The moving means of every batch-norm layer of the backbone, concatenated."""
-    bns = [layer for layer in backbone_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)]
-    return np.concatenate([np.asarray(layer.moving_mean) for layer in bns])
+    return np.concatenate([np.asarray(layer.moving_mean) for layer in batch_norm_layers(backbone_of(model))])
 
 
 def test_outputs_are_40_probabilities(model: keras.Model, images: np.ndarray) -> None:
@@ -110,7 +109,7 @@ def test_feature_extractor_shares_weights(model: keras.Model, images: np.ndarray
 
 
 def test_from_scratch_uses_fast_batch_norm(model: keras.Model) -> None:
-    momenta = {layer.momentum for layer in backbone_of(model).layers if isinstance(layer, keras.layers.BatchNormalization)}
+    momenta = {layer.momentum for layer in batch_norm_layers(backbone_of(model))}
     assert momenta == {SCRATCH_BN_MOMENTUM}
 
 
@@ -122,8 +121,7 @@ def test_local_weights_file_is_loaded_and_batch_norm_frozen(tmp_path: Path, imag
     for mine, theirs in zip(backbone_of(model).weights, source.weights):
         np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
     # Pretrained: Keras's momentum stays, and training steps leave the backbone statistics alone.
-    assert {layer.momentum for layer in backbone_of(model).layers
-            if isinstance(layer, keras.layers.BatchNormalization)} == {0.999}
+    assert {layer.momentum for layer in batch_norm_layers(backbone_of(model))} == {0.999}
     before = moving_means(model)
     model(images, training=True)
     np.testing.assert_array_equal(before, moving_means(model))
@@ -169,13 +167,11 @@ def test_fused_batch_norm_trains_as_keras_batch_norm_does(shape: tuple[int, ...]
 
 def test_backbone_batch_norm_layers_are_fused_and_keep_their_weights(tmp_path: Path) -> None:
     source = build_backbone(SIZE, 0.35, None, fused_batch_norm=False)
-    assert {type(layer) for layer in source.layers if isinstance(layer, keras.layers.BatchNormalization)} == {
-        keras.layers.BatchNormalization}
+    assert {type(layer) for layer in batch_norm_layers(source)} == {keras.layers.BatchNormalization}
     path = tmp_path / "plain.weights.h5"
     source.save_weights(path)
     backbone = build_backbone(SIZE, 0.35, str(path))
-    kinds = {type(layer) for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)}
-    assert kinds == {BatchNormalization} and backbone.name == "backbone"
+    assert {type(layer) for layer in batch_norm_layers(backbone)} == {BatchNormalization} and backbone.name == "backbone"
     for mine, theirs in zip(backbone.weights, source.weights):
         np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
     # And back: a fused backbone's weight file loads into Keras's own layers.
