@@ -30,10 +30,11 @@ from celebalib.train import make_optimizer, training_metrics
 from bench_training import images_per_second  # the script's own folder is on sys.path
 
 
-def compiled_model(args: argparse.Namespace, jit_compile: bool, steps: int, fused_batch_norm: bool = True) -> keras.Model:
+def compiled_model(args: argparse.Namespace, jit_compile: bool, steps: int,
+                   fast_layers: bool | tuple[str, ...] = True) -> keras.Model:
     """The preset's model, loss, optimiser (cosine over ``steps``) and metrics, compiled with or without XLA."""
     model = build_model(image_size=args.image_size, alpha=args.alpha, augment=args.augment,
-                        bn_momentum=SCRATCH_BN_MOMENTUM, head=args.head, fused_batch_norm=fused_batch_norm)
+                        bn_momentum=SCRATCH_BN_MOMENTUM, head=args.head, fast_layers=fast_layers)
     model.compile(optimizer=make_optimizer("adam", 1e-3, steps), loss=get_loss("bce"),
                   metrics=training_metrics(NUM_ATTRIBUTES), jit_compile=jit_compile)
     return model

@@ -7,6 +7,8 @@ and does its own scaling, so every caller feeds it the same thing.
 from __future__ import annotations
 
 import os
+import random
+from collections.abc import Iterable
 from pathlib import Path
 
 import keras
@@ -49,10 +51,12 @@ def imagenet_weights_file(alpha: float, image_size: int) -> Path:
     return home / "models" / name
 
 
-def build_backbone(image_size: int, alpha: float, weights: str | None, fused_batch_norm: bool = True) -> keras.Model:
+def build_backbone(image_size: int, alpha: float, weights: str | None,
+                   fast_layers: bool | Iterable[str] = True) -> keras.Model:
     """Return MobileNetV2 without its top, with weights None, "imagenet" or a local file.
 
-    ``fused_batch_norm`` swaps Keras's batch-norm layers for this module's ``BatchNormalization``.
+    ``fast_layers`` swaps Keras's layers for this module's faster subclasses of them (see
+    ``FAST_LAYERS``): True all kinds, False none, or the names of some.
     """
     shape = (image_size, image_size, 3)
     if weights not in (None, "imagenet") and not Path(weights).is_file():
@@ -71,7 +75,7 @@ def build_backbone(image_size: int, alpha: float, weights: str | None, fused_bat
             f"could not download the ImageNet weights ({error}); place {target.name} by hand in "
             f"{target.parent}/, where Keras looks for it (~/.keras/models/ unless KERAS_HOME is set)"
         ) from None
-    return with_fused_batch_norm(backbone) if fused_batch_norm else backbone
+    return with_fast_layers(backbone, fast_layers)
 
 
 @keras.saving.register_keras_serializable(package="celebalib")
@@ -80,7 +84,7 @@ class BatchNormalization(layers.BatchNormalization):
 
     Keras 3 normalises a training batch with separate moments and arithmetic ops (its BN
     is a known slow spot, keras-team/keras-core#225); TensorFlow's one fused op does the same
-    sums in a single pass and is faster on a CPU (``benchmarks/bench_batchnorm.py``). Outputs,
+    sums in a single pass and is faster on a CPU (``benchmarks/bench_fast_layers.py``). Outputs,
     gradients and moving statistics are Keras's; inference, other shapes and other backends
     run Keras's own code. The class keeps Keras's name because Keras names a layer's entries
     in weight files after its class, so .weights.h5 files load into either kind of layer.
@@ -109,19 +113,73 @@ class BatchNormalization(layers.BatchNormalization):
         return keras.ops.cast(outputs, self.compute_dtype)
 
 
-def with_fused_batch_norm(model: keras.Model) -> keras.Model:
-    """``model`` rewired with this module's ``BatchNormalization`` for Keras's, same weights.
+@keras.saving.register_keras_serializable(package="celebalib")
+class Conv2D(layers.Conv2D):
+    """Keras's Conv2D, computing a 1x1 convolution as one matrix product on TensorFlow.
 
-    Every other layer is reused rather than copied, so no weight is drawn twice and the
-    random initial weights stay those a seed gives without the swap.
+    A pointwise convolution (1x1 kernel, stride 1, one group, channels last) multiplies each
+    pixel's channel vector by the same matrix. TensorFlow's CPU kernels give the same forward
+    result either way but take much longer over the convolution's gradients than over a
+    matrix product's (``benchmarks/bench_fast_layers.py``). Other kernels and backends run
+    Keras's own code; the class keeps Keras's name for the weight files, as ``BatchNormalization``.
     """
-    def clone(layer: layers.Layer) -> layers.Layer:
-        swap = type(layer) is layers.BatchNormalization
-        return BatchNormalization.from_config(layer.get_config()) if swap else layer
 
-    fused = keras.models.clone_model(model, clone_function=clone)
-    fused.set_weights(model.get_weights())
-    return fused
+    def is_pointwise(self) -> bool:
+        """Whether this layer's convolution is a per-pixel matrix product."""
+        return (self.kernel_size == (1, 1) and self.strides == (1, 1) and self.dilation_rate == (1, 1)
+                and self.groups == 1 and self.data_format == "channels_last")
+
+    def convolution_op(self, inputs, kernel):
+        if not (self.is_pointwise() and keras.backend.backend() == "tensorflow" and len(inputs.shape) == 4):
+            return super().convolution_op(inputs, kernel)
+        import tensorflow as tf
+
+        dynamic = tf.shape(inputs)
+        # Static sizes where known, so Keras still sees the output's height and width.
+        shape = [size if size is not None else dynamic[i] for i, size in enumerate(inputs.shape[:-1])]
+        pixels = tf.reshape(inputs, [-1, inputs.shape[-1]])
+        return tf.reshape(tf.matmul(pixels, kernel[0, 0]), [*shape, self.filters])
+
+
+# The layers ``with_fast_layers`` can swap: name -> (Keras's class, this module's subclass).
+FAST_LAYERS = {"batch_norm": (layers.BatchNormalization, BatchNormalization),
+               "pointwise": (layers.Conv2D, Conv2D)}
+
+
+def fast_layer_kinds(fast_layers: bool | Iterable[str]) -> tuple[str, ...]:
+    """The ``FAST_LAYERS`` names ``fast_layers`` selects; raise ConfigError for unknown ones."""
+    if isinstance(fast_layers, bool):
+        return tuple(FAST_LAYERS) if fast_layers else ()
+    kinds = tuple(fast_layers)
+    unknown = [kind for kind in kinds if kind not in FAST_LAYERS]
+    if unknown:
+        raise ConfigError(f"fast_layers={kinds!r}: expected names among {', '.join(FAST_LAYERS)}")
+    return kinds
+
+
+def with_fast_layers(model: keras.Model, fast_layers: bool | Iterable[str] = True) -> keras.Model:
+    """``model`` rewired with this module's subclasses for the Keras layers chosen, same weights.
+
+    Only the layers the subclass speeds up are swapped (every batch norm; convolutions that
+    are pointwise). Every other layer is reused rather than copied, and Python's random state
+    (which Keras draws initialiser seeds from) is put back after the new layers are made, so
+    the random initial weights stay those a seed gives without the swap.
+    """
+    swaps = dict(FAST_LAYERS[kind] for kind in fast_layer_kinds(fast_layers))
+    if not swaps:
+        return model
+
+    def clone(layer: layers.Layer) -> layers.Layer:
+        mine = swaps.get(type(layer))
+        if mine is None or (mine is Conv2D and not Conv2D.is_pointwise(layer)):
+            return layer
+        return mine.from_config(layer.get_config())
+
+    state = random.getstate()
+    fast = keras.models.clone_model(model, clone_function=clone)
+    random.setstate(state)
+    fast.set_weights(model.get_weights())
+    return fast
 
 
 AUGMENTATIONS = ("full", "shift", "flip", "none")
@@ -192,7 +250,7 @@ def build_model(
     bn_momentum: float | None = None,
     head: str = "average",
     num_attributes: int = NUM_ATTRIBUTES,
-    fused_batch_norm: bool = True,
+    fast_layers: bool | Iterable[str] = True,
 ) -> keras.Model:
     """Build the attribute model: raw RGB [0, 255] in, ``num_attributes`` probabilities out.
 
@@ -203,8 +261,9 @@ def build_model(
         bn_momentum: batch-norm momentum; None means 0.9 from scratch and Keras's own when
             pretrained (see ``SCRATCH_BN_MOMENTUM``).
         head: "average" or "depthwise" pooling of the last feature map (see ``HEADS``).
-        fused_batch_norm: train the backbone's batch norm with the fused op (this module's
-            ``BatchNormalization``: the same figures, faster); False keeps Keras's layers.
+        fast_layers: swap the backbone's batch norm and 1x1 convolutions for this module's
+            faster subclasses (the same figures; see ``FAST_LAYERS``); False keeps Keras's
+            layers, names of ``FAST_LAYERS`` swap only those.
     """
     check_image_size(image_size)
     check_head(head)
@@ -213,7 +272,7 @@ def build_model(
     x = augmentation(mode=mode)(inputs) if mode != "none" else inputs
     # The same scaling as mobilenet_v2.preprocess_input: [0, 255] -> [-1, 1].
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(x)
-    backbone = build_backbone(image_size, alpha, weights, fused_batch_norm)
+    backbone = build_backbone(image_size, alpha, weights, fast_layers)
     if weights is not None:
         freeze_batch_norm(backbone)
     x = backbone(x)

@@ -1,4 +1,4 @@
-"""The attribute model: shapes, augmentation only in training, weights, batch-norm handling."""
+"""The attribute model: shapes, augmentation only in training, weights, batch-norm handling, fast layers."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from celebalib.errors import ConfigError
 from celebalib.model import (
-    SCRATCH_BN_MOMENTUM, BatchNormalization, augmentation, backbone_of, batch_norm_layers, build_backbone, build_model,
-    feature_extractor, imagenet_weights_file,
+    SCRATCH_BN_MOMENTUM, BatchNormalization, Conv2D, augmentation, backbone_of, batch_norm_layers, build_backbone,
+    build_model, feature_extractor, imagenet_weights_file,
 )
 
 SIZE = 32
@@ -165,27 +165,105 @@ def test_fused_batch_norm_trains_as_keras_batch_norm_does(shape: tuple[int, ...]
         np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-4, err_msg=name)
 
 
-def test_backbone_batch_norm_layers_are_fused_and_keep_their_weights(tmp_path: Path) -> None:
-    source = build_backbone(SIZE, 0.35, None, fused_batch_norm=False)
+def conv_layers(model: keras.Model) -> list[keras.layers.Conv2D]:
+    """Every Conv2D layer inside ``model`` (Keras's or this project's)."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, keras.layers.Conv2D)]
+
+
+def train_step_of(layer: keras.layers.Conv2D, x: np.ndarray) -> list[np.ndarray]:
+    """One training call of ``layer`` on ``x``: outputs and the gradients for inputs, kernel and bias."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        inputs = tf.constant(x)
+        tape.watch(inputs)
+        outputs = layer(inputs, training=True)
+        loss = tf.reduce_sum(tf.sin(outputs) * tf.range(1.0, outputs.shape[-1] + 1.0))
+    grads = tape.gradient(loss, [inputs, layer.kernel.value, layer.bias.value])
+    return [np.asarray(outputs), *(np.asarray(g) for g in grads)]
+
+
+@pytest.mark.parametrize("kernel, strides", [(1, 1), (3, 1), (1, 2)])
+def test_pointwise_conv_trains_as_keras_conv_does(kernel: int, strides: int) -> None:
+    # 1x1 stride 1 takes the matrix product, the others Keras's convolution; nothing may change.
+    x = np.random.default_rng(2).normal(0.0, 1.0, (3, 5, 6, 7)).astype("float32")
+    keras_conv = keras.layers.Conv2D(4, kernel, strides=strides, padding="same", activation="relu6")
+    mine = Conv2D(4, kernel, strides=strides, padding="same", activation="relu6")
+    for layer in (keras_conv, mine):
+        layer.build(x.shape)
+    mine.set_weights([np.asarray(w) + 0.1 for w in keras_conv.get_weights()])  # a non-zero bias too
+    keras_conv.set_weights(mine.get_weights())
+    expected, got = train_step_of(keras_conv, x), train_step_of(mine, x)
+    assert got[0].shape == (3, -(-5 // strides), -(-6 // strides), 4)
+    for name, want, have in zip(["outputs", "d inputs", "d kernel", "d bias"], expected, got):
+        np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+def test_pointwise_conv_is_a_matrix_product_in_the_graph() -> None:
+    import tensorflow as tf
+
+    def op_types(layer: keras.layers.Layer) -> set[str]:
+        layer.build((None, 6, 6, 8))
+        graph = tf.function(layer).get_concrete_function(tf.TensorSpec((None, 6, 6, 8))).graph
+        return {op.type for op in graph.get_operations()}
+
+    assert "MatMul" in op_types(Conv2D(4, 1)) and "Conv2D" not in op_types(Conv2D(4, 1))
+    assert "Conv2D" in op_types(Conv2D(4, 3)) and "Conv2D" in op_types(keras.layers.Conv2D(4, 1))
+
+
+def test_pointwise_conv_follows_the_mixed_precision_policy() -> None:
+    x = np.random.default_rng(3).normal(0.0, 1.0, (2, 4, 4, 8)).astype("float32")
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras_conv, mine = keras.layers.Conv2D(4, 1), Conv2D(4, 1)
+        for layer in (keras_conv, mine):
+            layer.build(x.shape)
+        mine.set_weights(keras_conv.get_weights())
+        want, have = keras_conv(x), mine(x)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert have.dtype == want.dtype == "float16" and mine.kernel.dtype == "float32"
+    np.testing.assert_allclose(np.asarray(have, "float32"), np.asarray(want, "float32"), rtol=1e-2, atol=1e-2)
+
+
+def test_backbone_fast_layers_are_swapped_in_and_keep_their_weights(tmp_path: Path) -> None:
+    source = build_backbone(SIZE, 0.35, None, fast_layers=False)
     assert {type(layer) for layer in batch_norm_layers(source)} == {keras.layers.BatchNormalization}
+    assert {type(layer) for layer in conv_layers(source)} == {keras.layers.Conv2D}
     path = tmp_path / "plain.weights.h5"
     source.save_weights(path)
     backbone = build_backbone(SIZE, 0.35, str(path))
     assert {type(layer) for layer in batch_norm_layers(backbone)} == {BatchNormalization} and backbone.name == "backbone"
+    # The 34 pointwise convolutions are swapped; the 3x3 stride-2 stem stays Keras's.
+    kinds = {layer.name: type(layer) for layer in conv_layers(backbone)}
+    assert kinds.pop("Conv1") is keras.layers.Conv2D
+    assert len(kinds) == 34 and set(kinds.values()) == {Conv2D}
     for mine, theirs in zip(backbone.weights, source.weights):
         np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
-    # And back: a fused backbone's weight file loads into Keras's own layers.
+    # And back: a fast backbone's weight file loads into Keras's own layers.
     backbone.layers[2].gamma.assign(np.full(backbone.layers[2].gamma.shape, 2.0, "float32"))
-    backbone.save_weights(tmp_path / "fused.weights.h5")
-    source.load_weights(tmp_path / "fused.weights.h5")
+    backbone.save_weights(tmp_path / "fast.weights.h5")
+    source.load_weights(tmp_path / "fast.weights.h5")
     np.testing.assert_array_equal(np.asarray(source.layers[2].gamma), 2.0)
+
+
+@pytest.mark.parametrize("fast_layers", [("batch_norm",), ("pointwise",)])
+def test_each_swap_alone_leaves_the_other_layers_keras_s(fast_layers: tuple[str, ...]) -> None:
+    backbone = build_backbone(SIZE, 0.35, None, fast_layers=fast_layers)
+    batch_norm_kinds = {type(layer) for layer in batch_norm_layers(backbone)}
+    conv_kinds = {type(layer) for layer in conv_layers(backbone)}
+    if fast_layers == ("batch_norm",):
+        assert batch_norm_kinds == {BatchNormalization} and conv_kinds == {keras.layers.Conv2D}
+    else:
+        assert batch_norm_kinds == {keras.layers.BatchNormalization} and conv_kinds == {keras.layers.Conv2D, Conv2D}
 
 
 def test_the_swap_leaves_a_seed_s_initial_weights_alone() -> None:
     weights = []
-    for fused in (False, True):
+    for fast in (False, True):
         keras.utils.set_random_seed(3)
-        weights.append(build_model(image_size=SIZE, fused_batch_norm=fused).get_weights())
+        weights.append(build_model(image_size=SIZE, fast_layers=fast).get_weights())
     assert len(weights[0]) == len(weights[1])
     for plain, swapped in zip(*weights):
         np.testing.assert_array_equal(swapped, plain)
@@ -205,6 +283,8 @@ def test_bad_arguments_are_config_errors(tmp_path: Path) -> None:
         build_model(image_size=SIZE, weights=str(tmp_path / "missing.h5"))
     with pytest.raises(ConfigError, match="alpha 0.3"):
         build_model(image_size=SIZE, weights="imagenet", alpha=0.3)
+    with pytest.raises(ConfigError, match="expected names among batch_norm, pointwise"):
+        build_model(image_size=SIZE, fast_layers=("depthwise",))
 
 
 def test_failed_download_names_the_file_and_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
