@@ -41,7 +41,7 @@ check: setup ## Validate the dataset in use (CELEBA_ROOT, or the synthetic one).
 
 # The other benchmark scripts (bench_celeba_cpu, bench_tta, bench_weight_averaging) score trained
 # run folders, which they take as arguments.
-STANDALONE_BENCHMARKS := bench_data bench_fast_layers bench_metrics bench_retrieval bench_synthetic bench_training bench_xla
+STANDALONE_BENCHMARKS := bench_data bench_fast_layers bench_metrics bench_retrieval bench_synthetic bench_training bench_xla profile_step
 
 bench: setup ## Run the benchmark scripts that need no trained run and print their figures.
 	@for name in $(STANDALONE_BENCHMARKS); do echo "== benchmarks/$$name.py"; $(PY) benchmarks/$$name.py || exit 1; done

@@ -45,20 +45,30 @@ def ms_per_step(model: keras.Model, dataset: tf.data.Dataset, steps: int, batch_
     return 1000 * batch_size / images_per_second(model, dataset, steps, batch_size)
 
 
-def arguments(description: str, augment: str, rounds: int = 2) -> argparse.Namespace:
-    """The model and measurement options both step-time benchmarks take."""
+def option_parser(description: str, augment: str, rounds: int = 2, steps: int = 30) -> argparse.ArgumentParser:
+    """The model and measurement options the step-time benchmarks take."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--image-size", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--augment", default=augment, help="augmentation inside the model (Keras declines XLA with it)")
     parser.add_argument("--head", default="depthwise")
-    parser.add_argument("--steps", type=int, default=30, help="training steps per measurement (at least 5)")
+    parser.add_argument("--steps", type=int, default=steps, help="training steps per measurement (at least 5)")
     parser.add_argument("--rounds", type=int, default=rounds, help="measurements of each kind (median)")
+    return parser
+
+
+def parse_options(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the command line with ``parser``; exit with its usage message for too few steps."""
     args = parser.parse_args()
     if args.steps < 5:
         parser.error(f"--steps {args.steps}: expected at least 5")
     return args
+
+
+def arguments(description: str, augment: str, rounds: int = 2) -> argparse.Namespace:
+    """The parsed model and measurement options (``option_parser``)."""
+    return parse_options(option_parser(description, augment, rounds))
 
 
 def random_batches(args: argparse.Namespace) -> tf.data.Dataset:
