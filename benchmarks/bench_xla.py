@@ -45,8 +45,8 @@ def ms_per_step(model: keras.Model, dataset: tf.data.Dataset, steps: int, batch_
     return 1000 * batch_size / images_per_second(model, dataset, steps, batch_size)
 
 
-def option_parser(description: str, augment: str, rounds: int = 2, steps: int = 30) -> argparse.ArgumentParser:
-    """The model and measurement options the step-time benchmarks take."""
+def option_parser(description: str, augment: str, rounds: int | None = 2, steps: int = 30) -> argparse.ArgumentParser:
+    """The model and measurement options the step-time benchmarks take (``rounds`` None: no --rounds)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--image-size", type=int, default=96)
@@ -54,7 +54,8 @@ def option_parser(description: str, augment: str, rounds: int = 2, steps: int = 
     parser.add_argument("--augment", default=augment, help="augmentation inside the model (Keras declines XLA with it)")
     parser.add_argument("--head", default="depthwise")
     parser.add_argument("--steps", type=int, default=steps, help="training steps per measurement (at least 5)")
-    parser.add_argument("--rounds", type=int, default=rounds, help="measurements of each kind (median)")
+    if rounds is not None:
+        parser.add_argument("--rounds", type=int, default=rounds, help="measurements of each kind (median)")
     return parser
 
 

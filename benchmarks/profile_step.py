@@ -56,7 +56,7 @@ def profile(model, dataset, steps: int, batch_size: int) -> tuple[float, collect
 
 def main() -> None:
     """Profile both variants and print the op types that take longest."""
-    parser = option_parser(__doc__.splitlines()[0], augment="shift", steps=10)
+    parser = option_parser(__doc__.splitlines()[0], augment="shift", rounds=None, steps=10)
     parser.add_argument("--top", type=int, default=15, help="op types to list, longest first")
     args = parse_options(parser)
     seed_everything(0)

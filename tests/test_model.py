@@ -243,9 +243,12 @@ def test_backbone_fast_layers_are_swapped_in_and_keep_their_weights(tmp_path: Pa
         np.testing.assert_array_equal(np.asarray(mine), np.asarray(theirs))
     # And back: a fast backbone's weight file loads into Keras's own layers.
     backbone.layers[2].gamma.assign(np.full(backbone.layers[2].gamma.shape, 2.0, "float32"))
+    pointwise = backbone.get_layer("Conv_1")
+    pointwise.kernel.assign(np.full(pointwise.kernel.shape, 3.0, "float32"))
     backbone.save_weights(tmp_path / "fast.weights.h5")
     source.load_weights(tmp_path / "fast.weights.h5")
     np.testing.assert_array_equal(np.asarray(source.layers[2].gamma), 2.0)
+    np.testing.assert_array_equal(np.asarray(source.get_layer("Conv_1").kernel), 3.0)
 
 
 @pytest.mark.parametrize("fast_layers", [("batch_norm",), ("pointwise",)])
