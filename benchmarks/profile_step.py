@@ -68,13 +68,17 @@ def main() -> None:
           f"TensorFlow {tf.__version__}")
     print("kernel ms per step, summed over compute threads:")
     print(f"{'op type':<40}" + "".join(f"{name:>16}" for name in results))
-    ranked = sum((totals for _, totals in results.values()), collections.Counter()).most_common()
-    for op_type, _ in ranked[:args.top]:
-        print(f"{op_type:<40}" + "".join(f"{totals[op_type]:16.1f}" for _, totals in results.values()))
-    rest = [op for op, _ in ranked[args.top:]]
-    print(f"{'all other op types':<40}" + "".join(f"{sum(totals[op] for op in rest):16.1f}" for _, totals in results.values()))
-    print(f"{'total kernel time':<40}" + "".join(f"{sum(totals.values()):16.1f}" for _, totals in results.values()))
-    print(f"{'wall time':<40}" + "".join(f"{wall:16.1f}" for wall, _ in results.values()))
+    tables = [totals for _, totals in results.values()]
+    ranked = [op_type for op_type, _ in sum(tables, collections.Counter()).most_common()]
+
+    def row(label: str, cells: list[float]) -> None:
+        print(f"{label:<40}" + "".join(f"{cell:16.1f}" for cell in cells))
+
+    for op_type in ranked[:args.top]:
+        row(op_type, [totals[op_type] for totals in tables])
+    row("all other op types", [sum(totals[op] for op in ranked[args.top:]) for totals in tables])
+    row("total kernel time", [sum(totals.values()) for totals in tables])
+    row("wall time", [wall for wall, _ in results.values()])
 
 
 if __name__ == "__main__":

@@ -208,10 +208,14 @@ def augmentation(seed: int | None = None, mode: str = "full") -> keras.Sequentia
     return keras.Sequential(steps, name="augment")
 
 
+def layers_of_kind(model: keras.Model, kind: type[layers.Layer]) -> list[layers.Layer]:
+    """Every layer inside ``model`` that is a ``kind`` (subclasses too), nested models included."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True) if isinstance(layer, kind)]
+
+
 def batch_norm_layers(model: keras.Model) -> list[layers.BatchNormalization]:
     """Every batch-normalisation layer inside ``model``, nested models included."""
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, layers.BatchNormalization)]
+    return layers_of_kind(model, layers.BatchNormalization)
 
 
 def set_bn_momentum(model: keras.Model, momentum: float) -> None:

@@ -11,7 +11,7 @@ import pytest
 from celebalib.errors import ConfigError
 from celebalib.model import (
     SCRATCH_BN_MOMENTUM, BatchNormalization, Conv2D, augmentation, backbone_of, batch_norm_layers, build_backbone,
-    build_model, feature_extractor, imagenet_weights_file,
+    build_model, feature_extractor, imagenet_weights_file, layers_of_kind,
 )
 
 SIZE = 32
@@ -165,12 +165,6 @@ def test_fused_batch_norm_trains_as_keras_batch_norm_does(shape: tuple[int, ...]
         np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-4, err_msg=name)
 
 
-def conv_layers(model: keras.Model) -> list[keras.layers.Conv2D]:
-    """Every Conv2D layer inside ``model`` (Keras's or this project's)."""
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, keras.layers.Conv2D)]
-
-
 def train_step_of(layer: keras.layers.Conv2D, x: np.ndarray) -> list[np.ndarray]:
     """One training call of ``layer`` on ``x``: outputs and the gradients for inputs, kernel and bias."""
     import tensorflow as tf
@@ -230,13 +224,13 @@ def test_pointwise_conv_follows_the_mixed_precision_policy() -> None:
 def test_backbone_fast_layers_are_swapped_in_and_keep_their_weights(tmp_path: Path) -> None:
     source = build_backbone(SIZE, 0.35, None, fast_layers=False)
     assert {type(layer) for layer in batch_norm_layers(source)} == {keras.layers.BatchNormalization}
-    assert {type(layer) for layer in conv_layers(source)} == {keras.layers.Conv2D}
+    assert {type(layer) for layer in layers_of_kind(source, keras.layers.Conv2D)} == {keras.layers.Conv2D}
     path = tmp_path / "plain.weights.h5"
     source.save_weights(path)
     backbone = build_backbone(SIZE, 0.35, str(path))
     assert {type(layer) for layer in batch_norm_layers(backbone)} == {BatchNormalization} and backbone.name == "backbone"
     # The 34 pointwise convolutions are swapped; the 3x3 stride-2 stem stays Keras's.
-    kinds = {layer.name: type(layer) for layer in conv_layers(backbone)}
+    kinds = {layer.name: type(layer) for layer in layers_of_kind(backbone, keras.layers.Conv2D)}
     assert kinds.pop("Conv1") is keras.layers.Conv2D
     assert len(kinds) == 34 and set(kinds.values()) == {Conv2D}
     for mine, theirs in zip(backbone.weights, source.weights):
@@ -255,7 +249,7 @@ def test_backbone_fast_layers_are_swapped_in_and_keep_their_weights(tmp_path: Pa
 def test_each_swap_alone_leaves_the_other_layers_keras_s(fast_layers: tuple[str, ...]) -> None:
     backbone = build_backbone(SIZE, 0.35, None, fast_layers=fast_layers)
     batch_norm_kinds = {type(layer) for layer in batch_norm_layers(backbone)}
-    conv_kinds = {type(layer) for layer in conv_layers(backbone)}
+    conv_kinds = {type(layer) for layer in layers_of_kind(backbone, keras.layers.Conv2D)}
     if fast_layers == ("batch_norm",):
         assert batch_norm_kinds == {BatchNormalization} and conv_kinds == {keras.layers.Conv2D}
     else:
