@@ -3,7 +3,8 @@
 For each run folder: its settings, the epochs run (of the run's epochs; in brackets the best
 epoch, whose ``best.keras`` is scored, or the epochs it averages; then the epochs first
 planned, where a time budget cut the run short), wall minutes (config.json's ``created`` to
-``finished``), then on the val split, with mirror-image averaging off and on: mean accuracy
+``finished``), then on the val split, with one view, with mirror-image averaging, and with the
+run's own test-time views where it has more (``test_time_shift``): mean accuracy
 at 0.5, mean accuracy at thresholds tuned for accuracy, mean balanced accuracy at thresholds
 tuned for it (both cross-fitted over identity-grouped folds, so no image is scored with
 thresholds tuned on it), mean ROC-AUC, and the majority baseline. The test split is never
@@ -68,14 +69,14 @@ class ValSplit:
 
 
 def main() -> None:
-    """Print one line per run and mirror-averaging setting."""
+    """Print one line per run and set of test-time views."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (a stopped run is scored by its best.keras)")
     parser.add_argument("--data", type=Path, default=Path("../shared/celeba"), help="a CelebA root with val images")
     args = parser.parse_args()
     val = ValSplit(args.data)
     print(val.describe())
-    print("run | settings | epochs (best) | minutes | mirror | acc@0.5 | acc (tuned for acc) | bal acc (tuned for it) | ROC-AUC")
+    print("run | settings | epochs (best) | minutes | views | acc@0.5 | acc (tuned for acc) | bal acc (tuned for it) | ROC-AUC")
     for folder in args.runs:
         run = Run(folder)
         settings = ", ".join(f"{key} {recorded_setting(run.config, key)}" for key in SETTINGS)
@@ -89,10 +90,11 @@ def main() -> None:
         epochs = f"{len(history)} of {run.config['epochs']} ({chosen})"
         if "planned_epochs" in run.config:  # its time budget shortened the run
             epochs += f", {run.config['planned_epochs']} planned"
-        for flip in (False, True):
-            y_prob = run.predict(val.rows, progress=False, flip=flip)
+        choices = [(False, 0), (True, 0)] + ([(True, run.shift_pixels)] if run.shift_pixels else [])
+        for flip, shift in choices:
+            y_prob = run.predict(val.rows, progress=False, flip=flip, shift=shift)
             print(f"{folder.name} | {settings} | {epochs} | {minutes(run.config)} | "
-                  f"{'on' if flip else 'off'} | {val.figures(y_prob)}", flush=True)
+                  f"{len(run.views(flip, shift))} | {val.figures(y_prob)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from sklearn.model_selection import GroupKFold, KFold
 from celebalib.attributes import ATTRIBUTES, NUM_ATTRIBUTES, SPLITS
 from celebalib.config import display_path
 from celebalib.errors import ConfigError, RunError
+from celebalib.runs import describe_views
 
 OBJECTIVES: tuple[str, ...] = ("balanced_accuracy", "accuracy")
 SUMMARY_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "roc_auc", "f1", "baseline")
@@ -237,6 +238,7 @@ class EvaluationResult:
     probabilities: np.ndarray
     image_ids: list[str]
     table_tuned_in_sample: pd.DataFrame | None = None
+    predictions_source: str = ""
 
     @property
     def n_images(self) -> int:
@@ -322,19 +324,26 @@ def evaluate_run(
     progress: bool = True,
     folds: int = 5,
     flip: bool | None = None,
+    shift: int | None = None,
 ) -> EvaluationResult:
     """Predict ``split`` and tabulate every attribute at 0.5 and at tuned thresholds.
 
     On val, thresholds are tuned, stored in the run's config.json, and the tuned figures
     are cross-fitted (each fold scored with thresholds tuned on the others). On train or
     test, the stored thresholds are applied unchanged (0.5 where none are stored).
-    ``flip`` turns mirror-image averaging on or off (None: as the run's config says).
+    ``flip`` and ``shift`` choose the test-time views (None: as the run's config says; see
+    ``runs.prediction_views``). Predictions are kept in the run folder and reused by the next
+    evaluation of the same split, model and views (``Run.predict_stored``).
     """
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
     rows = _split_rows(table, split)
     check_run_matches(run)
-    y_prob = np.asarray(run.predict(rows, batch_size=batch_size, progress=progress, flip=flip), dtype=np.float64)
+    y_prob, reused = run.predict_stored(rows, split, batch_size=batch_size, progress=progress, flip=flip, shift=shift)
+    y_prob = np.asarray(y_prob, dtype=np.float64)
+    views = run.views(flip, shift)
+    predicted = f"{len(views)} view{'s' if len(views) > 1 else ''} averaged ({describe_views(views)})" + (
+        f"; reused from predictions_{split}.npz (same model file and views)" if reused else "")
     y_true = rows[list(ATTRIBUTES)].to_numpy()
     from celebalib.data import majority_baseline  # imported here: it loads TensorFlow
 
@@ -350,6 +359,7 @@ def evaluate_run(
         split=split, data_root=str(root) if root is not None else None, objective=objective,
         thresholds_source=source, thresholds=thresholds, table_default=attribute_table(y_true, y_prob, 0.5, baseline),
         table_tuned=tuned, probabilities=y_prob, image_ids=rows["image_id"].tolist(), table_tuned_in_sample=in_sample,
+        predictions_source=predicted,
     )
 
 
@@ -407,6 +417,7 @@ def summary_text(result: EvaluationResult, n: int = 5) -> str:
     worst = ", ".join(f"{name} {value:.3f}" for name, value in ranked.tail(n)[::-1].items())
     return "\n".join([
         f"{result.split}: {result.n_images} images from {display_path(result.data_root) if result.data_root else 'a table in memory'}",
+        *([f"predictions: {result.predictions_source}"] if result.predictions_source else []),
         f"thresholds: {result.thresholds_source}",
         f"mean accuracy {means.at['accuracy', 'at_0.5']:.3f} at 0.5, {means.at['accuracy', 'tuned']:.3f} tuned "
         f"(majority baseline {means.at['baseline', 'at_0.5']:.3f})",
@@ -428,6 +439,9 @@ def configure_evaluate_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="prediction batch size")
     parser.add_argument("--flip", choices=("run", "on", "off"), default="run",
                         help="average with mirror images: as the run's config says (default), on or off")
+    parser.add_argument("--shift", type=int, default=None, metavar="PIXELS",
+                        help="also average views shifted by this many pixels left, right, up and down; "
+                             "0 for none (default: as the run's config says)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(handler=_evaluate_command)
 
@@ -440,7 +454,8 @@ def _evaluate_command(args: argparse.Namespace) -> int:
     run = open_run(args.run)
     table = load_celeba(run.data_root(args.data))
     result = evaluate_run(run, table, args.split, objective=args.objective, batch_size=args.batch_size,
-                          progress=not args.no_progress, flip={"run": None, "on": True, "off": False}[args.flip])
+                          progress=not args.no_progress, flip={"run": None, "on": True, "off": False}[args.flip],
+                          shift=args.shift)
     csv_path, json_path = write_evaluation(result, run.path)
     print(summary_text(result))
     print(f"wrote {csv_path} and {json_path}")

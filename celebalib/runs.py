@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from celebalib.attributes import ATTRIBUTES
-from celebalib.errors import RunError
+from celebalib.errors import ConfigError, RunError
 from celebalib.io import write_json
 
 CONFIG = "config.json"
@@ -25,6 +25,40 @@ FINAL = "model.keras"
 BEST = "best.keras"
 HISTORY = "history.csv"
 MODEL_FILES = {"best": BEST, "final": FINAL}
+
+
+def prediction_views(flip: bool, shift: int) -> list[tuple[int, int, bool]]:
+    """Test-time views as (dx, dy, mirrored): the image, with ``shift`` > 0 also moved by that many
+    pixels left, right, up and down, and with ``flip`` the mirror image of each (1, 2, 5 or 10 views)."""
+    if not isinstance(shift, (int, np.integer)) or isinstance(shift, bool) or shift < 0:
+        raise ConfigError(f"test-time shift {shift!r}: expected a whole number of pixels, 0 for none")
+    moves = [(0, 0)] + ([(-shift, 0), (shift, 0), (0, -shift), (0, shift)] if shift else [])
+    return [(dx, dy, mirrored) for dx, dy in moves for mirrored in ((False, True) if flip else (False,))]
+
+
+def describe_views(views: list[tuple[int, int, bool]]) -> str:
+    """Words for ``prediction_views``' list, e.g. "the image and shifts by 3 px, each also mirrored"."""
+    shift = max(max(abs(dx), abs(dy)) for dx, dy, _ in views)
+    mirrored = any(flipped for _, _, flipped in views)
+    words = "the image" + (f" and shifts by {shift} px left, right, up and down" if shift else "")
+    if mirrored:
+        words += ", each also mirrored" if shift else " and its mirror image"
+    return words
+
+
+def view_of(images: Any, dx: int, dy: int, mirrored: bool) -> Any:
+    """A batch (N, S, S, C) moved by whole pixels (right by dx, down by dy), then mirrored if asked.
+
+    The edge is mirrored in, as the "shift" training augmentation (Keras's "reflect" fill) fills it.
+    """
+    import tensorflow as tf
+
+    images = tf.convert_to_tensor(images)
+    if dx or dy:
+        pad, height, width = max(abs(dx), abs(dy)), images.shape[1], images.shape[2]
+        padded = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="SYMMETRIC")
+        images = padded[:, pad - dy:pad - dy + height, pad - dx:pad - dx + width, :]
+    return tf.image.flip_left_right(images) if mirrored else images
 
 
 def save_model(model: Any, path: str | Path) -> None:
@@ -132,31 +166,84 @@ class Run:
         """Images of every row of ``table``, in order, as the run's model takes them (its size and crop)."""
         from celebalib.data import make_dataset
 
-        size = batch_size or int(self.config.get("batch_size") or 64)
-        return make_dataset(table, None, image_size=self.image_size, batch_size=size, training=False,
-                            crop=self.crop, labels=False)
+        return make_dataset(table, None, image_size=self.image_size, batch_size=self._batch_size(batch_size),
+                            training=False, crop=self.crop, labels=False)
+
+    def _batch_size(self, batch_size: int | None) -> int:
+        """``batch_size``, else the run's training batch size, else 64."""
+        return int(batch_size or self.config.get("batch_size") or 64)
 
     @property
     def flip_average(self) -> bool:
         """Whether predictions average each image with its mirror image (config ``test_time_flip``)."""
         return bool(self.config.get("test_time_flip", False))
 
+    @property
+    def shift_pixels(self) -> int:
+        """Pixels by which shifted views move (config ``test_time_shift``; 0: no shifted views)."""
+        return int(self.config.get("test_time_shift") or 0)
+
+    def views(self, flip: bool | None = None, shift: int | None = None) -> list[tuple[int, int, bool]]:
+        """The views predictions average: ``prediction_views`` of the arguments, None meaning the run's config."""
+        shift = self.shift_pixels if shift is None else shift
+        if isinstance(shift, (int, np.integer)) and shift >= self.image_size:
+            raise ConfigError(f"test-time shift {shift}: expected fewer pixels than the run's image size, {self.image_size}")
+        return prediction_views(self.flip_average if flip is None else flip, shift)
+
     def predict(self, table: pd.DataFrame, *, batch_size: int | None = None, progress: bool = True,
-                which: str = "best", flip: bool | None = None) -> np.ndarray:
-        """Probabilities (N, 40) for the rows of ``table``, in table order.
+                which: str = "best", flip: bool | None = None, shift: int | None = None) -> np.ndarray:
+        """Probabilities (N, 40) for the rows of ``table``, in table order, averaged over the run's views.
 
         ``flip`` averages each image's probabilities with those of its mirror image (faces
-        are symmetric, so this cancels some noise); None follows the run's ``flip_average``.
+        are symmetric, so this cancels some noise); ``shift`` adds views moved by that many
+        pixels left, right, up and down (see ``prediction_views``). None follows the run's config.
+        Each image is read once: every batch goes through the model once per view.
         """
         import tensorflow as tf
 
-        model, verbose = self.model(which), 1 if progress else 0
+        views = self.views(flip, shift)
+        model = self.model(which)
         dataset = self.images(table, batch_size)
-        probabilities = np.asarray(model.predict(dataset, verbose=verbose))
-        if self.flip_average if flip is None else flip:
-            mirrored = np.asarray(model.predict(dataset.map(tf.image.flip_left_right), verbose=verbose))
-            probabilities = (probabilities + mirrored) / 2
-        return probabilities
+        size, n = self._batch_size(batch_size), len(table)
+        sizes = [min(size, n - start) for start in range(0, n, size)]
+        if len(views) > 1:
+            dataset = dataset.flat_map(
+                lambda images: tf.data.Dataset.from_tensor_slices(tf.stack([view_of(images, *v) for v in views])))
+            dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(sizes) * len(views)))
+        outputs = np.asarray(model.predict(dataset, verbose=1 if progress else 0))
+        # The model saw each batch of b images as len(views) batches in a row: regroup and average.
+        parts = np.split(outputs, np.cumsum([len(views) * b for b in sizes])[:-1]) if sizes else [outputs]
+        return np.concatenate([part.reshape(len(views), -1, part.shape[-1]).mean(axis=0) for part in parts])
+
+    def predict_stored(self, table: pd.DataFrame, name: str, *, batch_size: int | None = None, progress: bool = True,
+                       which: str = "best", flip: bool | None = None,
+                       shift: int | None = None) -> tuple[np.ndarray, bool]:
+        """``predict``, kept in ``predictions_<name>.npz`` in the run folder; return (probabilities, reused).
+
+        The file is reused while the model file (its size and modification time), the views and
+        the image ids are those it was written for, so evaluating one split twice (e.g. for two
+        threshold objectives) predicts it once; anything else predicts again and replaces it.
+        """
+        from celebalib.io import atomic_path
+
+        model_file = self.path / MODEL_FILES.get(which, BEST)
+        stat = model_file.stat() if model_file.is_file() else None
+        key = {"model": f"{model_file.name}:{stat.st_size}:{stat.st_mtime_ns}" if stat else "",
+               "views": np.asarray(self.views(flip, shift), dtype=np.int64).reshape(-1, 3),
+               "image_ids": table["image_id"].to_numpy(str)}
+        path = self.path / f"predictions_{name}.npz"
+        try:
+            with np.load(path) as stored:
+                if (str(stored["model"]) == key["model"] and np.array_equal(stored["views"], key["views"])
+                        and np.array_equal(stored["image_ids"], key["image_ids"])):
+                    return np.asarray(stored["probabilities"]), True
+        except (OSError, KeyError, ValueError):  # missing, unreadable or another format: predict again
+            pass
+        probabilities = self.predict(table, batch_size=batch_size, progress=progress, which=which, flip=flip,
+                                     shift=shift)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, probabilities=probabilities, **key)
+        return probabilities, False
 
     def features(self, table: pd.DataFrame, *, batch_size: int | None = None, progress: bool = True,
                  which: str = "best") -> np.ndarray:
@@ -177,10 +264,7 @@ class Run:
             raise RunError(f"{self.path}: images of shape {pixels.shape}; expected (N, {self.image_size}, "
                            f"{self.image_size}, 3), as data.load_image(..., image_size={self.image_size}) gives")
         model = self.model(which)
-        probabilities = np.asarray(model(pixels, training=False))
-        if self.flip_average:
-            probabilities = (probabilities + np.asarray(model(pixels[:, :, ::-1], training=False))) / 2
-        return probabilities
+        return np.mean([np.asarray(model(view_of(pixels, *view), training=False)) for view in self.views()], axis=0)
 
     def update_config(self, **values: Any) -> dict:
         """Merge ``values`` into config.json (written atomically) and return the new config."""

@@ -177,6 +177,32 @@ def test_cli_writes_documented_json_and_csv(val_result, run_copy, synthetic_root
     assert "mean balanced accuracy" in out and "worst" in out
 
 
+def test_cli_second_evaluation_of_a_split_reuses_its_predictions(tiny_run, synthetic_root: Path, tmp_path: Path,
+                                                                 capsys) -> None:
+    import shutil
+
+    from celebalib.cli import main
+
+    shutil.copytree(tiny_run.path, tmp_path / "run")
+    command = ["evaluate", "--run", str(tmp_path / "run"), "--data", str(synthetic_root), "--split", "val",
+               "--no-progress", "--shift", "1"]
+    assert main([*command, "--objective", "accuracy"]) == 0
+    first = capsys.readouterr().out
+    assert "predictions: 5 views averaged (the image and shifts by 1 px left, right, up and down)\n" in first
+    first_json = json.loads((tmp_path / "run" / "eval_val.json").read_text())
+    assert main(command) == 0
+    second = capsys.readouterr().out
+    assert "reused from predictions_val.npz" in second and "reused" not in first
+    second_json = json.loads((tmp_path / "run" / "eval_val.json").read_text())
+    # The same probabilities, so the same threshold-free figures; the thresholds follow the objective.
+    assert first_json["means"]["at_0.5"] == second_json["means"]["at_0.5"]
+    assert (first_json["objective"], second_json["objective"]) == ("accuracy", "balanced_accuracy")
+    assert main([*command[:-1], "0"]) == 0
+    assert "predictions: 1 view averaged (the image)\n" in capsys.readouterr().out
+    assert main([*command[:-1], "-2"]) == 1
+    assert "test-time shift -2: expected a whole number of pixels" in _one_line_error(capsys)
+
+
 def _one_line_error(capsys) -> str:
     """The single stderr line of a failed command."""
     lines = capsys.readouterr().err.strip().splitlines()

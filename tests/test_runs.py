@@ -13,7 +13,7 @@ import pytest
 from celebalib import runs
 from celebalib.attributes import ATTRIBUTES
 from celebalib.data import load_image
-from celebalib.errors import RunError
+from celebalib.errors import ConfigError, RunError
 from celebalib.model import OUTPUT
 
 
@@ -98,23 +98,26 @@ def test_data_root_prefers_the_override_then_the_training_data_then_the_default(
 
 
 
-def test_flip_averaging_follows_the_config_and_matches_a_manual_mirror(tiny_run: runs.Run,
-                                                                        synthetic_table: pd.DataFrame,
-                                                                        tmp_path: Path) -> None:
+@pytest.fixture()
+def position_run(tiny_run: runs.Run, tmp_path: Path) -> runs.Run:
+    """A run folder whose model reads pixel positions (a dense layer over the flattened image),
+    so a mirrored or shifted view gets clearly different probabilities."""
     import keras
 
-    # A run folder whose model reads pixel positions (a dense layer over the flattened image),
-    # so a mirror image gets clearly different probabilities.
-    shutil.copytree(tiny_run.path, tmp_path / "flip", ignore=shutil.ignore_patterns("*.keras", "logs"))
+    shutil.copytree(tiny_run.path, tmp_path / "position", ignore=shutil.ignore_patterns("*.keras", "logs"))
     size = tiny_run.image_size
     inputs = keras.Input((size, size, 3))
     flat = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
     dense = keras.layers.Dense(40, activation="sigmoid", kernel_initializer=keras.initializers.RandomNormal(0, 0.3, 0))
-    runs.save_model(keras.Model(inputs, dense(flat)), tmp_path / "flip" / runs.BEST)
-    flipping = runs.Run(tmp_path / "flip")
+    runs.save_model(keras.Model(inputs, dense(flat)), tmp_path / "position" / runs.BEST)
+    return runs.Run(tmp_path / "position")
 
+
+def test_flip_averaging_follows_the_config_and_matches_a_manual_mirror(position_run: runs.Run,
+                                                                        synthetic_table: pd.DataFrame) -> None:
+    flipping, size = position_run, position_run.image_size
     rows = synthetic_table[synthetic_table["split"] == "test"].head(4)
-    pixels = np.stack([load_image(path, image_size=size, crop=tiny_run.crop) for path in rows["path"]])
+    pixels = np.stack([load_image(path, image_size=size, crop=flipping.crop) for path in rows["path"]])
     plain, mirrored = (np.asarray(flipping.model()(x, training=False)) for x in (pixels, pixels[:, :, ::-1]))
     assert np.abs(plain - mirrored).max() > 0.05
     assert not flipping.flip_average
@@ -125,3 +128,80 @@ def test_flip_averaging_follows_the_config_and_matches_a_manual_mirror(tiny_run:
     np.testing.assert_allclose(flipping.predict(rows, progress=False), (plain + mirrored) / 2, atol=1e-5)
     np.testing.assert_allclose(flipping.predict_images(pixels), (plain + mirrored) / 2, atol=1e-5)
     np.testing.assert_allclose(flipping.predict(rows, progress=False, flip=False), plain, atol=1e-5)
+
+
+def test_prediction_views_list_the_image_its_shifts_and_their_mirror_images() -> None:
+    assert runs.prediction_views(flip=False, shift=0) == [(0, 0, False)]
+    assert runs.prediction_views(flip=True, shift=0) == [(0, 0, False), (0, 0, True)]
+    shifted = runs.prediction_views(flip=True, shift=3)
+    assert len(shifted) == len(set(shifted)) == 10 and shifted[:2] == [(0, 0, False), (0, 0, True)]
+    assert {(dx, dy) for dx, dy, _ in shifted} == {(0, 0), (-3, 0), (3, 0), (0, -3), (0, 3)}
+    assert len(runs.prediction_views(flip=False, shift=2)) == 5
+    assert runs.describe_views(shifted) == "the image and shifts by 3 px left, right, up and down, each also mirrored"
+    assert runs.describe_views(runs.prediction_views(True, 0)) == "the image and its mirror image"
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match="expected a whole number of pixels"):
+            runs.prediction_views(flip=False, shift=bad)
+
+
+def test_a_view_moves_the_image_by_whole_pixels_and_mirrors_the_edge_in() -> None:
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (2, 6, 6, 3)).astype(np.float32)
+    right = np.asarray(runs.view_of(images, 2, 0, False))
+    np.testing.assert_array_equal(right[:, :, 2:], images[:, :, :-2])
+    np.testing.assert_array_equal(right[:, :, :2], images[:, :, 1::-1])  # columns 1, 0 mirrored in
+    up = np.asarray(runs.view_of(images, 0, -1, True))
+    np.testing.assert_array_equal(up[:, :-1], images[:, 1:, ::-1])
+    np.testing.assert_array_equal(up[:, -1], images[:, -1, ::-1])
+    np.testing.assert_array_equal(np.asarray(runs.view_of(images, 0, 0, False)), images)
+
+
+def test_shifted_views_average_as_a_manual_loop_does(position_run: runs.Run, synthetic_table: pd.DataFrame) -> None:
+    rows = synthetic_table[synthetic_table["split"] == "test"].head(5)
+    size = position_run.image_size
+    pixels = np.stack([load_image(path, image_size=size, crop=position_run.crop) for path in rows["path"]])
+    model = position_run.model()
+
+    def manual(dx: int, dy: int, mirrored: bool) -> np.ndarray:
+        """The model on one view built with numpy (shift right by dx, down by dy, edge mirrored in)."""
+        pad = max(abs(dx), abs(dy))
+        padded = np.pad(pixels, [(0, 0), (pad, pad), (pad, pad), (0, 0)], mode="symmetric")
+        view = padded[:, pad - dy:pad - dy + size, pad - dx:pad - dx + size]
+        return np.asarray(model(view[:, :, ::-1] if mirrored else view, training=False))
+
+    views = runs.prediction_views(flip=True, shift=2)
+    expected = np.mean([manual(*view) for view in views], axis=0)
+    assert np.abs(expected - manual(0, 0, False)).max() > 0.02  # the views change the answer
+    # Batches of 2 over 5 rows: the model sees 10 views of 2, 10 of 2 and 10 of 1, regrouped here.
+    np.testing.assert_allclose(position_run.predict(rows, batch_size=2, progress=False, flip=True, shift=2),
+                               expected, atol=1e-5)
+    assert position_run.views() == [(0, 0, False)]
+    position_run.update_config(test_time_flip=True, test_time_shift=2)
+    assert position_run.shift_pixels == 2 and position_run.views() == views
+    np.testing.assert_allclose(position_run.predict(rows, batch_size=3, progress=False), expected, atol=1e-5)
+    np.testing.assert_allclose(position_run.predict_images(pixels), expected, atol=1e-5)
+    with pytest.raises(ConfigError, match="fewer pixels than the run's image size, 32"):
+        position_run.predict(rows, progress=False, shift=32)
+
+
+def test_stored_predictions_are_reused_only_for_the_same_model_views_and_images(
+        position_run: runs.Run, synthetic_table: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = synthetic_table[synthetic_table["split"] == "test"].head(4)
+    first, reused = position_run.predict_stored(rows, "test", progress=False, flip=True)
+    assert not reused and (position_run.path / "predictions_test.npz").is_file()
+    calls = []
+    predict = position_run.predict
+    monkeypatch.setattr(position_run, "predict", lambda *args, **kwargs: calls.append(kwargs) or predict(*args, **kwargs))
+    again, reused = position_run.predict_stored(rows, "test", progress=False, flip=True)
+    assert reused and not calls
+    np.testing.assert_array_equal(again, first)
+    # Other views, other images or a rewritten model file: predicted again.
+    _, reused = position_run.predict_stored(rows, "test", progress=False, flip=True, shift=1)
+    assert not reused and len(calls) == 1
+    _, reused = position_run.predict_stored(rows.head(3), "test", progress=False, flip=True, shift=1)
+    assert not reused and len(calls) == 2
+    runs.save_model(position_run.model(), position_run.path / runs.BEST)
+    _, reused = position_run.predict_stored(rows.head(3), "test", progress=False, flip=True, shift=1)
+    assert not reused and len(calls) == 3
+    _, reused = position_run.predict_stored(rows.head(3), "test", progress=False, flip=True, shift=1)
+    assert reused and len(calls) == 3

@@ -154,6 +154,8 @@ def test_a_resumed_run_must_keep_its_settings(tiny_run: runs.Run, tmp_path: Path
     ({"val_images": 2.5}, "val_images=2.5"),
     ({"time_budget": -5}, "time_budget=-5"),
     ({"average_epochs": -1}, "average_epochs=-1"),
+    ({"test_time_shift": -1}, "test-time shift -1"),
+    ({"test_time_shift": 32}, "test_time_shift=32: expected fewer pixels than image_size, 32"),
 ])
 def test_bad_arguments_fail_before_any_work(tmp_path: Path, change: dict, message: str) -> None:
     options = {"epochs": 1, "image_size": 32, "batch_size": 8, **change}
@@ -183,15 +185,17 @@ def test_explicit_flags_override_the_preset(monkeypatch: pytest.MonkeyPatch) -> 
     options = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--epochs", "5"]))
     assert options["epochs"] == 5 and options["image_size"] == 96 and options["optimizer"] == "adam"
     assert options["lr_schedule"] == "cosine" and options["bn_momentum"] == 0.9 and options["augment"] == "shift"
-    assert options["test_time_flip"] is True and options["weights"] is None
+    assert options["test_time_flip"] is True and options["test_time_shift"] == 3 and options["weights"] is None
     assert options["checkpoint_metric"] == "auc" and options["alpha"] == 1.0 and options["batch_size"] == 32
     assert options["epoch_images"] == 20_000 and options["val_images"] == 5_000 and options["time_budget"] == 80
     budget = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--time-budget", "30",
                                           "--epoch-images", "1000", "--val-images", "500"]))
     assert (budget["time_budget"], budget["epoch_images"], budget["val_images"]) == (30.0, 1000, 500)
     changed = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--augment", "flip",
-                                           "--test-time-flip", "off", "--alpha", "0.35", "--checkpoint-metric", "balanced_accuracy"]))
+                                           "--test-time-flip", "off", "--test-time-shift", "0", "--alpha", "0.35",
+                                           "--checkpoint-metric", "balanced_accuracy"]))
     assert changed["augment"] == "flip" and changed["test_time_flip"] is False and changed["alpha"] == 0.35
+    assert changed["test_time_shift"] == 0
     assert changed["checkpoint_metric"] == "balanced_accuracy"
     regularised = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu",
                                                "--weight-decay", "0.05", "--dropout-rate", "0.3",
