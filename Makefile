@@ -40,7 +40,7 @@ check: setup ## Validate the dataset in use (CELEBA_ROOT, or the synthetic one).
 	$(PY) -m celebalib check $(or $(CELEBA_ROOT),data/synthetic-6000)
 
 # The other benchmark scripts (bench_celeba_cpu, bench_tta, bench_weight_averaging) score trained
-# run folders, which they take as arguments.
+# run folders, which they take as arguments; label_agreement reads a real CelebA root's labels.
 STANDALONE_BENCHMARKS := bench_data bench_fast_layers bench_metrics bench_retrieval bench_synthetic bench_training bench_xla profile_step
 
 bench: setup ## Run the benchmark scripts that need no trained run and print their figures.

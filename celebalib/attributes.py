@@ -17,6 +17,14 @@ ATTRIBUTES: tuple[str, ...] = (
 NUM_ATTRIBUTES = len(ATTRIBUTES)
 ATTRIBUTE_INDEX: dict[str, int] = {name: i for i, name in enumerate(ATTRIBUTES)}
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+# Attributes of the person rather than of the photo: the shape of the face and its features,
+# build, sex and age. Expression (Smiling, Mouth_Slightly_Open, High_Cheekbones, Narrow_Eyes),
+# grooming (beards, make-up, hair colour, cut and style), what someone wears, and the photo's
+# own look (Blurry, Pale_Skin, Rosy_Cheeks, Bags_Under_Eyes) change between photos of one person.
+PERSON_ATTRIBUTES: tuple[str, ...] = (
+    "Arched_Eyebrows", "Attractive", "Bald", "Big_Lips", "Big_Nose", "Bushy_Eyebrows", "Chubby",
+    "Double_Chin", "Male", "Oval_Face", "Pointy_Nose", "Receding_Hairline", "Young",
+)
 
 
 def attribute_index(name: str) -> int:

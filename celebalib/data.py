@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from celebalib.attributes import ATTRIBUTES, NUM_ATTRIBUTES, SPLITS
+from celebalib.attributes import ATTRIBUTES, NUM_ATTRIBUTES, SPLITS, attribute_index
 from celebalib.errors import CelebAFormatError, ConfigError
 
 if TYPE_CHECKING:
@@ -552,6 +552,26 @@ def split_rows(table: pd.DataFrame, split: str | None, limit: int | None = None)
 def positive_rates(table: pd.DataFrame, split: str | None = None) -> pd.Series:
     """Fraction of positive labels per attribute, in one split or (None) over all rows."""
     return split_rows(table, split)[list(ATTRIBUTES)].mean().rename("positive_rate")
+
+
+def identity_mean_labels(table: pd.DataFrame, attributes: Sequence[str], split: str = "train") -> pd.DataFrame:
+    """A copy of ``table`` whose ``attributes`` on ``split``'s rows are each identity's mean label there.
+
+    CelebA's annotators labelled every photo on its own, so one person's photos often disagree
+    on what cannot change between them (a nose is not pointy in one photo and not in the next).
+    Training against the mean over a person's photos (0.4 for two pointy of five) keeps the
+    labellers' majority and softens their disagreement. Rows of unknown identity, other splits
+    and other attributes keep their labels (as float32).
+    """
+    if "identity" not in table.columns or not (table["identity"] >= 0).any():
+        raise ConfigError("identity targets need each image's identity (identity_CelebA.txt); "
+                          "this dataset has none, e.g. the Kaggle layout")
+    names = [ATTRIBUTES[attribute_index(name)] for name in attributes]
+    out = table.copy()
+    out[names] = out[names].astype(np.float32)
+    rows = (out["split"] == split) & (out["identity"] >= 0)
+    out.loc[rows, names] = out.loc[rows].groupby("identity")[names].transform("mean").to_numpy(np.float32)
+    return out
 
 
 def positive_weights(table: pd.DataFrame) -> np.ndarray:

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 import celebalib
 from celebalib import runs
-from celebalib.attributes import ATTRIBUTES
+from celebalib.attributes import ATTRIBUTES, PERSON_ATTRIBUTES, attribute_index
 from celebalib.averaging import average_epochs
 from celebalib.config import get_settings, seed_everything
 from celebalib.errors import ConfigError, RunError, check_fraction
@@ -59,7 +59,8 @@ AVERAGING_FOLDER = "averaging"
 # resumed run goes on with what is left rather than a whole new budget.
 BUDGET_SECONDS = "budget_seconds"
 # Settings that must not change when a run resumes.
-FIXED_ON_RESUME = ("image_size", "crop", "alpha", "weights", "loss", "label_smoothing", "optimizer", "batch_size",
+FIXED_ON_RESUME = ("image_size", "crop", "alpha", "weights", "loss", "label_smoothing", "identity_targets",
+                   "optimizer", "batch_size",
                    "augment", "head", "epoch_images")
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -346,6 +347,16 @@ def _callbacks(out: Path, phase: str, monitor: str, extra: Sequence[keras.callba
     ]
 
 
+def identity_target_names(identity_targets: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The attributes ``identity_targets`` names: "person" means ``PERSON_ATTRIBUTES``; None or "" none."""
+    if not identity_targets or identity_targets == "none":
+        return ()
+    if identity_targets == "person":
+        return PERSON_ATTRIBUTES
+    names = identity_targets.split(",") if isinstance(identity_targets, str) else list(identity_targets)
+    return tuple(ATTRIBUTES[attribute_index(name)] for name in names)
+
+
 def _check_options(options: dict[str, Any]) -> None:
     """Raise ConfigError for settings that cannot train, before any data is read."""
     check_image_size(options["image_size"])
@@ -365,6 +376,7 @@ def _check_options(options: dict[str, Any]) -> None:
     if budget is not None and not (isinstance(budget, (int, float)) and budget > 0):
         raise ConfigError(f"time_budget={budget!r}: expected a positive number of minutes")
     augmentation_mode(options["augment"])
+    identity_target_names(options["identity_targets"])
     prediction_views(bool(options["test_time_flip"]), options["test_time_shift"])
     if options["test_time_shift"] >= options["image_size"]:
         raise ConfigError(f"test_time_shift={options['test_time_shift']}: expected fewer pixels than "
@@ -389,7 +401,7 @@ def fit(
     warmup_epochs: int = 2, strategy: str = "default", test_time_flip: bool = False, test_time_shift: int = 0,
     checkpoint_metric: str = "balanced_accuracy",
     epoch_images: int | None = None, val_images: int | None = None, time_budget: float | None = None,
-    average_epochs: int = 0,
+    average_epochs: int = 0, identity_targets: str | Sequence[str] | None = None,
     cache: bool | str = "auto", run_eagerly: bool = False,
     progress: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
@@ -422,6 +434,9 @@ def fit(
             ``budget_seconds`` after each epoch). Later epochs are dropped, and the cosine
             schedule shortened, when the machine is too slow for them (see ``TimeBudget``;
             config.json then records ``planned_epochs``).
+        identity_targets: train these attributes against each identity's mean label over its
+            train images instead of each image's own (``data.identity_mean_labels``): "person"
+            for ``attributes.PERSON_ATTRIBUTES``, or names (a list, or one comma-separated string).
         average_epochs: when above 0, ``best.keras`` is the mean of the last this many epochs'
             weights (of the last phase), with batch-norm statistics measured again on
             ``averaging.BN_IMAGES`` training images (see ``celebalib.averaging``); ``model.keras`` keeps the
@@ -437,11 +452,17 @@ def fit(
     options = {k: v for k, v in locals().items()
                if k not in ("out_dir", "data_root", "table", "cache", "run_eagerly", "progress", "callbacks", "start")}
     options["weights"] = None if weights is None else str(weights)  # a Path must still go into JSON
+    if identity_targets is not None and not isinstance(identity_targets, str):
+        options["identity_targets"] = list(identity_targets)  # as JSON gives it back on resume
     _check_options(options)
     if options["learning_rate"] is None:  # record the rate actually used in config.json
         options["learning_rate"] = DEFAULT_LEARNING_RATES[optimizer]
     seed_everything(seed)
     table = _load_table(data_root, table)
+    if names := identity_target_names(identity_targets):
+        from celebalib.data import identity_mean_labels
+
+        table = identity_mean_labels(table, names)
     options["data_root"] = table.attrs.get("root", None if data_root is None else str(data_root))
     out = Path(out_dir).expanduser().resolve()
     with precision_policy() as mixed:
@@ -574,6 +595,8 @@ CLI_OPTIONS: dict[str, tuple[type, str]] = {
     "epoch_images": (int, "training images per epoch (default: one pass over the train split)"),
     "val_images": (int, "validate each epoch on at most this many val images (default: all)"),
     "time_budget": (float, "minutes training may take; the schedule is shortened to fit (default: none)"),
+    "identity_targets": (str, "person, or comma-separated attributes, trained against each identity's mean "
+                              "label over its train images (default: none)"),
     "average_epochs": (int, "best.keras averages the last N epochs' weights, batch norm measured again (default 0)"),
     "test_time_shift": (int, "predictions also average views shifted by this many pixels left, right, up and down "
                              "(default 0: none)"),

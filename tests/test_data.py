@@ -356,6 +356,28 @@ def test_imbalance_helpers_match_hand_counts(flat_root: Path) -> None:
 # --- the check command and default_root ------------------------------------------------------
 
 
+def test_identity_mean_labels_average_each_persons_train_labels() -> None:
+    labels = np.zeros((7, len(ATTRIBUTES)), dtype=np.int8)
+    nose, smile = ATTRIBUTES.index("Big_Nose"), ATTRIBUTES.index("Smiling")
+    labels[:, nose] = [1, 0, 0, 1, 1, 1, 1]
+    labels[:, smile] = [1, 0, 1, 0, 1, 1, 0]
+    table = pd.DataFrame(labels, columns=list(ATTRIBUTES))
+    table.insert(0, "image_id", [f"{i:06d}.jpg" for i in range(7)])
+    table["split"] = ["train", "train", "train", "train", "train", "train", "val"]
+    table["identity"] = np.array([1, 1, 1, 2, 2, -1, 1], dtype=np.int32)
+    before = table.copy()
+    soft = data.identity_mean_labels(table, ["big_nose"])
+    np.testing.assert_allclose(soft["Big_Nose"], [1 / 3, 1 / 3, 1 / 3, 1, 1, 1, 1], rtol=1e-6)
+    assert soft["Big_Nose"].dtype == np.float32
+    # Other attributes, the val row and the row of unknown identity keep their labels; the input is untouched.
+    np.testing.assert_array_equal(soft["Smiling"], labels[:, smile])
+    pd.testing.assert_frame_equal(table, before)
+    with pytest.raises(ConfigError, match="unknown attribute 'Nose'"):
+        data.identity_mean_labels(table, ["Nose"])
+    with pytest.raises(ConfigError, match="need each image's identity"):
+        data.identity_mean_labels(table.assign(identity=-1), ["Big_Nose"])
+
+
 def test_check_prints_a_summary(flat_root: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["check", str(flat_root), "--quiet"]) == 0
     out = capsys.readouterr().out

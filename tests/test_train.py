@@ -155,6 +155,7 @@ def test_a_resumed_run_must_keep_its_settings(tiny_run: runs.Run, tmp_path: Path
     ({"time_budget": -5}, "time_budget=-5"),
     ({"average_epochs": -1}, "average_epochs=-1"),
     ({"test_time_shift": -1}, "test-time shift -1"),
+    ({"identity_targets": "Male,Nose"}, "unknown attribute 'Nose'"),
     ({"test_time_shift": 32}, "test_time_shift=32: expected fewer pixels than image_size, 32"),
 ])
 def test_bad_arguments_fail_before_any_work(tmp_path: Path, change: dict, message: str) -> None:
@@ -395,3 +396,30 @@ def test_decoded_images_are_cached_only_when_they_fit() -> None:
     assert train.should_cache("auto", 24_534, 128)  # 1.2 GB of uint8 pixels
     assert not train.should_cache("auto", 182_637, 128)  # 9 GB: the full train + val splits
     assert train.should_cache(True, 19_999, 128) and not train.should_cache(False, 10, 32)
+
+
+def test_identity_targets_reach_the_training_labels(synthetic_table: pd.DataFrame, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from celebalib import data
+
+    class Captured(Exception):
+        """Raised once the training table is seen: its labels are what this test is about."""
+
+    seen = {}
+
+    def capture(table, split, **kwargs):
+        seen[split] = table
+        raise Captured
+
+    monkeypatch.setattr(data, "make_dataset", capture)
+    with pytest.raises(Captured):
+        train.fit(tmp_path / "run", table=synthetic_table, epochs=1, image_size=32, batch_size=8,
+                  identity_targets="person", progress=False)
+    labels, rows = seen["train"], synthetic_table["split"] == "train"
+    # Attractive is a person attribute that the synthetic faces draw afresh for every image.
+    means = synthetic_table[rows].groupby("identity")["Attractive"].transform("mean")
+    assert not np.array_equal(means, synthetic_table.loc[rows, "Attractive"])
+    np.testing.assert_allclose(labels.loc[rows, "Attractive"], means, rtol=1e-6)
+    np.testing.assert_array_equal(labels["Smiling"], synthetic_table["Smiling"])
+    np.testing.assert_array_equal(labels.loc[~rows, "Attractive"], synthetic_table.loc[~rows, "Attractive"])
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["identity_targets"] == "person"
