@@ -27,11 +27,16 @@ HISTORY = "history.csv"
 MODEL_FILES = {"best": BEST, "final": FINAL}
 
 
-def prediction_views(flip: bool, shift: int) -> list[tuple[int, int, bool]]:
+def prediction_views(flip: bool, shift: int, image_size: int | None = None) -> list[tuple[int, int, bool]]:
     """Test-time views as (dx, dy, mirrored): the image, with ``shift`` > 0 also moved by that many
-    pixels left, right, up and down, and with ``flip`` the mirror image of each (1, 2, 5 or 10 views)."""
+    pixels left, right, up and down, and with ``flip`` the mirror image of each (1, 2, 5 or 10 views).
+
+    A shift must be a whole number of pixels, below ``image_size`` where given.
+    """
     if not isinstance(shift, (int, np.integer)) or isinstance(shift, bool) or shift < 0:
         raise ConfigError(f"test-time shift {shift!r}: expected a whole number of pixels, 0 for none")
+    if image_size is not None and shift >= image_size:
+        raise ConfigError(f"test-time shift {shift}: expected fewer pixels than the image size, {image_size}")
     moves = [(0, 0)] + ([(-shift, 0), (shift, 0), (0, -shift), (0, shift)] if shift else [])
     return [(dx, dy, mirrored) for dx, dy in moves for mirrored in ((False, True) if flip else (False,))]
 
@@ -185,10 +190,8 @@ class Run:
 
     def views(self, flip: bool | None = None, shift: int | None = None) -> list[tuple[int, int, bool]]:
         """The views predictions average: ``prediction_views`` of the arguments, None meaning the run's config."""
-        shift = self.shift_pixels if shift is None else shift
-        if isinstance(shift, (int, np.integer)) and shift >= self.image_size:
-            raise ConfigError(f"test-time shift {shift}: expected fewer pixels than the run's image size, {self.image_size}")
-        return prediction_views(self.flip_average if flip is None else flip, shift)
+        return prediction_views(self.flip_average if flip is None else flip,
+                                self.shift_pixels if shift is None else shift, self.image_size)
 
     def predict(self, table: pd.DataFrame, *, batch_size: int | None = None, progress: bool = True,
                 which: str = "best", flip: bool | None = None, shift: int | None = None) -> np.ndarray:

@@ -377,10 +377,7 @@ def _check_options(options: dict[str, Any]) -> None:
         raise ConfigError(f"time_budget={budget!r}: expected a positive number of minutes")
     augmentation_mode(options["augment"])
     identity_target_names(options["identity_targets"])
-    prediction_views(bool(options["test_time_flip"]), options["test_time_shift"])
-    if options["test_time_shift"] >= options["image_size"]:
-        raise ConfigError(f"test_time_shift={options['test_time_shift']}: expected fewer pixels than "
-                          f"image_size, {options['image_size']}")
+    prediction_views(bool(options["test_time_flip"]), options["test_time_shift"], options["image_size"])
     check_head(options["head"])
     if options["lr_schedule"] not in (None, "cosine"):
         raise ConfigError(f"lr_schedule={options['lr_schedule']!r}: expected None or 'cosine'")

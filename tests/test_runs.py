@@ -180,7 +180,7 @@ def test_shifted_views_average_as_a_manual_loop_does(position_run: runs.Run, syn
     assert position_run.shift_pixels == 2 and position_run.views() == views
     np.testing.assert_allclose(position_run.predict(rows, batch_size=3, progress=False), expected, atol=1e-5)
     np.testing.assert_allclose(position_run.predict_images(pixels), expected, atol=1e-5)
-    with pytest.raises(ConfigError, match="fewer pixels than the run's image size, 32"):
+    with pytest.raises(ConfigError, match="fewer pixels than the image size, 32"):
         position_run.predict(rows, progress=False, shift=32)
 
 

@@ -156,7 +156,7 @@ def test_a_resumed_run_must_keep_its_settings(tiny_run: runs.Run, tmp_path: Path
     ({"average_epochs": -1}, "average_epochs=-1"),
     ({"test_time_shift": -1}, "test-time shift -1"),
     ({"identity_targets": "Male,Nose"}, "unknown attribute 'Nose'"),
-    ({"test_time_shift": 32}, "test_time_shift=32: expected fewer pixels than image_size, 32"),
+    ({"test_time_shift": 32}, "test-time shift 32: expected fewer pixels than the image size, 32"),
 ])
 def test_bad_arguments_fail_before_any_work(tmp_path: Path, change: dict, message: str) -> None:
     options = {"epochs": 1, "image_size": 32, "batch_size": 8, **change}
