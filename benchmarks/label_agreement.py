@@ -2,9 +2,10 @@
 
 For each attribute: the positive rate on the train split and the share of its label variance
 that lies between identities (1 - pooled within-identity variance / total variance; the
-within part divides the squared deviations from each identity's mean by images - identities). 1 means a person's photos always share the
-label; near 0, the label varies as much between one person's photos as between people. Rows of
-unknown identity are left out; the val and test splits are never read.
+within part divides the squared deviations from each identity's mean by images - identities).
+1 means a person's photos always share the label; near 0, the label varies as much between one
+person's photos as between people. Rows of unknown identity are left out; the val and test
+splits are never read.
 
     python benchmarks/label_agreement.py [--data ../shared/celeba]
 """

@@ -161,11 +161,16 @@ class Run:
 
     def model(self, which: str = "best") -> Any:
         """The Keras model (``"best"`` or ``"final"``), loaded once in safe mode."""
+        path = self.model_file(which)  # checks ``which`` before the cache, which also holds feature extractors
+        if which not in self._models:
+            self._models[which] = load_model(path)
+        return self._models[which]
+
+    def model_file(self, which: str = "best") -> Path:
+        """The path of the ``"best"`` or ``"final"`` model file."""
         if which not in MODEL_FILES:
             raise RunError(f"model {which!r}: expected 'best' or 'final'")
-        if which not in self._models:
-            self._models[which] = load_model(self.path / MODEL_FILES[which])
-        return self._models[which]
+        return self.path / MODEL_FILES[which]
 
     def images(self, table: pd.DataFrame, batch_size: int | None = None):
         """Images of every row of ``table``, in order, as the run's model takes them (its size and crop)."""
@@ -215,7 +220,7 @@ class Run:
             dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(sizes) * len(views)))
         outputs = np.asarray(model.predict(dataset, verbose=1 if progress else 0))
         # The model saw each batch of b images as len(views) batches in a row: regroup and average.
-        parts = np.split(outputs, np.cumsum([len(views) * b for b in sizes])[:-1]) if sizes else [outputs]
+        parts = np.split(outputs, np.cumsum([len(views) * b for b in sizes])[:-1])
         return np.concatenate([part.reshape(len(views), -1, part.shape[-1]).mean(axis=0) for part in parts])
 
     def predict_stored(self, table: pd.DataFrame, name: str, *, batch_size: int | None = None, progress: bool = True,
@@ -229,7 +234,7 @@ class Run:
         """
         from celebalib.io import atomic_path
 
-        model_file = self.path / MODEL_FILES.get(which, BEST)
+        model_file = self.model_file(which)
         stat = model_file.stat() if model_file.is_file() else None
         key = {"model": f"{model_file.name}:{stat.st_size}:{stat.st_mtime_ns}" if stat else "",
                "views": np.asarray(self.views(flip, shift), dtype=np.int64).reshape(-1, 3),

@@ -205,3 +205,6 @@ def test_stored_predictions_are_reused_only_for_the_same_model_views_and_images(
     assert not reused and len(calls) == 3
     _, reused = position_run.predict_stored(rows.head(3), "test", progress=False, flip=True, shift=1)
     assert reused and len(calls) == 3
+    # Stored predictions are best.keras's: another model name is an error, not a reuse of them.
+    with pytest.raises(RunError, match="expected 'best' or 'final'"):
+        position_run.predict_stored(rows.head(3), "test", progress=False, flip=True, shift=1, which="latest")
