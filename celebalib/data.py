@@ -26,7 +26,12 @@ from celebalib.errors import CelebAFormatError, ConfigError
 if TYPE_CHECKING:
     import tensorflow as tf
 
-CROPS = ("center", "none")
+# "center": the largest centred square (on aligned 178x218 faces, the 178x178 face region);
+# "portrait": the face square's width and PORTRAIT_ASPECT times as tall, so the hair above and the
+# neck below stay in the picture at the face's scale (on aligned faces, the centred 178x208);
+# "none": the whole image, squeezed into a square.
+CROPS = ("center", "portrait", "none")
+PORTRAIT_ASPECT = 208 / 178
 # Formats tf.io.decode_image understands; anything else would fail inside the pipeline.
 DECODABLE_FORMATS = ("JPEG", "PNG", "BMP", "GIF")
 
@@ -447,27 +452,45 @@ def _check_image_args(image_size: int, crop: str) -> None:
         raise ConfigError(f"crop={crop!r}: expected one of {', '.join(CROPS)}")
 
 
+def image_shape(image_size: int, crop: str = "center") -> tuple[int, int]:
+    """(height, width) of the images the pipeline makes: S x S, or for "portrait" S wide and
+    ``PORTRAIT_ASPECT`` times as tall, rounded to a multiple of 8 (96 -> 112x96)."""
+    _check_image_args(image_size, crop)
+    if crop == "portrait":
+        return 8 * max(1, round(image_size * PORTRAIT_ASPECT / 8)), int(image_size)
+    return int(image_size), int(image_size)
+
+
 def decode_image(image_bytes: tf.Tensor | bytes, *, image_size: int, crop: str = "center") -> tf.Tensor:
-    """Decode JPEG/PNG bytes to RGB, crop, resize: float32 (S, S, 3) in [0, 255] (a TF op)."""
+    """Decode JPEG/PNG bytes to RGB, crop, resize: float32 (H, W, 3) in [0, 255] (a TF op).
+
+    (H, W) is ``image_shape(image_size, crop)``: S x S except for the "portrait" crop.
+    """
     import tensorflow as tf
 
-    _check_image_args(image_size, crop)
+    height, width = image_shape(image_size, crop)
     image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    if crop == "center":
-        # The largest centred square: for aligned 178x218 faces, the 178x178 face region.
-        height, width = tf.shape(image)[0], tf.shape(image)[1]
-        side = tf.minimum(height, width)
-        image = tf.image.crop_to_bounding_box(image, (height - side) // 2, (width - side) // 2, side, side)
+    if crop != "none":
+        # The largest centred region of the output's aspect: for aligned 178x218 faces the
+        # 178x178 face square ("center") or the 178x208 face, hair and neck ("portrait").
+        aspect = 1.0 if crop == "center" else PORTRAIT_ASPECT
+        rows, columns = tf.shape(image)[0], tf.shape(image)[1]
+        rows_f, columns_f = tf.cast(rows, tf.float32), tf.cast(columns, tf.float32)
+        keep_rows = tf.minimum(rows, tf.cast(tf.round(columns_f * aspect), tf.int32))
+        keep_columns = tf.minimum(columns, tf.cast(tf.round(rows_f / aspect), tf.int32))
+        image = tf.image.crop_to_bounding_box(image, (rows - keep_rows) // 2, (columns - keep_columns) // 2,
+                                              keep_rows, keep_columns)
     # Antialiasing keeps downsampled faces free of aliasing; clipping removes float rounding
     # (255.00003) so the promised [0, 255] range holds exactly.
-    image = tf.image.resize(image, (image_size, image_size), antialias=True)
+    image = tf.image.resize(image, (height, width), antialias=True)
     image = tf.clip_by_value(image, 0.0, 255.0)
-    return tf.ensure_shape(image, (image_size, image_size, 3))
+    return tf.ensure_shape(image, (height, width, 3))
 
 
 def load_image(path_or_bytes: str | Path | bytes | bytearray | memoryview, *, image_size: int,
                crop: str = "center") -> np.ndarray:
-    """Load one image file or uploaded bytes as the model sees it: (S, S, 3) float32 in [0, 255]."""
+    """Load one image file or uploaded bytes as the model sees it: (H, W, 3) float32 in [0, 255]
+    (``image_shape(image_size, crop)``)."""
     import tensorflow as tf
 
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
@@ -487,7 +510,7 @@ def load_image(path_or_bytes: str | Path | bytes | bytearray | memoryview, *, im
 def make_dataset(table: pd.DataFrame, split: str | None, *, image_size: int, batch_size: int,
                  training: bool, seed: int = 0, crop: str = "center", cache: bool | str = False,
                  limit: int | None = None, labels: bool = True) -> tf.data.Dataset:
-    """Batches of (images, labels) for one split: float32 images (B, S, S, 3) in [0, 255], labels (B, 40).
+    """Batches of (images, labels) for one split: float32 images (B, H, W, 3) in [0, 255], labels (B, 40).
 
     Args:
         split: train/val/test, or None for every row in table order.

@@ -261,10 +261,10 @@ def check_run_matches(run: Any) -> None:
             f"({', '.join(attributes[:3])}...); expected the {NUM_ATTRIBUTES} CelebA attributes in official order"
         )
     input_size = tuple(run.model().input_shape[1:3])
-    if input_size != (run.image_size, run.image_size):
-        raise RunError(
-            f"{config_path}: image_size {run.image_size} but the model takes {input_size[0]}x{input_size[1]} images"
-        )
+    if input_size != run.image_shape:
+        height, width = run.image_shape
+        raise RunError(f"{config_path}: image_size {run.image_size} and crop {run.crop!r} make {width}x{height} "
+                       f"images but the model takes {input_size[1]}x{input_size[0]} images")
 
 
 def _split_rows(table: pd.DataFrame, split: str) -> pd.DataFrame:

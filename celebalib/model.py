@@ -15,6 +15,7 @@ import keras
 from keras import layers
 
 from celebalib.attributes import NUM_ATTRIBUTES
+from celebalib.data import image_shape
 from celebalib.errors import ConfigError
 
 MIN_IMAGE_SIZE = 32
@@ -43,22 +44,25 @@ def check_image_size(image_size: int) -> int:
     return image_size
 
 
-def imagenet_weights_file(alpha: float, image_size: int) -> Path:
-    """Return where Keras caches the no-top ImageNet weights for ``alpha`` and ``image_size``."""
-    rows = image_size if image_size in IMAGENET_SIZES else 224
+def imagenet_weights_file(alpha: float, image_size: int, height: int | None = None) -> Path:
+    """Return where Keras caches the no-top ImageNet weights for ``alpha`` and ``image_size``
+    (the width; ``height`` if the images are not square)."""
+    square = height is None or height == image_size
+    rows = image_size if square and image_size in IMAGENET_SIZES else 224
     name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
     home = Path(os.environ.get("KERAS_HOME") or "~/.keras").expanduser()
     return home / "models" / name
 
 
 def build_backbone(image_size: int, alpha: float, weights: str | None,
-                   fast_layers: bool | Iterable[str] = True) -> keras.Model:
+                   fast_layers: bool | Iterable[str] = True, height: int | None = None) -> keras.Model:
     """Return MobileNetV2 without its top, with weights None, "imagenet" or a local file.
 
+    ``image_size`` is the input's width, and its height unless ``height`` is given.
     ``fast_layers`` swaps Keras's layers for this module's faster subclasses of them (see
     ``FAST_LAYERS``): True all kinds, False none, or the names of some.
     """
-    shape = (image_size, image_size, 3)
+    shape = (height or image_size, image_size, 3)
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise ConfigError(f"weights file {weights} not found; expected None, 'imagenet' or a local .h5/.weights.h5 file")
     if weights == "imagenet" and alpha not in IMAGENET_ALPHAS:
@@ -70,7 +74,7 @@ def build_backbone(image_size: int, alpha: float, weights: str | None,
     except Exception as error:  # Keras's get_file raises a bare Exception when offline.
         if weights != "imagenet":
             raise
-        target = imagenet_weights_file(alpha, image_size)
+        target = imagenet_weights_file(alpha, image_size, height)
         raise ConfigError(
             f"could not download the ImageNet weights ({error}); place {target.name} by hand in "
             f"{target.parent}/, where Keras looks for it (~/.keras/models/ unless KERAS_HOME is set)"
@@ -247,6 +251,7 @@ def set_backbone_trainable(model: keras.Model, trainable: bool, *, pretrained: b
 def build_model(
     *,
     image_size: int,
+    crop: str = "center",
     alpha: float = 0.35,
     weights: str | None = None,
     dropout_rate: float = 0.2,
@@ -259,6 +264,8 @@ def build_model(
     """Build the attribute model: raw RGB [0, 255] in, ``num_attributes`` probabilities out.
 
     Args:
+        image_size, crop: the input is ``data.image_shape(image_size, crop)`` (S x S, or taller
+            for the "portrait" crop).
         weights: None (from scratch), "imagenet" (Keras's download and cache) or a local file.
         augment: "full" (or True) flips, zooms and shifts; "shift" flips and shifts by whole
             pixels; "flip" flips only; "none" (or False) none of them.
@@ -270,13 +277,14 @@ def build_model(
             layers, names of ``FAST_LAYERS`` swap only those.
     """
     check_image_size(image_size)
+    height, width = image_shape(image_size, crop)
     check_head(head)
     mode = augmentation_mode(augment)
-    inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
+    inputs = keras.Input(shape=(height, width, 3), name="image")
     x = augmentation(mode=mode)(inputs) if mode != "none" else inputs
     # The same scaling as mobilenet_v2.preprocess_input: [0, 255] -> [-1, 1].
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(x)
-    backbone = build_backbone(image_size, alpha, weights, fast_layers)
+    backbone = build_backbone(width, alpha, weights, fast_layers, height)
     if weights is not None:
         freeze_batch_norm(backbone)
     x = backbone(x)
@@ -285,7 +293,7 @@ def build_model(
     x = layers.BatchNormalization(name="head_bn")(x)
     x = layers.Dropout(dropout_rate, name="dropout")(x)
     outputs = layers.Dense(num_attributes, activation="sigmoid", dtype="float32", name=OUTPUT)(x)
-    model = keras.Model(inputs, outputs, name=f"mobilenetv2_{alpha:g}_{image_size}px_attributes")
+    model = keras.Model(inputs, outputs, name=f"mobilenetv2_{alpha:g}_{width if height == width else f'{width}x{height}'}px_attributes")
     momentum = bn_momentum if bn_momentum is not None else (SCRATCH_BN_MOMENTUM if weights is None else None)
     if momentum is not None:
         set_bn_momentum(model, momentum)

@@ -282,9 +282,14 @@ class GalleryIndex:
     @classmethod
     def build(cls, run: Run, table: pd.DataFrame, split: str, *, limit: int | None = None,
               features: bool = False, progress: bool = True) -> GalleryIndex:
-        """Predict every image of ``split`` (first ``limit`` rows) with ``run``."""
+        """Predict every image of ``split`` (first ``limit`` rows) with ``run``.
+
+        The predictions go through ``Run.predict_stored``, so an index of a split that
+        ``evaluate`` has just scored with the same model and views costs no prediction pass.
+        """
         rows = split_rows(table, split, limit)
-        probabilities = run.predict(rows, progress=progress)
+        probabilities, _ = run.predict_stored(rows, split if limit is None else f"{split}_first{limit}",
+                                              progress=progress)
         pooled = run.features(rows, progress=progress) if features else None
         return cls(probabilities=probabilities, image_ids=rows["image_id"].to_numpy(str),
                    paths=rows["path"].to_numpy(str), attributes=tuple(run.config.get("attributes", ATTRIBUTES)),
@@ -405,9 +410,9 @@ class GalleryIndex:
         self.check_run(run)
         if isinstance(image, np.ndarray):
             pixels = image
-            if pixels.shape != (run.image_size, run.image_size, 3):
+            if pixels.shape != (*run.image_shape, 3):
                 raise ConfigError(f"image array of shape {pixels.shape}: expected a preprocessed "
-                                  f"({run.image_size}, {run.image_size}, 3) array, or pass the file or its bytes")
+                                  f"{(*run.image_shape, 3)} array, or pass the file or its bytes")
         else:
             pixels = load_image(image, image_size=run.image_size, crop=run.crop)
         probabilities = np.asarray(run.predict_images(pixels[None]))[0]

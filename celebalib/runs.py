@@ -52,7 +52,7 @@ def describe_views(views: list[tuple[int, int, bool]]) -> str:
 
 
 def view_of(images: Any, dx: int, dy: int, mirrored: bool) -> Any:
-    """A batch (N, S, S, C) moved by whole pixels (right by dx, down by dy), then mirrored if asked.
+    """A batch (N, H, W, C) moved by whole pixels (right by dx, down by dy), then mirrored if asked.
 
     The edge is mirrored in, as the "shift" training augmentation (Keras's "reflect" fill) fills it.
     """
@@ -128,8 +128,15 @@ class Run:
 
     @property
     def image_size(self) -> int:
-        """Side of the square images the model takes."""
+        """Width of the images the model takes (and their height, but for the "portrait" crop)."""
         return int(self.config["image_size"])
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(height, width) of the images the model takes: ``data.image_shape`` of its size and crop."""
+        from celebalib.data import image_shape
+
+        return image_shape(self.image_size, self.crop)
 
     @property
     def crop(self) -> str:
@@ -196,7 +203,7 @@ class Run:
     def views(self, flip: bool | None = None, shift: int | None = None) -> list[tuple[int, int, bool]]:
         """The views predictions average: ``prediction_views`` of the arguments, None meaning the run's config."""
         return prediction_views(self.flip_average if flip is None else flip,
-                                self.shift_pixels if shift is None else shift, self.image_size)
+                                self.shift_pixels if shift is None else shift, min(self.image_shape))
 
     def predict(self, table: pd.DataFrame, *, batch_size: int | None = None, progress: bool = True,
                 which: str = "best", flip: bool | None = None, shift: int | None = None) -> np.ndarray:
@@ -264,13 +271,14 @@ class Run:
         return np.asarray(self._models[key].predict(self.images(table, batch_size), verbose=1 if progress else 0))
 
     def predict_images(self, images: np.ndarray, *, which: str = "best") -> np.ndarray:
-        """Probabilities (N, 40) for images (N, S, S, 3) float in [0, 255], e.g. from ``data.load_image``."""
+        """Probabilities (N, 40) for images (N, H, W, 3) float in [0, 255], e.g. from ``data.load_image``."""
         pixels = np.asarray(images, dtype=np.float32)
         if pixels.ndim == 3:
             pixels = pixels[None]
-        if pixels.ndim != 4 or pixels.shape[1:] != (self.image_size, self.image_size, 3):
-            raise RunError(f"{self.path}: images of shape {pixels.shape}; expected (N, {self.image_size}, "
-                           f"{self.image_size}, 3), as data.load_image(..., image_size={self.image_size}) gives")
+        height, width = self.image_shape
+        if pixels.ndim != 4 or pixels.shape[1:] != (height, width, 3):
+            raise RunError(f"{self.path}: images of shape {pixels.shape}; expected (N, {height}, {width}, 3), as "
+                           f"data.load_image(..., image_size={self.image_size}, crop={self.crop!r}) gives")
         model = self.model(which)
         return np.mean([np.asarray(model(view_of(pixels, *view), training=False)) for view in self.views()], axis=0)
 

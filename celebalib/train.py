@@ -29,6 +29,7 @@ from celebalib import runs
 from celebalib.attributes import ATTRIBUTES, PERSON_ATTRIBUTES, attribute_index
 from celebalib.averaging import average_epochs
 from celebalib.config import get_settings, seed_everything
+from celebalib.data import image_shape
 from celebalib.errors import ConfigError, RunError, check_fraction
 from celebalib.io import write_json, write_text
 from celebalib.losses import LOSSES, check_label_smoothing, get_loss
@@ -377,7 +378,8 @@ def _check_options(options: dict[str, Any]) -> None:
         raise ConfigError(f"time_budget={budget!r}: expected a positive number of minutes")
     augmentation_mode(options["augment"])
     identity_target_names(options["identity_targets"])
-    prediction_views(bool(options["test_time_flip"]), options["test_time_shift"], options["image_size"])
+    prediction_views(bool(options["test_time_flip"]), options["test_time_shift"],
+                     min(image_shape(options["image_size"], options["crop"])))
     check_head(options["head"])
     if options["lr_schedule"] not in (None, "cosine"):
         raise ConfigError(f"lr_schedule={options['lr_schedule']!r}: expected None or 'cosine'")
@@ -476,10 +478,11 @@ def fit(
     return run
 
 
-def should_cache(cache: bool | str, n_images: int, image_size: int) -> bool:
+def should_cache(cache: bool | str, n_images: int, image_size: int, crop: str = "center") -> bool:
     """Decide whether to keep decoded images in memory ("auto": when they fit in CACHE_BUDGET)."""
     if cache == "auto":
-        return n_images * image_size * image_size * 3 <= CACHE_BUDGET
+        height, width = image_shape(image_size, crop)
+        return n_images * height * width * 3 <= CACHE_BUDGET
     return bool(cache)
 
 
@@ -502,7 +505,7 @@ def _train(out: Path, table: pd.DataFrame, options: dict[str, Any], switches: tu
     val_limit = _smaller(options["limit"], options["val_images"])
     n_val = len(split_rows(table, "val", val_limit))
     common = {"image_size": options["image_size"], "batch_size": options["batch_size"], "crop": options["crop"],
-              "seed": options["seed"], "cache": should_cache(cache, n_train + n_val, options["image_size"])}
+              "seed": options["seed"], "cache": should_cache(cache, n_train + n_val, options["image_size"], options["crop"])}
     train_ds = make_dataset(table, "train", training=True, limit=options["limit"], **common)
     val_ds = make_dataset(table, "val", training=False, limit=val_limit, **common)
     steps, steps_per_epoch = int(train_ds.cardinality()), None
@@ -511,7 +514,7 @@ def _train(out: Path, table: pd.DataFrame, options: dict[str, Any], switches: tu
         train_ds = train_ds.repeat()  # Keras keeps one iterator across epochs when steps_per_epoch is set
     pos_weights = positive_weights(table) if options["loss"] == "balanced_bce" else None
     with get_strategy(options["strategy"]).scope():
-        model = build_model(image_size=options["image_size"], alpha=options["alpha"], weights=options["weights"],
+        model = build_model(image_size=options["image_size"], crop=options["crop"], alpha=options["alpha"], weights=options["weights"],
                             dropout_rate=options["dropout_rate"], augment=options["augment"],
                             bn_momentum=options["bn_momentum"], head=options["head"])
         monitor = CHECKPOINT_METRICS[options["checkpoint_metric"]]
@@ -580,7 +583,7 @@ CLI_OPTIONS: dict[str, tuple[type, str]] = {
     "lr_schedule": (str, "cosine for cosine decay (default: constant)"),
     "batch_size": (int, "images per step"),
     "limit": (int, "use at most this many images of each split"),
-    "crop": (str, "center (the face square) or none"),
+    "crop": (str, "center (the face square), portrait (the face square's width, with hair and neck) or none"),
     "bn_momentum": (float, "batch-norm momentum (default 0.9 from scratch)"),
     "dropout_rate": (float, "dropout before the head (default 0.2)"),
     "head": (str, f"pooling of the last feature map: {' or '.join(HEADS)} (default average)"),

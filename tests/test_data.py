@@ -250,6 +250,37 @@ def test_center_crop_keeps_the_middle_square(tmp_path: Path) -> None:
     assert center.dtype == np.float32 and 0 <= center.min() and center.max() <= 255
 
 
+def test_portrait_crop_keeps_the_face_square_width_with_hair_and_neck(tmp_path: Path) -> None:
+    # An aligned-size 178x218 image: red in the 5 rows at top and bottom the portrait leaves out,
+    # green in the 15 rows above and below the face square that only the portrait keeps, blue in the square.
+    pixels = np.zeros((218, 178, 3), np.uint8)
+    pixels[:] = (0, 0, 255)
+    pixels[:20], pixels[198:] = (0, 255, 0), (0, 255, 0)
+    pixels[:5], pixels[213:] = (255, 0, 0), (255, 0, 0)
+    path = tmp_path / "aligned.png"
+    Image.fromarray(pixels).save(path)
+    # At 178 px wide the portrait is the centred 178x208 region itself, not resampled.
+    assert data.image_shape(178, "portrait") == (208, 178)
+    np.testing.assert_array_equal(data.load_image(path, image_size=178, crop="portrait"), pixels[5:213])
+    assert data.image_shape(96, "portrait") == (112, 96) and data.image_shape(96, "center") == (96, 96)
+    portrait = data.load_image(path, image_size=96, crop="portrait")
+    assert portrait.shape == (112, 96, 3) and portrait[..., 0].max() < 1e-3
+    assert portrait[0, :, 1].min() > 250 and portrait[-1, :, 1].min() > 250 and portrait[56, :, 2].min() > 250
+    np.testing.assert_allclose(data.load_image(path, image_size=96, crop="center"),
+                               np.broadcast_to([0, 0, 255], (96, 96, 3)), atol=1e-3)
+    # A wide photo keeps all its rows and the centred columns of the portrait's shape.
+    wide = np.zeros((100, 300, 3), np.uint8)
+    wide[:] = (255, 0, 0)
+    wide[:, 107:193] = (0, 0, 255)  # round(100 * 178 / 208) = 86 columns in the middle
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    np.testing.assert_allclose(data.load_image(tmp_path / "wide.png", image_size=86, crop="portrait"),
+                               np.broadcast_to([0, 0, 255], (104, 86, 3)), atol=1e-3)
+    images, _ = next(iter(data.make_dataset(pd.DataFrame({"path": [str(path)], **{name: [1] for name in ATTRIBUTES},
+                                                          "split": ["train"]}),
+                                            "train", image_size=96, batch_size=1, training=False, crop="portrait")))
+    np.testing.assert_allclose(images.numpy()[0], portrait, atol=1e-4)
+
+
 def test_load_image_reads_bytes_like_files_and_names_bad_ones(flat_root: Path, tmp_path: Path) -> None:
     path = flat_root / "img_align_celeba" / IDS[3]
     from_path = data.load_image(path, image_size=8)

@@ -82,6 +82,18 @@ def test_depthwise_head_starts_as_average_pooling_and_learns_one_weight_per_posi
         build_model(image_size=SIZE, head="attention")
 
 
+def test_portrait_crop_makes_a_taller_input_and_head() -> None:
+    model = build_model(image_size=64, crop="portrait", augment="shift", head="depthwise")
+    assert model.input_shape == (None, 72, 64, 3) and "64x72px" in model.name
+    # 72 rows and 64 columns make a 3x2 feature map: the head keeps one weight per position of it.
+    assert backbone_of(model).output_shape[1:3] == (3, 2)
+    assert tuple(model.get_layer("spatial_weights").kernel.shape[:2]) == (3, 2)
+    faces = np.random.default_rng(2).uniform(0, 255, (2, 72, 64, 3)).astype("float32")
+    assert np.asarray(model(faces, training=True)).shape == (2, 40)
+    with pytest.raises(ConfigError, match="crop='oval'"):
+        build_model(image_size=64, crop="oval")
+
+
 def test_augmentation_acts_only_in_training(model: keras.Model, images: np.ndarray) -> None:
     augment = model.get_layer("augment")
     np.testing.assert_array_equal(np.asarray(augment(images, training=False)), images)

@@ -277,6 +277,15 @@ def test_index_and_query_commands_on_tiny_run(tiny_run, synthetic_root, syntheti
     assert by_image.loc[like, "distance"] < 1e-4
 
 
+def test_an_index_reuses_the_predictions_evaluate_stored(tiny_run, synthetic_table, monkeypatch) -> None:
+    first = GalleryIndex.build(tiny_run, synthetic_table, "val", limit=6, progress=False)
+    assert (tiny_run.path / "predictions_val_first6.npz").is_file()
+    monkeypatch.setattr(type(tiny_run), "predict", lambda *args, **kwargs: pytest.fail("predicted again"))
+    again = GalleryIndex.build(tiny_run, synthetic_table, "val", limit=6, progress=False)
+    np.testing.assert_array_equal(again.probabilities, first.probabilities)
+    assert again.image_ids.tolist() == first.image_ids.tolist()
+
+
 class ColourRun(FakeRun):
     """A stand-in model whose 40 outputs are the image's mean red, green and blue, repeated."""
 

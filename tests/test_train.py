@@ -423,3 +423,25 @@ def test_identity_targets_reach_the_training_labels(synthetic_table: pd.DataFram
     np.testing.assert_array_equal(labels["Smiling"], synthetic_table["Smiling"])
     np.testing.assert_array_equal(labels.loc[~rows, "Attractive"], synthetic_table.loc[~rows, "Attractive"])
     assert json.loads((tmp_path / "run" / "config.json").read_text())["identity_targets"] == "person"
+
+
+def test_a_portrait_run_takes_taller_images_through_every_entry_point(synthetic_root: Path, tmp_path: Path) -> None:
+    from celebalib.data import load_image
+    from celebalib.evaluate import check_run_matches
+
+    run = train.fit(tmp_path / "portrait", data_root=synthetic_root, epochs=1, image_size=32, batch_size=32,
+                    limit=64, crop="portrait", head="depthwise", test_time_shift=2, progress=False,
+                    run_eagerly=True)
+    assert run.config["crop"] == "portrait" and run.image_shape == (40, 32)
+    assert run.model().input_shape == (None, 40, 32, 3)
+    check_run_matches(run)
+    rows = load_celeba(synthetic_root).query("split == 'test'").head(3)
+    pixels = np.stack([load_image(path, image_size=32, crop="portrait") for path in rows["path"]])
+    np.testing.assert_allclose(run.predict_images(pixels), run.predict(rows, batch_size=2, progress=False),
+                               atol=1e-5)
+    with pytest.raises(RunError, match=r"expected \(N, 40, 32, 3\)"):
+        run.predict_images(load_image(rows["path"].iloc[0], image_size=32))
+    # A config that no longer matches the model's input is named, with both shapes.
+    run.update_config(crop="center")
+    with pytest.raises(RunError, match="image_size 32 and crop 'center' make 32x32 images but the model takes 32x40"):
+        check_run_matches(runs.Run(run.path))
