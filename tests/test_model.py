@@ -7,11 +7,12 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from celebalib.errors import ConfigError
 from celebalib.model import (
     SCRATCH_BN_MOMENTUM, BatchNormalization, Conv2D, augmentation, backbone_of, batch_norm_layers, build_backbone,
-    build_model, feature_extractor, imagenet_weights_file, layers_of_kind,
+    build_model, feature_extractor, foldable_padding, imagenet_weights_file, layers_of_kind, with_fast_layers,
 )
 
 SIZE = 32
@@ -257,15 +258,58 @@ def test_backbone_fast_layers_are_swapped_in_and_keep_their_weights(tmp_path: Pa
     np.testing.assert_array_equal(np.asarray(source.get_layer("Conv_1").kernel), 3.0)
 
 
-@pytest.mark.parametrize("fast_layers", [("batch_norm",), ("pointwise",)])
+@pytest.mark.parametrize("fast_layers", [("batch_norm",), ("pointwise",), ("padding",)])
 def test_each_swap_alone_leaves_the_other_layers_keras_s(fast_layers: tuple[str, ...]) -> None:
     backbone = build_backbone(SIZE, 0.35, None, fast_layers=fast_layers)
     batch_norm_kinds = {type(layer) for layer in batch_norm_layers(backbone)}
     conv_kinds = {type(layer) for layer in layers_of_kind(backbone, keras.layers.Conv2D)}
+    pads = [layer.name for layer in layers_of_kind(backbone, keras.layers.ZeroPadding2D)]
+    keras_bn, keras_conv = {keras.layers.BatchNormalization}, {keras.layers.Conv2D}
     if fast_layers == ("batch_norm",):
-        assert batch_norm_kinds == {BatchNormalization} and conv_kinds == {keras.layers.Conv2D}
+        assert batch_norm_kinds == {BatchNormalization} and conv_kinds == keras_conv and len(pads) == 4
+    elif fast_layers == ("pointwise",):
+        assert batch_norm_kinds == keras_bn and conv_kinds == {keras.layers.Conv2D, Conv2D} and len(pads) == 4
     else:
-        assert batch_norm_kinds == {keras.layers.BatchNormalization} and conv_kinds == {keras.layers.Conv2D, Conv2D}
+        assert batch_norm_kinds == keras_bn and conv_kinds == keras_conv and pads == []
+        identities = [layer.name for layer in layers_of_kind(backbone, keras.layers.Identity)]
+        assert identities == ["block_1_pad", "block_3_pad", "block_6_pad", "block_13_pad"]
+        strided = [layer for layer in layers_of_kind(backbone, keras.layers.DepthwiseConv2D) if layer.strides == (2, 2)]
+        assert len(strided) == 4 and {layer.padding for layer in strided} == {"same"}
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (97, 75)])
+def test_folded_padding_trains_as_keras_padding_does(shape: tuple[int, int]) -> None:
+    # Even and odd sides pad differently before a strided convolution; the fold matches both.
+    keras.utils.set_random_seed(5)
+    source = build_backbone(shape[1], 0.35, None, fast_layers=False, height=shape[0])
+    folded = with_fast_layers(source, ("padding",))
+    assert len([layer for layer in folded.layers if isinstance(layer, keras.layers.Identity)]) == 4
+    x = tf.constant(np.random.default_rng(6).normal(0.0, 1.0, (2, *shape, 3)).astype("float32"))
+    results = []
+    for model in (source, folded):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = model(x, training=True)
+            loss = tf.reduce_sum(y * tf.cos(y))
+        results.append([y, *tape.gradient(loss, [x, *model.trainable_weights])])
+    for want, have in zip(*results):
+        np.testing.assert_allclose(np.asarray(have), np.asarray(want), rtol=1e-4, atol=1e-5)
+    # The folded network pads inside its convolutions: its traced step has no Pad op left.
+    def pad_ops(model: keras.Model) -> int:
+        graph = tf.function(lambda images: model(images, training=True)).get_concrete_function(x).graph
+        return sum(op.type in ("Pad", "PadV2") for op in graph.get_operations())
+    assert pad_ops(source) == 4 and pad_ops(folded) == 0
+
+
+def test_padding_that_differs_from_same_padding_is_not_folded() -> None:
+    inputs = keras.Input((8, 8, 4))
+    padded = keras.layers.ZeroPadding2D(((1, 1), (1, 1)))(inputs)  # "same" would pad (0, 1) here
+    model = keras.Model(inputs, keras.layers.DepthwiseConv2D(3, strides=2)(padded))
+    assert foldable_padding(model) == {}
+    inputs = keras.Input((8, 8, 4))
+    padded = keras.layers.ZeroPadding2D(((0, 1), (0, 1)))(inputs)
+    model = keras.Model(inputs, keras.layers.DepthwiseConv2D(3, strides=2)(padded))
+    assert list(foldable_padding(model)) == [model.layers[1]]
 
 
 def test_the_swap_leaves_a_seed_s_initial_weights_alone() -> None:
