@@ -333,7 +333,8 @@ def build_model(
     x = layers.BatchNormalization(name="head_bn")(x)
     x = layers.Dropout(dropout_rate, name="dropout")(x)
     outputs = layers.Dense(num_attributes, activation="sigmoid", dtype="float32", name=OUTPUT)(x)
-    model = keras.Model(inputs, outputs, name=f"mobilenetv2_{alpha:g}_{width if height == width else f'{width}x{height}'}px_attributes")
+    size = f"{width}" if height == width else f"{width}x{height}"
+    model = keras.Model(inputs, outputs, name=f"mobilenetv2_{alpha:g}_{size}px_attributes")
     momentum = bn_momentum if bn_momentum is not None else (SCRATCH_BN_MOMENTUM if weights is None else None)
     if momentum is not None:
         set_bn_momentum(model, momentum)
