@@ -67,12 +67,14 @@ def main() -> None:
           f"augment {args.augment}, head {args.head}, batch {args.batch_size}, {args.steps} profiled steps each, "
           f"TensorFlow {tf.__version__}")
     print("kernel ms per step, summed over compute threads:")
-    print(f"{'op type':<40}" + "".join(f"{name:>16}" for name in results))
     tables = [totals for _, totals in results.values()]
     ranked = [op_type for op_type, _ in sum(tables, collections.Counter()).most_common()]
+    width = max(len(label) for label in ["all other op types", *ranked[:args.top]]) + 2  # oneDNN's names run long
 
     def row(label: str, cells: list[float]) -> None:
-        print(f"{label:<40}" + "".join(f"{cell:16.1f}" for cell in cells))
+        print(f"{label:<{width}}" + "".join(f"{cell:16.1f}" for cell in cells))
+
+    print(f"{'op type':<{width}}" + "".join(f"{name:>16}" for name in results))
 
     for op_type in ranked[:args.top]:
         row(op_type, [totals[op_type] for totals in tables])
