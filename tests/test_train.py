@@ -185,6 +185,7 @@ def test_explicit_flags_override_the_preset(monkeypatch: pytest.MonkeyPatch) -> 
     parse = cli.build_parser("train").parse_args
     options = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--epochs", "5"]))
     assert options["epochs"] == 5 and options["image_size"] == 96 and options["optimizer"] == "adam"
+    assert options["crop"] == "portrait"
     assert options["lr_schedule"] == "cosine" and options["bn_momentum"] == 0.9 and options["augment"] == "shift"
     assert options["test_time_flip"] is True and options["test_time_shift"] == 3 and options["weights"] is None
     assert options["checkpoint_metric"] == "auc" and options["alpha"] == 1.0 and options["batch_size"] == 32
@@ -197,6 +198,7 @@ def test_explicit_flags_override_the_preset(monkeypatch: pytest.MonkeyPatch) -> 
                                            "--checkpoint-metric", "balanced_accuracy"]))
     assert changed["augment"] == "flip" and changed["test_time_flip"] is False and changed["alpha"] == 0.35
     assert changed["test_time_shift"] == 0
+    assert train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--crop", "center"]))["crop"] == "center"
     assert changed["checkpoint_metric"] == "balanced_accuracy"
     regularised = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu",
                                                "--weight-decay", "0.05", "--dropout-rate", "0.3",
