@@ -198,8 +198,8 @@ def test_explicit_flags_override_the_preset(monkeypatch: pytest.MonkeyPatch) -> 
                                            "--checkpoint-metric", "balanced_accuracy"]))
     assert changed["augment"] == "flip" and changed["test_time_flip"] is False and changed["alpha"] == 0.35
     assert changed["test_time_shift"] == 0
-    assert train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--crop", "center"]))["crop"] == "center"
     assert changed["checkpoint_metric"] == "balanced_accuracy"
+    assert train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--crop", "center"]))["crop"] == "center"
     regularised = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu",
                                                "--weight-decay", "0.05", "--dropout-rate", "0.3",
                                                "--label-smoothing", "0.1"]))
