@@ -14,6 +14,7 @@ import inspect
 import math
 import os
 import shutil
+import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -196,7 +197,8 @@ class TimeBudget(keras.callbacks.Callback):
     Machines differ (the celeba-cpu recipe has trained at half the speed on one 2-core machine
     as on another), so a fixed number of epochs cannot promise a wall time. From the second
     epoch this process runs on (the first also traces the graph and decodes the images), the
-    last epoch's time (callbacks included) predicts the rest: when the planned epochs do not
+    median time of its last three epochs after the first (callbacks included) predicts the rest,
+    so one slow epoch does not shorten a run and two in a row do: when the planned epochs do not
     fit, the run ends after those that do, and the schedule's ``decay_steps`` shrinks so the
     learning rate still reaches zero there. It never lengthens a run. ``on_shorten(end)``
     hears each new end, and ``on_epoch(seconds)`` the time spent since ``start`` after each epoch.
@@ -210,7 +212,7 @@ class TimeBudget(keras.callbacks.Callback):
         self.seconds, self.start, self.end, self.planned_end, self.schedule = minutes * 60, start, end, end, schedule
         self.steps_per_epoch, self.first_epoch = steps
         self.on_shorten, self.on_epoch, self.clock = on_shorten, on_epoch, clock
-        self.epochs_seen, self.mark = 0, start
+        self.mark, self.durations = start, []  # this process's epochs, in seconds
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.mark = self.clock()
@@ -220,11 +222,12 @@ class TimeBudget(keras.callbacks.Callback):
         now = self.clock()
         last, left, done = now - self.mark, self.seconds - (now - self.start), epoch + 1
         self.mark = now
-        self.epochs_seen += 1
+        self.durations.append(last)
         if self.on_epoch is not None:
             self.on_epoch(now - self.start)
-        if self.epochs_seen >= 2 or left < last:
-            fits = done + int(max(left, 0.0) // max(last, 1e-9))
+        if len(self.durations) >= 2 or left < last:
+            per_epoch = statistics.median(self.durations[1:][-3:] or self.durations)
+            fits = done + int(max(left, 0.0) // max(per_epoch, 1e-9))
             if fits < self.end:
                 self.end = max(fits, done)
                 if self.schedule is not None:

@@ -243,7 +243,18 @@ class TickingClock:
         return self.now
 
 
-def fit_with_budget(minutes: float, epochs: int, tick: float = 10.0):
+class StepClock:
+    """A clock that moves on by the next of ``steps`` seconds each time it is read."""
+
+    def __init__(self, steps: list[float]) -> None:
+        self.now, self.steps = 0.0, iter(steps)
+
+    def __call__(self) -> float:
+        self.now += next(self.steps)
+        return self.now
+
+
+def fit_with_budget(minutes: float, epochs: int, tick: float = 10.0, clock=None):
     """Fit a one-layer model for ``epochs`` epochs of 4 steps under a TimeBudget on a ticking clock."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
@@ -251,7 +262,7 @@ def fit_with_budget(minutes: float, epochs: int, tick: float = 10.0):
     model.compile(optimizer=optimizer, loss="mse")
     ends: list[int] = []
     budget = train.TimeBudget(minutes, 0.0, epochs, optimizer._learning_rate, (4, 0), ends.append,
-                              clock=TickingClock(tick))
+                              clock=clock or TickingClock(tick))
     history = model.fit(np.ones((16, 3)), np.ones(16), batch_size=4, epochs=epochs, callbacks=[budget], verbose=0)
     return len(history.history["loss"]), ends, optimizer
 
@@ -262,6 +273,20 @@ def test_time_budget_shortens_the_schedule_to_fit() -> None:
     assert (trained, ends) == (5, [5])
     assert float(optimizer._learning_rate.decay_steps.numpy()) == 20.0  # 5 epochs of 4 steps
     assert int(optimizer.iterations.numpy()) == 20 and float(optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_time_budget_is_not_shortened_by_one_slow_epoch() -> None:
+    # Nine planned epochs of 10 s in 100 s, the fifth taking 20: the last epoch's time alone
+    # would predict 20 s per epoch at 60 s and end the run after 7; the median of the last three
+    # (10, 10, 20) keeps all nine, which end at 100 s.
+    trained, ends, _ = fit_with_budget(100 / 60, epochs=9, clock=StepClock([0, 10, 10, 10, 10, 20, 10, 10, 10, 10]))
+    assert (trained, ends) == (9, [])
+
+
+def test_time_budget_is_shortened_by_two_slow_epochs_in_a_row() -> None:
+    # The same run with the fifth and sixth epochs at 20 s: at 80 s the median is 20 and one more fits.
+    trained, ends, optimizer = fit_with_budget(100 / 60, epochs=9, clock=StepClock([0, 10, 10, 10, 10, 20, 20, 10]))
+    assert (trained, ends) == (7, [7]) and float(optimizer._learning_rate.decay_steps.numpy()) == 28.0
 
 
 def test_time_budget_leaves_a_run_that_fits_alone() -> None:
