@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -233,28 +234,18 @@ def test_cosine_schedule_is_keras_cosine_decay_and_can_be_shortened() -> None:
 
 
 class TickingClock:
-    """A clock that moves on ``tick`` seconds each time it is read."""
+    """A clock that moves on each time it is read: by ``tick`` seconds, or by the next of a list of them."""
 
-    def __init__(self, tick: float) -> None:
-        self.now, self.tick = 0.0, tick
+    def __init__(self, tick: float | list[float]) -> None:
+        self.now = 0.0
+        self.ticks = iter(tick) if isinstance(tick, list) else itertools.repeat(tick)
 
     def __call__(self) -> float:
-        self.now += self.tick
+        self.now += next(self.ticks)
         return self.now
 
 
-class StepClock:
-    """A clock that moves on by the next of ``steps`` seconds each time it is read."""
-
-    def __init__(self, steps: list[float]) -> None:
-        self.now, self.steps = 0.0, iter(steps)
-
-    def __call__(self) -> float:
-        self.now += next(self.steps)
-        return self.now
-
-
-def fit_with_budget(minutes: float, epochs: int, tick: float = 10.0, clock=None):
+def fit_with_budget(minutes: float, epochs: int, tick: float | list[float] = 10.0):
     """Fit a one-layer model for ``epochs`` epochs of 4 steps under a TimeBudget on a ticking clock."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
@@ -262,7 +253,7 @@ def fit_with_budget(minutes: float, epochs: int, tick: float = 10.0, clock=None)
     model.compile(optimizer=optimizer, loss="mse")
     ends: list[int] = []
     budget = train.TimeBudget(minutes, 0.0, epochs, optimizer._learning_rate, (4, 0), ends.append,
-                              clock=clock or TickingClock(tick))
+                              clock=TickingClock(tick))
     history = model.fit(np.ones((16, 3)), np.ones(16), batch_size=4, epochs=epochs, callbacks=[budget], verbose=0)
     return len(history.history["loss"]), ends, optimizer
 
@@ -279,13 +270,13 @@ def test_time_budget_is_not_shortened_by_one_slow_epoch() -> None:
     # Nine planned epochs of 10 s in 100 s, the fifth taking 20: the last epoch's time alone
     # would predict 20 s per epoch at 60 s and end the run after 7; the median of the last three
     # (10, 10, 20) keeps all nine, which end at 100 s.
-    trained, ends, _ = fit_with_budget(100 / 60, epochs=9, clock=StepClock([0, 10, 10, 10, 10, 20, 10, 10, 10, 10]))
+    trained, ends, _ = fit_with_budget(100 / 60, epochs=9, tick=[0, 10, 10, 10, 10, 20, 10, 10, 10, 10])
     assert (trained, ends) == (9, [])
 
 
 def test_time_budget_is_shortened_by_two_slow_epochs_in_a_row() -> None:
     # The same run with the fifth and sixth epochs at 20 s: at 80 s the median is 20 and one more fits.
-    trained, ends, optimizer = fit_with_budget(100 / 60, epochs=9, clock=StepClock([0, 10, 10, 10, 10, 20, 20, 10]))
+    trained, ends, optimizer = fit_with_budget(100 / 60, epochs=9, tick=[0, 10, 10, 10, 10, 20, 20, 10])
     assert (trained, ends) == (7, [7]) and float(optimizer._learning_rate.decay_steps.numpy()) == 28.0
 
 
