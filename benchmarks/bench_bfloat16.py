@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import keras
-
 from celebalib.config import seed_everything
+from celebalib.model import dtype_policy
 
 from bench_xla import arguments, compare, compiled_model, random_batches  # the script's own folder is on sys.path
 
@@ -36,12 +35,8 @@ def main() -> None:
     seed_everything(0)
     total = args.steps * (args.rounds + 1)
     models = {"float32": compiled_model(args, False, total)}
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_bfloat16")
-    try:
+    with dtype_policy("mixed_bfloat16"):
         models["mixed_bfloat16"] = compiled_model(args, False, total)
-    finally:
-        keras.config.set_dtype_policy(previous)
     print(f"CPU bfloat16 features: {bfloat16_features()}")
     median = compare(models, random_batches(args), args)
     print(f"mixed_bfloat16 / float32: {median['mixed_bfloat16'] / median['float32']:.2f} of the time per step")

@@ -6,9 +6,10 @@ and does its own scaling, so every caller feeds it the same thing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import keras
@@ -35,6 +36,17 @@ OUTPUT = "attributes"
 # or "depthwise" (a global depthwise convolution: one learned weight per channel and position,
 # started at the average, so the head can tell the mouth's row from the hair's on an aligned face).
 HEADS = ("average", "depthwise")
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str) -> Iterator[None]:
+    """Build layers under Keras's dtype policy ``name`` (e.g. "mixed_float16"), then restore the previous one."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def check_image_size(image_size: int) -> int:

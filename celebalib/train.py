@@ -36,7 +36,7 @@ from celebalib.io import write_json, write_text
 from celebalib.losses import LOSSES, check_label_smoothing, get_loss
 from celebalib.metrics import MeanBalancedAccuracy
 from celebalib.model import (AUGMENTATIONS, HEADS, augmentation_mode, build_model, check_head, check_image_size,
-                             set_backbone_trainable)
+                             dtype_policy, set_backbone_trainable)
 from celebalib.runs import prediction_views
 from celebalib.schedules import CosineSchedule
 
@@ -142,12 +142,8 @@ def precision_policy() -> Iterator[bool]:
     if not tf.config.list_physical_devices("GPU"):
         yield False
         return
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
-    try:
+    with dtype_policy("mixed_float16"):
         yield True
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 class HistoryWriter(keras.callbacks.Callback):

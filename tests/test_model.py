@@ -12,7 +12,8 @@ import tensorflow as tf
 from celebalib.errors import ConfigError
 from celebalib.model import (
     SCRATCH_BN_MOMENTUM, BatchNormalization, Conv2D, augmentation, backbone_of, batch_norm_layers, build_backbone,
-    build_model, feature_extractor, foldable_padding, imagenet_weights_file, layers_of_kind, with_fast_layers,
+    build_model, dtype_policy, feature_extractor, foldable_padding, imagenet_weights_file, layers_of_kind,
+    with_fast_layers,
 )
 
 SIZE = 32
@@ -221,15 +222,13 @@ def test_pointwise_conv_is_a_matrix_product_in_the_graph() -> None:
 
 def test_pointwise_conv_follows_the_mixed_precision_policy() -> None:
     x = np.random.default_rng(3).normal(0.0, 1.0, (2, 4, 4, 8)).astype("float32")
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
+    with dtype_policy("mixed_float16"):
         keras_conv, mine = keras.layers.Conv2D(4, 1), Conv2D(4, 1)
         for layer in (keras_conv, mine):
             layer.build(x.shape)
         mine.set_weights(keras_conv.get_weights())
         want, have = keras_conv(x), mine(x)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    assert keras.config.dtype_policy().name == "float32"
     assert have.dtype == want.dtype == "float16" and mine.kernel.dtype == "float32"
     np.testing.assert_allclose(np.asarray(have, "float32"), np.asarray(want, "float32"), rtol=1e-2, atol=1e-2)
 
