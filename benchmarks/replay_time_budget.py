@@ -13,6 +13,7 @@ median time of the run's last three (printed as "extrapolated"). No model is tra
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 from pathlib import Path
 
@@ -48,9 +49,10 @@ def epoch_end_times(run: Path) -> list[float]:
     return [times[step] for step in sorted(times)]
 
 
-def replay(rule: type[train.TimeBudget], minutes: float, planned: int, durations: list[float]) -> tuple[int, float, list[str]]:
+def replay(rule: type[train.TimeBudget], minutes: float, planned: int,
+           durations: list[float]) -> tuple[int, float, list[str]]:
     """Epochs trained, seconds spent and the end's moves when ``rule`` meets ``durations`` (seconds)."""
-    clock_times = iter([0.0] + [sum(durations[:i + 1]) for i in range(len(durations))])
+    clock_times = itertools.accumulate(durations, initial=0.0)  # train begin, then each epoch's end
     moves: list[str] = []
     model, trained = Model(), 0
     budget = rule(minutes, 0.0, planned, None, (1, 0), lambda end: moves.append(f"to {end} after epoch {trained + 1}"),
