@@ -26,7 +26,7 @@ from celebalib.attributes import ATTRIBUTES
 from celebalib.data import MissingImagesWarning, load_celeba, majority_baseline
 from celebalib.evaluate import attribute_table, cross_fitted_table, table_means, threshold_folds
 from celebalib.runs import Run
-from celebalib.train import CHECKPOINT_METRICS, recorded_setting
+from celebalib.recipes import CHECKPOINT_METRICS
 
 SETTINGS = ("image_size", "crop", "alpha", "augment", "head", "optimizer", "learning_rate", "lr_schedule", "loss", "label_smoothing", "weight_decay", "batch_size",
             "epoch_images", "time_budget")
@@ -79,9 +79,10 @@ def main() -> None:
     print("run | settings | epochs (best) | minutes | views | acc@0.5 | acc (tuned for acc) | bal acc (tuned for it) | ROC-AUC")
     for folder in args.runs:
         run = Run(folder)
-        settings = ", ".join(f"{key} {recorded_setting(run.config, key)}" for key in SETTINGS)
+        recorded = run.train_config  # an old config.json through its migration
+        settings = ", ".join(f"{key} {getattr(recorded, key)}" for key in SETTINGS)
         history = run.history()
-        monitor = CHECKPOINT_METRICS[recorded_setting(run.config, "checkpoint_metric")]
+        monitor = CHECKPOINT_METRICS[recorded.checkpoint_metric]
         if "averaged" in run.config:  # best.keras averages epochs instead of keeping one
             first, last = run.config["averaged"]["epochs"]
             chosen = f"average of {first}-{last}"

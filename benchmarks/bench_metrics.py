@@ -5,7 +5,7 @@ balanced accuracy).
 Random pixels and labels in memory (synthetic), so only the step itself is timed; the
 variants alternate over several rounds after a warm-up that traces each step.
 
-Model settings default to the ``celeba-cpu`` preset's (``train.PRESETS``).
+Model settings default to the ``celeba-cpu`` recipe's (``recipes.RECIPES``).
 
     python benchmarks/bench_metrics.py [--image-size S] [--alpha A] [--batch-size B] [--augment MODE] [--steps 15] [--rounds 3]
 """
@@ -19,7 +19,8 @@ import numpy as np
 
 from celebalib.config import seed_everything
 from celebalib.model import AUGMENTATIONS, build_model
-from celebalib.train import PRESETS, make_optimizer, training_metrics
+from celebalib.recipes import RECIPES
+from celebalib.train import make_optimizer, training_metrics
 
 
 def metric_sets(n_labels: int) -> dict[str, list]:
@@ -34,11 +35,11 @@ def metric_sets(n_labels: int) -> dict[str, list]:
 def main() -> None:
     """Print milliseconds per training step for each metric set."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    preset = PRESETS["celeba-cpu"]
-    parser.add_argument("--image-size", type=int, default=preset["image_size"])
-    parser.add_argument("--alpha", type=float, default=preset["alpha"])
-    parser.add_argument("--batch-size", type=int, default=preset["batch_size"])
-    parser.add_argument("--augment", choices=AUGMENTATIONS, default=preset["augment"])
+    recipe = RECIPES["celeba-cpu"]
+    parser.add_argument("--image-size", type=int, default=recipe.image_size)
+    parser.add_argument("--alpha", type=float, default=recipe.alpha)
+    parser.add_argument("--batch-size", type=int, default=recipe.batch_size)
+    parser.add_argument("--augment", choices=AUGMENTATIONS, default=recipe.augment)
     parser.add_argument("--steps", type=int, default=15)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()

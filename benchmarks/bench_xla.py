@@ -25,6 +25,7 @@ from celebalib.attributes import NUM_ATTRIBUTES
 from celebalib.config import seed_everything
 from celebalib.losses import get_loss
 from celebalib.model import SCRATCH_BN_MOMENTUM, build_model
+from celebalib.schedules import CosineSchedule
 from celebalib.train import make_optimizer, training_metrics
 
 from bench_training import images_per_second  # the script's own folder is on sys.path
@@ -35,7 +36,7 @@ def compiled_model(args: argparse.Namespace, jit_compile: bool, steps: int,
     """The preset's model, loss, optimiser (cosine over ``steps``) and metrics, compiled with or without XLA."""
     model = build_model(image_size=args.image_size, alpha=args.alpha, augment=args.augment,
                         bn_momentum=SCRATCH_BN_MOMENTUM, head=args.head, fast_layers=fast_layers)
-    model.compile(optimizer=make_optimizer("adam", 1e-3, steps), loss=get_loss("bce"),
+    model.compile(optimizer=make_optimizer("adam", CosineSchedule(1e-3, steps)), loss=get_loss("bce"),
                   metrics=training_metrics(NUM_ATTRIBUTES), jit_compile=jit_compile)
     return model
 

@@ -107,14 +107,15 @@ def gpu_available() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-def default_image_size(*, fast: bool, real_data: bool) -> int:
-    """The course's 224 px for real CelebA on a GPU, 128 px for it on a CPU, 64 px otherwise.
+def recipe_default(name: str, *, fast: bool, real_data: bool) -> int:
+    """Setting ``name`` (image_size or batch_size) of the recipe the data would train with
+    (``recipes.resolve_recipe``): ``course`` for the synthetic set, ``celeba-gpu`` for real
+    CelebA where a GPU is present, else ``celeba-cpu``; shrunk in fast mode."""
+    from celebalib.recipes import FAST_CHANGES, RECIPES
 
-    The synthetic faces carry their cues at 64 px, where a CPU trains the demo in minutes.
-    """
-    if fast or not real_data:
-        return 64
-    return 224 if gpu_available() else 128
+    recipe = "course" if not real_data else "celeba-gpu" if gpu_available() else "celeba-cpu"
+    config = RECIPES[recipe].replace(**FAST_CHANGES[recipe]) if fast else RECIPES[recipe]
+    return getattr(config, name)
 
 
 def get_settings() -> Settings:
@@ -122,6 +123,7 @@ def get_settings() -> Settings:
     fast = _env_flag("CELEBALIB_FAST")
     root = os.environ.get("CELEBA_ROOT", "").strip()
     size_override = os.environ.get("CELEBALIB_IMAGE_SIZE", "").strip()
+    batch_override = os.environ.get("CELEBALIB_BATCH_SIZE", "").strip()
     home = project_home()
     data_dir = home / "data"
     synthetic_size = 1200 if fast else 6000
@@ -134,9 +136,10 @@ def get_settings() -> Settings:
         synthetic_dir=data_dir / f"synthetic-{synthetic_size}",
         synthetic_size=synthetic_size,
         synthetic_seed=0,
-        image_size=_env_int("CELEBALIB_IMAGE_SIZE", 0) if size_override else default_image_size(
-            fast=fast, real_data=bool(root)),
-        batch_size=_env_int("CELEBALIB_BATCH_SIZE", 64 if root and not fast else 32),
+        image_size=_env_int("CELEBALIB_IMAGE_SIZE", 0) if size_override else recipe_default(
+            "image_size", fast=fast, real_data=bool(root)),
+        batch_size=_env_int("CELEBALIB_BATCH_SIZE", 0) if batch_override else recipe_default(
+            "batch_size", fast=fast, real_data=bool(root)),
         epochs=_env_int("CELEBALIB_EPOCHS", 2 if fast else 24),
         gallery_limit=400 if fast else None,
         seed=0,

@@ -19,7 +19,6 @@ from celebalib.errors import ConfigError, RunError
 from celebalib.io import atomic_path, write_text
 
 NOTEBOOKS_DIR = PACKAGE_DIR.parent / "notebooks"
-COURSE_RUN = "course"
 CELL_TIMEOUT = 3600  # seconds; a full-mode training cell takes minutes on two CPU cores
 
 
@@ -33,18 +32,28 @@ def course_notebooks(folder: Path = NOTEBOOKS_DIR) -> list[Path]:
     return notebooks
 
 
-def course_run(settings: Settings | None = None) -> Any:
-    """Open the course run that notebook 03 trains, or train a quick one-epoch run there if it is missing."""
-    from celebalib import data, runs, train
+def course_run_dir(settings: Settings | None = None) -> Path:
+    """The run folder of the recipe for the settings' data and this machine: ``runs/<recipe name>``."""
+    from celebalib import data, recipes
 
     settings = settings or get_settings()
-    run_dir = settings.runs_dir / COURSE_RUN
+    return settings.runs_dir / recipes.resolve_recipe(data.default_root(), fast=settings.fast).name
+
+
+def course_run(settings: Settings | None = None) -> Any:
+    """Open the run that notebook 03 trains (``runs/<recipe name>``), or train a quick one-epoch run of
+    the recipe there if it is missing."""
+    from celebalib import data, recipes, runs, train
+
+    settings = settings or get_settings()
+    root = data.default_root()
+    recipe = recipes.resolve_recipe(root, fast=settings.fast)
+    run_dir = settings.runs_dir / recipe.name
     if (run_dir / runs.FINAL).is_file():
         return runs.open_run(run_dir)
-    print(f"No trained run in {run_dir}: training a quick one-epoch run (notebook 03 trains the real one).")
-    return train.fit(run_dir, data_root=data.default_root(), epochs=1, image_size=settings.image_size,
-                     batch_size=settings.batch_size, loss="balanced_bce", augment="flip", seed=settings.seed,
-                     progress=False)
+    print(f"No trained run in {run_dir}: training a quick one-epoch run of the {recipe.name} recipe "
+          "(notebook 03 trains the real one).")
+    return train.fit(run_dir, recipe.config, data_root=root, epochs=1, progress=False)
 
 
 def _error_text(error: Exception) -> str:
@@ -211,7 +220,7 @@ def _handle(args: argparse.Namespace) -> int:
     print(settings.describe(), flush=True)
     started = time.monotonic()
     run_demo(notebooks, out_dir)
-    run_dir = settings.runs_dir / COURSE_RUN
+    run_dir = course_run_dir(settings)
     print(f"All {len(notebooks)} notebooks ran in {(time.monotonic() - started) / 60:.1f} min.")
     print(format_headline(headline_figures(run_dir), run_dir, out_dir))
     return 0

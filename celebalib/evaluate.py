@@ -135,7 +135,7 @@ def attribute_table(
         thresholds: one value for all attributes, 40 values, or a Series by name
             (None means 0.5).
         baseline: majority-label accuracy per attribute on the same images, the majority
-            taken from the train split (``celebalib.data.majority_baseline``).
+            taken from the train split (``run_baseline``).
     """
     y_true, y_prob = _check_arrays(y_true, y_prob)
     cuts = _as_thresholds(thresholds)
@@ -280,6 +280,17 @@ def _split_rows(table: pd.DataFrame, split: str) -> pd.DataFrame:
     return rows
 
 
+def run_baseline(run: Any, table: pd.DataFrame, rows: pd.DataFrame) -> pd.Series:
+    """Accuracy per attribute on ``rows`` of always predicting the train split's majority label.
+
+    The majority comes from the label rates the run recorded at training time
+    (``Run.label_rates``; for an older run, the train rows of ``table``'s annotations, images
+    present or not), so a root holding only the evaluated split's images is enough.
+    """
+    majority = (run.label_rates(table) > 0.5).astype(np.int8)
+    return (rows[list(ATTRIBUTES)] == majority).mean().rename("majority_accuracy")
+
+
 def threshold_folds(rows: pd.DataFrame, folds: int) -> tuple[int, np.ndarray | None]:
     """The fold count to use and the identity groups, when identities allow grouping."""
     identity = rows["identity"].to_numpy() if "identity" in rows else None
@@ -345,9 +356,7 @@ def evaluate_run(
     predicted = f"{len(views)} view{'s' if len(views) > 1 else ''} averaged ({describe_views(views)})" + (
         f"; reused from predictions_{split}.npz (same model file and views)" if reused else "")
     y_true = rows[list(ATTRIBUTES)].to_numpy()
-    from celebalib.data import majority_baseline  # imported here: it loads TensorFlow
-
-    baseline = majority_baseline(table, split)
+    baseline = run_baseline(run, table, rows)
     in_sample = None
     if split == "val":
         thresholds, tuned, in_sample, source = _tune_on_val(run, rows, y_true, y_prob, objective, baseline, folds)

@@ -25,6 +25,9 @@ FINAL = "model.keras"
 BEST = "best.keras"
 HISTORY = "history.csv"
 MODEL_FILES = {"best": BEST, "final": FINAL}
+# config.json key: each attribute's rate of positive labels over the train split's annotations,
+# recorded at training time; the majority baseline of any split is taken from it.
+TRAIN_LABEL_RATES = "train_label_rates"
 
 
 def prediction_views(flip: bool, shift: int, image_size: int | None = None) -> list[tuple[int, int, bool]]:
@@ -95,6 +98,19 @@ def load_model(path: str | Path) -> Any:
         raise RunError(f"{path}: cannot load the model ({error})") from None
 
 
+def train_label_rates(table: pd.DataFrame) -> dict[str, float]:
+    """Positive-label rate per attribute over every train row of the annotations of ``table``'s root
+    (images present or not), or over ``table``'s train rows when it has no readable root."""
+    from celebalib.data import load_celeba
+
+    root = table.attrs.get("root")
+    annotations = load_celeba(root, images=False) if root and Path(root).is_dir() else table
+    rows = annotations[annotations["split"] == "train"]
+    if rows.empty:
+        raise RunError(f"{root or 'the table'}: no train rows in the annotations; the majority baseline needs them")
+    return {name: float(rate) for name, rate in rows[list(ATTRIBUTES)].mean().items()}
+
+
 def read_config(path: Path) -> dict:
     """Read a run's config.json, raising RunError for a missing or broken file."""
     config_path = path / CONFIG
@@ -142,6 +158,22 @@ class Run:
     def crop(self) -> str:
         """The crop used in training, to use again at inference."""
         return str(self.config["crop"])
+
+    @property
+    def train_config(self) -> Any:
+        """The run's settings as a ``recipes.TrainConfig`` (an old config.json through its migration)."""
+        from celebalib.recipes import TrainConfig
+
+        try:
+            return TrainConfig.from_json(self.config, self.path / CONFIG)
+        except ConfigError as error:
+            raise RunError(str(error)) from None
+
+    def label_rates(self, table: pd.DataFrame) -> pd.Series:
+        """The train split's positive-label rates recorded at training time; for a run from before
+        they were recorded, ``train_label_rates`` of ``table``'s annotations."""
+        rates = self.config.get(TRAIN_LABEL_RATES) or train_label_rates(table)
+        return pd.Series(rates, dtype=np.float64).reindex(list(ATTRIBUTES)).rename("positive_rate")
 
     @property
     def thresholds(self) -> np.ndarray:

@@ -49,9 +49,11 @@ def test_celeba_root_selects_real_data(clean_env: pytest.MonkeyPatch, tmp_path: 
     settings = config.get_settings()
     assert settings.uses_real_data and settings.data_root == tmp_path.resolve() / "celeba"
     assert "real CelebA" in settings.describe()
-    # Real data trains at the course's 224 px where a GPU is present, else at 128 px, in batches of 64.
-    assert settings.image_size == (224 if config.gpu_available() else 128)
-    assert settings.batch_size == 64
+    # Real data takes the image size and batch of its recipe: celeba-gpu where a GPU is present, else celeba-cpu.
+    from celebalib.recipes import RECIPES
+
+    recipe = RECIPES["celeba-gpu" if config.gpu_available() else "celeba-cpu"]
+    assert (settings.image_size, settings.batch_size) == (recipe.image_size, recipe.batch_size)
 
 
 def test_whole_number_overrides(clean_env: pytest.MonkeyPatch) -> None:

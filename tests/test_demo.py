@@ -80,19 +80,22 @@ def test_headline_figures_prefer_test_and_reject_damaged_files(tmp_path: Path) -
 def test_course_run_opens_an_existing_run_or_trains_a_quick_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    from celebalib import config, data, runs, train
+    from celebalib import config, data, recipes, runs, synthetic, train
 
     monkeypatch.setenv("CELEBALIB_HOME", str(tmp_path))
     settings = config.get_settings()
     calls: list[tuple[str, Path, dict]] = []
+    (tmp_path / "faces").mkdir()
+    (tmp_path / "faces" / synthetic.MARKER).write_text("{}")  # synthetic faces: the course recipe
     monkeypatch.setattr(data, "default_root", lambda: tmp_path / "faces")
-    monkeypatch.setattr(train, "fit", lambda out, **kw: calls.append(("fit", out, kw)) or "trained")
+    monkeypatch.setattr(train, "fit", lambda out, config=None, **kw: calls.append(("fit", out, {**kw, "config": config})) or "trained")
     monkeypatch.setattr(runs, "open_run", lambda path: calls.append(("open", path, {})) or "opened")
     assert demo.course_run(settings) == "trained"
     assert "No trained run" in capsys.readouterr().out
     kind, out, options = calls[-1]
     assert (kind, out, options["epochs"], options["data_root"]) == ("fit", tmp_path / "runs" / "course", 1,
                                                                    tmp_path / "faces")
+    assert options["config"] == recipes.resolve_recipe(tmp_path / "faces", fast=settings.fast).config
     (out).mkdir(parents=True)
     (out / "model.keras").write_bytes(b"")  # a finished run has its final model
     assert demo.course_run(settings) == "opened" and calls[-1][:2] == ("open", out)

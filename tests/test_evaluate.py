@@ -312,6 +312,37 @@ def test_heatmap_overlay_checks_sizes() -> None:
         heatmap_overlay(image, np.zeros((4, 4)))
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_a_root_holding_only_the_evaluated_splits_images_is_enough(tiny_run, synthetic_root: Path, synthetic_table,
+                                                                   tmp_path: Path, capsys, split: str) -> None:
+    import shutil
+
+    from celebalib.cli import main
+    from celebalib.runs import TRAIN_LABEL_RATES
+
+    root = tmp_path / f"{split}-only"
+    shutil.copytree(synthetic_root, root)
+    for name in synthetic_table.loc[synthetic_table["split"] != split, "image_id"]:
+        next(root.rglob(name)).unlink()
+    # The reference: each attribute's majority over every train row of the annotations, scored on the split.
+    train_rows, rows = (synthetic_table[synthetic_table["split"] == s] for s in ("train", split))
+    majority = (train_rows[list(ATTRIBUTES)].mean() > 0.5).astype(int)
+    expected = float((rows[list(ATTRIBUTES)] == majority).mean().mean())
+    old_run = tmp_path / "old-run"  # a run from before the rates were recorded: they come from the annotations
+    for folder in (tmp_path / "run", old_run):
+        shutil.copytree(tiny_run.path, folder)
+    config = json.loads((old_run / "config.json").read_text())
+    del config[TRAIN_LABEL_RATES]
+    (old_run / "config.json").write_text(json.dumps(config))
+    for folder in (tmp_path / "run", old_run):
+        assert main(["evaluate", "--run", str(folder), "--data", str(root), "--split", split, "--no-progress"]) == 0
+        written = json.loads((folder / f"eval_{split}.json").read_text())
+        assert written["n_images"] == len(rows)
+        assert written["means"]["at_0.5"]["baseline"] == pytest.approx(expected)
+    capsys.readouterr()
+
+
 @pytest.mark.celeba
 def test_genuine_test_split_without_images_is_a_run_error(run_copy, celeba_shared: Path) -> None:
     from celebalib.data import load_celeba

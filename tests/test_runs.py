@@ -25,6 +25,7 @@ def run_copy(tiny_run: runs.Run, tmp_path: Path) -> runs.Run:
     return runs.Run(target)
 
 
+@pytest.mark.slow
 def test_same_image_same_probabilities_through_every_entry_point(tiny_run: runs.Run,
                                                                 synthetic_table: pd.DataFrame) -> None:
     rows = synthetic_table[synthetic_table["split"] == "test"].head(5)
@@ -38,6 +39,7 @@ def test_same_image_same_probabilities_through_every_entry_point(tiny_run: runs.
     np.testing.assert_allclose(tiny_run.predict(rows.iloc[::-1], progress=False), batch[::-1], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_features_are_the_pooled_vectors(tiny_run: runs.Run, synthetic_table: pd.DataFrame) -> None:
     rows = synthetic_table.head(3)
     features = tiny_run.features(rows, progress=False)
@@ -48,17 +50,20 @@ def test_features_are_the_pooled_vectors(tiny_run: runs.Run, synthetic_table: pd
     np.testing.assert_allclose(np.asarray(head), tiny_run.predict(rows, progress=False, flip=False), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_model_is_loaded_once(tiny_run: runs.Run) -> None:
     assert tiny_run.model() is tiny_run.model("best")
     with pytest.raises(RunError, match="expected 'best' or 'final'"):
         tiny_run.model("latest")
 
 
+@pytest.mark.slow
 def test_wrong_image_shape_is_a_run_error(tiny_run: runs.Run) -> None:
     with pytest.raises(RunError, match=r"expected \(N, 32, 32, 3\)"):
         tiny_run.predict_images(np.zeros((1, 64, 64, 3)))
 
 
+@pytest.mark.slow
 def test_thresholds_default_to_one_half_and_follow_the_config(run_copy: runs.Run) -> None:
     np.testing.assert_array_equal(run_copy.thresholds, np.full(40, 0.5, np.float32))
     tuned = {name: 0.1 + i / 100 for i, name in enumerate(ATTRIBUTES)}
@@ -69,6 +74,7 @@ def test_thresholds_default_to_one_half_and_follow_the_config(run_copy: runs.Run
     assert not [p for p in run_copy.path.iterdir() if p.name.startswith(".")]  # no temp file left
 
 
+@pytest.mark.slow
 def test_open_run_errors_name_the_problem(run_copy: runs.Run, tmp_path: Path) -> None:
     with pytest.raises(RunError, match="run folder not found"):
         runs.open_run(tmp_path / "missing")
@@ -113,6 +119,7 @@ def position_run(tiny_run: runs.Run, tmp_path: Path) -> runs.Run:
     return runs.Run(tmp_path / "position")
 
 
+@pytest.mark.slow
 def test_flip_averaging_follows_the_config_and_matches_a_manual_mirror(position_run: runs.Run,
                                                                         synthetic_table: pd.DataFrame) -> None:
     flipping, size = position_run, position_run.image_size
@@ -128,6 +135,37 @@ def test_flip_averaging_follows_the_config_and_matches_a_manual_mirror(position_
     np.testing.assert_allclose(flipping.predict(rows, progress=False), (plain + mirrored) / 2, atol=1e-5)
     np.testing.assert_allclose(flipping.predict_images(pixels), (plain + mirrored) / 2, atol=1e-5)
     np.testing.assert_allclose(flipping.predict(rows, progress=False, flip=False), plain, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_a_run_records_its_settings_and_its_train_label_rates(tiny_run: runs.Run,
+                                                              synthetic_table: pd.DataFrame) -> None:
+    from celebalib.recipes import TrainConfig
+
+    # The settings conftest's tiny_run passes to fit, and fit's defaults for the rest.
+    assert tiny_run.train_config == TrainConfig(epochs=2, image_size=32, batch_size=32, alpha=0.35, optimizer="adam",
+                                                learning_rate=1e-3, seed=0, run_eagerly=True)
+    train_rows = synthetic_table[synthetic_table["split"] == "train"]
+    assert tiny_run.config[runs.TRAIN_LABEL_RATES] == pytest.approx(
+        {name: float(train_rows[name].mean()) for name in ATTRIBUTES})
+    assert tiny_run.label_rates(synthetic_table.head(0)).index.tolist() == list(ATTRIBUTES)  # recorded: no table needed
+
+
+def test_train_label_rates_count_every_train_row_of_the_annotations(synthetic_root: Path, synthetic_table: pd.DataFrame,
+                                                                   tmp_path: Path) -> None:
+    from celebalib.data import load_celeba
+
+    # A partial download: the annotations list every image, the folder holds only the val split's.
+    root = tmp_path / "val-only"
+    shutil.copytree(synthetic_root, root)
+    for name in synthetic_table.loc[synthetic_table["split"] != "val", "image_id"]:
+        next(root.rglob(name)).unlink()
+    with pytest.warns(UserWarning):
+        table = load_celeba(root)
+    assert set(table["split"]) == {"val"}
+    train_rows = synthetic_table[synthetic_table["split"] == "train"]
+    expected = {name: float(train_rows[name].mean()) for name in ATTRIBUTES}
+    assert runs.train_label_rates(table) == pytest.approx(expected)
 
 
 def test_prediction_views_list_the_image_its_shifts_and_their_mirror_images() -> None:
@@ -156,6 +194,7 @@ def test_a_view_moves_the_image_by_whole_pixels_and_mirrors_the_edge_in() -> Non
     np.testing.assert_array_equal(np.asarray(runs.view_of(images, 0, 0, False)), images)
 
 
+@pytest.mark.slow
 def test_shifted_views_average_as_a_manual_loop_does(position_run: runs.Run, synthetic_table: pd.DataFrame) -> None:
     rows = synthetic_table[synthetic_table["split"] == "test"].head(5)
     size = position_run.image_size
@@ -184,6 +223,7 @@ def test_shifted_views_average_as_a_manual_loop_does(position_run: runs.Run, syn
         position_run.predict(rows, progress=False, shift=32)
 
 
+@pytest.mark.slow
 def test_stored_predictions_are_reused_only_for_the_same_model_views_and_images(
         position_run: runs.Run, synthetic_table: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
     rows = synthetic_table[synthetic_table["split"] == "test"].head(4)

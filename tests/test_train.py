@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,7 @@ class EpochRecorder(keras.callbacks.Callback):
         self.epochs.append(epoch)
 
 
+@pytest.mark.slow
 def test_two_epochs_lower_the_loss_and_write_a_complete_run(tiny_run: runs.Run) -> None:
     files = {path.name for path in tiny_run.path.iterdir()}
     assert {"model.keras", "best.keras", "config.json", "history.csv", "logs"} <= files
@@ -88,6 +90,7 @@ def test_history_replaces_a_repeated_epoch(tmp_path: Path) -> None:
     assert table["epoch"].tolist() == [1, 2] and table["loss"].tolist() == [0.9, 0.7]
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_at_the_next_epoch(synthetic_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "resumed"
     options = dict(data_root=synthetic_root, epochs=2, image_size=32, batch_size=32, limit=64,
@@ -106,9 +109,15 @@ def test_interrupted_run_resumes_at_the_next_epoch(synthetic_root: Path, tmp_pat
         train.fit(out, **options)
 
 
+@pytest.mark.slow
 def test_best_checkpoint_can_follow_the_val_auc(synthetic_root: Path, tmp_path: Path) -> None:
+    random.seed(5), np.random.seed(5)
+    expected = (random.random(), np.random.rand())
+    random.seed(5), np.random.seed(5)
     run = train.fit(tmp_path / "auc", data_root=synthetic_root, epochs=2, image_size=32, batch_size=32, limit=64,
                     optimizer="adam", checkpoint_metric="auc", progress=False, run_eagerly=True)
+    # fit seeds what training needs, and leaves the caller's Python and NumPy generators where they were.
+    assert (random.random(), np.random.rand()) == expected
     history = run.history().set_index("epoch")
     val = make_dataset(load_celeba(synthetic_root), "val", training=False, image_size=32, batch_size=32, limit=64)
     model = runs.load_model(run.path / runs.BEST)
@@ -119,6 +128,7 @@ def test_best_checkpoint_can_follow_the_val_auc(synthetic_root: Path, tmp_path: 
     assert run.config["checkpoint_metric"] == "auc"
 
 
+@pytest.mark.slow
 def test_a_resumed_run_must_keep_its_settings(tiny_run: runs.Run, tmp_path: Path) -> None:
     out = tmp_path / "changed"
     out.mkdir()
@@ -128,7 +138,7 @@ def test_a_resumed_run_must_keep_its_settings(tiny_run: runs.Run, tmp_path: Path
         train.fit(out, data_root=tiny_run.config["data_root"], epochs=2, image_size=64, batch_size=32,
                   optimizer="adam", progress=False)
     config = json.loads((tiny_run.path / "config.json").read_text())
-    del config["head"]  # a run from before the setting existed pooled by averaging
+    del config["head"], config["schema_version"]  # a run from before either existed pooled by averaging
     (out / "config.json").write_text(json.dumps(config))
     with pytest.raises(RunError, match="head is 'average'"):
         train.fit(out, data_root=tiny_run.config["data_root"], epochs=2, image_size=32, batch_size=32,
@@ -140,10 +150,12 @@ def test_a_resumed_run_must_keep_its_settings(tiny_run: runs.Run, tmp_path: Path
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"loss": "hinge"}, "unknown loss 'hinge'"),
+    ({"loss": "hinge"}, "loss='hinge': expected one of bce, balanced_bce, focal, cosine"),
     ({"image_size": 31}, "at least 32"),
-    ({"optimizer": "sgd"}, "unknown optimizer 'sgd'"),
-    ({"strategy": "tpu"}, "unknown strategy 'tpu'"),
+    ({"optimizer": "sgd"}, "optimizer='sgd'"),
+    ({"strategy": "tpu"}, "strategy='tpu'"),
+    ({"epoch": 3}, "unknown training setting 'epoch'"),
+    ({"precision": "float16"}, "precision='float16'"),
     ({"epochs": 0}, "epochs=0"),
     ({"checkpoint_metric": "loss"}, "checkpoint_metric='loss'"),
     ({"weight_decay": -0.1}, "weight_decay=-0.1"),
@@ -168,11 +180,10 @@ def test_bad_arguments_fail_before_any_work(tmp_path: Path, change: dict, messag
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--data", "{tmp}/nowhere", "--image-size", "32"], "data root {tmp}/nowhere not found"),
-    (["--loss", "hinge"], "unknown loss 'hinge'"),
+    (["--label-smoothing", "1"], "label_smoothing=1.0"),
     (["--image-size", "16"], "image size 16"),
-    (["--preset", "celeba-tpu"], "unknown preset 'celeba-tpu'"),
     (["--augment", "none", "--image-size", "16"], "image size 16"),
-    (["--head", "max"], "head='max'"),
+    (["--image-size", "32", "--test-time-shift", "32"], "test-time shift 32"),
 ])
 def test_cli_prints_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture, argv: list, message: str) -> None:
     argv = [arg.format(tmp=tmp_path) for arg in argv]
@@ -181,46 +192,67 @@ def test_cli_prints_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "\n" not in err and message.format(tmp=tmp_path) in err
 
 
+def test_cli_rejects_unknown_choices_as_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for argv in (["--loss", "hinge"], ["--preset", "celeba-tpu"], ["--head", "max"]):
+        try:
+            code = cli.main(["train", "--out", str(tmp_path / "run"), *argv])
+        except SystemExit as stop:  # argparse's way of ending on a usage error
+            code = stop.code
+        assert code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def resolve_options(args) -> dict:
+    """The settings a parsed ``train`` command line trains with."""
+    from celebalib.recipes import resolve_from_args
+
+    return resolve_from_args(args)[0].config.to_dict()
+
+
 def test_explicit_flags_override_the_preset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CELEBALIB_EPOCHS", "3")
+    monkeypatch.delenv("CELEBALIB_FAST", raising=False)  # fast mode would shrink the recipe
+    monkeypatch.delenv("CELEBA_ROOT", raising=False)
     parse = cli.build_parser("train").parse_args
-    options = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--epochs", "5"]))
+    options = resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--epochs", "5"]))
     assert options["epochs"] == 5 and options["image_size"] == 96 and options["optimizer"] == "adam"
     assert options["crop"] == "portrait"
     assert options["lr_schedule"] == "cosine" and options["bn_momentum"] == 0.9 and options["augment"] == "shift"
     assert options["test_time_flip"] is True and options["test_time_shift"] == 3 and options["weights"] is None
     assert options["checkpoint_metric"] == "auc" and options["alpha"] == 1.0 and options["batch_size"] == 32
     assert options["epoch_images"] == 20_000 and options["val_images"] == 5_000 and options["time_budget"] == 80
-    budget = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--time-budget", "30",
+    budget = resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--time-budget", "30",
                                           "--epoch-images", "1000", "--val-images", "500"]))
     assert (budget["time_budget"], budget["epoch_images"], budget["val_images"]) == (30.0, 1000, 500)
-    changed = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--augment", "flip",
+    changed = resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--augment", "flip",
                                            "--test-time-flip", "off", "--test-time-shift", "0", "--alpha", "0.35",
                                            "--checkpoint-metric", "balanced_accuracy"]))
     assert changed["augment"] == "flip" and changed["test_time_flip"] is False and changed["alpha"] == 0.35
     assert changed["test_time_shift"] == 0
     assert changed["checkpoint_metric"] == "balanced_accuracy"
-    assert train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--crop", "center"]))["crop"] == "center"
-    regularised = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu",
+    assert resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--crop", "center"]))["crop"] == "center"
+    regularised = resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu",
                                                "--weight-decay", "0.05", "--dropout-rate", "0.3",
                                                "--label-smoothing", "0.1"]))
     assert regularised["weight_decay"] == 0.05 and regularised["dropout_rate"] == 0.3
     assert regularised["label_smoothing"] == 0.1
     assert regularised["head"] == "depthwise"
-    assert train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--head", "average"]))["head"] == "average"
-    gpu = train.resolve_options(parse(["train", "--out", "x", "--preset", "celeba-gpu"]))
+    assert resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--head", "average"]))["head"] == "average"
+    gpu = resolve_options(parse(["train", "--out", "x", "--preset", "celeba-gpu"]))
     assert gpu["weights"] == "imagenet" and gpu["image_size"] == 224 and gpu["warmup_epochs"] == 2
-    plain = train.resolve_options(parse(["train", "--out", "x", "--weights", "none", "--no-augment"]))
+    plain = resolve_options(parse(["train", "--out", "x", "--weights", "none", "--no-augment"]))
     assert plain["epochs"] == 3 and plain["weights"] is None and plain["augment"] == "none"
-    assert "head" not in plain  # fit() then pools by averaging
+    assert plain["head"] == "average" and plain["loss"] == "balanced_bce"  # the course recipe, for the synthetic set
+    cleared = resolve_options(parse(["train", "--out", "x", "--recipe", "celeba-cpu", "--time-budget", "none"]))
+    assert cleared["time_budget"] is None and cleared["epoch_images"] == 20_000
 
 
 def test_optimizers_default_to_their_paper_learning_rates() -> None:
     assert float(train.make_optimizer("adadelta").learning_rate) == pytest.approx(1.0)
     assert float(train.make_optimizer("adam").learning_rate) == pytest.approx(1e-3)
-    schedule = train.make_optimizer("adam", 0.01, decay_steps=10)._learning_rate
-    assert isinstance(schedule, train.CosineSchedule)
-    assert float(schedule(0)) == pytest.approx(0.01) and float(schedule(10)) == pytest.approx(0.0, abs=1e-7)
+    schedule = train.CosineSchedule(0.01, 10)
+    optimizer = train.make_optimizer("adam", schedule)
+    assert float(optimizer.learning_rate) == pytest.approx(0.01)  # the schedule at step 0
+    assert float(schedule(10)) == pytest.approx(0.0, abs=1e-7)
 
 
 def test_cosine_schedule_is_keras_cosine_decay_and_can_be_shortened() -> None:
@@ -249,20 +281,20 @@ def fit_with_budget(minutes: float, epochs: int, tick: float | list[float] = 10.
     """Fit a one-layer model for ``epochs`` epochs of 4 steps under a TimeBudget on a ticking clock."""
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
-    optimizer = train.make_optimizer("adam", 0.01, decay_steps=4 * epochs)
+    schedule = train.CosineSchedule(0.01, 4 * epochs)
+    optimizer = train.make_optimizer("adam", schedule)
     model.compile(optimizer=optimizer, loss="mse")
     ends: list[int] = []
-    budget = train.TimeBudget(minutes, 0.0, epochs, optimizer._learning_rate, (4, 0), ends.append,
-                              clock=TickingClock(tick))
+    budget = train.TimeBudget(minutes, 0.0, epochs, schedule, (4, 0), ends.append, clock=TickingClock(tick))
     history = model.fit(np.ones((16, 3)), np.ones(16), batch_size=4, epochs=epochs, callbacks=[budget], verbose=0)
-    return len(history.history["loss"]), ends, optimizer
+    return len(history.history["loss"]), ends, optimizer, schedule
 
 
 def test_time_budget_shortens_the_schedule_to_fit() -> None:
     # Each epoch takes 10 s; after the second, at 30 s, 30 s of the minute are left: three more epochs.
-    trained, ends, optimizer = fit_with_budget(1.0, epochs=20)
+    trained, ends, optimizer, schedule = fit_with_budget(1.0, epochs=20)
     assert (trained, ends) == (5, [5])
-    assert float(optimizer._learning_rate.decay_steps.numpy()) == 20.0  # 5 epochs of 4 steps
+    assert float(schedule.decay_steps.numpy()) == 20.0  # 5 epochs of 4 steps
     assert int(optimizer.iterations.numpy()) == 20 and float(optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)
 
 
@@ -270,23 +302,23 @@ def test_time_budget_is_not_shortened_by_one_slow_epoch() -> None:
     # Nine planned epochs of 10 s in 100 s, the fifth taking 20: the last epoch's time alone
     # would predict 20 s per epoch at 60 s and end the run after 7; the median of the last three
     # (10, 10, 20) keeps all nine, which end at 100 s.
-    trained, ends, _ = fit_with_budget(100 / 60, epochs=9, tick=[0, 10, 10, 10, 10, 20, 10, 10, 10, 10])
+    trained, ends, _, _ = fit_with_budget(100 / 60, epochs=9, tick=[0, 10, 10, 10, 10, 20, 10, 10, 10, 10])
     assert (trained, ends) == (9, [])
 
 
 def test_time_budget_is_shortened_by_two_slow_epochs_in_a_row() -> None:
     # The same run with the fifth and sixth epochs at 20 s: at 80 s the median is 20 and one more fits.
-    trained, ends, optimizer = fit_with_budget(100 / 60, epochs=9, tick=[0, 10, 10, 10, 10, 20, 20, 10])
-    assert (trained, ends) == (7, [7]) and float(optimizer._learning_rate.decay_steps.numpy()) == 28.0
+    trained, ends, _, schedule = fit_with_budget(100 / 60, epochs=9, tick=[0, 10, 10, 10, 10, 20, 20, 10])
+    assert (trained, ends) == (7, [7]) and float(schedule.decay_steps.numpy()) == 28.0
 
 
 def test_time_budget_leaves_a_run_that_fits_alone() -> None:
-    trained, ends, optimizer = fit_with_budget(10.0, epochs=6)
-    assert (trained, ends) == (6, []) and float(optimizer._learning_rate.decay_steps.numpy()) == 24.0
+    trained, ends, _, schedule = fit_with_budget(10.0, epochs=6)
+    assert (trained, ends) == (6, []) and float(schedule.decay_steps.numpy()) == 24.0
 
 
 def test_time_budget_stops_after_the_first_epoch_when_no_second_fits() -> None:
-    trained, ends, _ = fit_with_budget(0.25, epochs=6)  # 15 s: the first epoch ends at 20 s
+    trained, ends, _, _ = fit_with_budget(0.25, epochs=6)  # 15 s: the first epoch ends at 20 s
     assert (trained, ends) == (1, [1])
 
 
@@ -302,6 +334,7 @@ def test_time_budget_reports_the_time_spent_after_each_epoch() -> None:
     assert spent == [120.0, 130.0, 140.0]  # the clock ticks once at train begin and once per epoch
 
 
+@pytest.mark.slow
 def test_a_resumed_run_counts_the_budget_its_finished_epochs_spent(synthetic_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "resumed-budget"
     options = dict(data_root=synthetic_root, epochs=3, image_size=32, batch_size=32, limit=32, time_budget=60,
@@ -316,6 +349,43 @@ def test_a_resumed_run_counts_the_budget_its_finished_epochs_spent(synthetic_roo
     run = train.fit(out, **options)
     assert run.history()["epoch"].tolist() == [1, 2]
     assert run.config["epochs"] == 2 and run.config["planned_epochs"] == 3
+
+
+class OptimizerAtEnd(keras.callbacks.Callback):
+    """Keep the model's optimiser (as compile left it) when training ends."""
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.optimizer = self.model.optimizer
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_with_a_time_budget_ends_the_schedule_at_the_new_end(
+        policy: str, synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each clock read moves 10 s: fit starts at 10, training at 20, epochs end at 30 and 40. With
+    # 35 s, after the second epoch no third fits, so the run ends there instead of after four.
+    monkeypatch.setattr(train, "monotonic", TickingClock(10.0))
+    seen = OptimizerAtEnd()
+    run = train.fit(tmp_path / policy, data_root=synthetic_root, epochs=4, image_size=32, batch_size=32, limit=32,
+                    alpha=0.35, optimizer="adam", lr_schedule="cosine", time_budget=35 / 60, precision=policy,
+                    progress=False, run_eagerly=True, callbacks=[seen])
+    assert run.history()["epoch"].tolist() == [1, 2]
+    assert (run.config["epochs"], run.config["planned_epochs"], run.config["dtype_policy"]) == (2, 4, policy)
+    # Under mixed float16 compile wraps the optimiser in a LossScaleOptimizer; the schedule is the inner one's.
+    assert isinstance(seen.optimizer, keras.optimizers.LossScaleOptimizer) == (policy == "mixed_float16")
+    inner = getattr(seen.optimizer, "inner_optimizer", seen.optimizer)
+    schedule = keras.optimizers.schedules.deserialize(inner.get_config()["learning_rate"])
+    # One step per epoch: the cosine schedule, planned over 4 steps, now reaches zero at step 2.
+    assert schedule.get_config()["decay_steps"] == 2
+    assert float(schedule(1)) == pytest.approx(0.0005) and float(schedule(2)) == pytest.approx(0.0, abs=1e-9)
+    assert keras.config.dtype_policy().name == "float32"  # fit gave the caller's policy back
+    model = runs.load_model(run.path / runs.BEST)
+    assert model.get_layer(OUTPUT).compute_dtype == "float32"
+    assert backbone_of(model).layers[-1].compute_dtype == policy.removeprefix("mixed_")
+    images = make_dataset(load_celeba(synthetic_root), "test", training=False, image_size=32, batch_size=4, limit=4)
+    predictions = model.predict(images, verbose=0)
+    assert predictions.dtype == np.float32 and predictions.shape == (4, 40)
+    assert np.all((predictions >= 0) & (predictions <= 1))
 
 
 class BatchCounter(keras.callbacks.Callback):
@@ -337,6 +407,7 @@ class BatchCounter(keras.callbacks.Callback):
         self.val[-1] += 1
 
 
+@pytest.mark.slow
 def test_epochs_of_a_fixed_number_of_images_and_a_capped_val(synthetic_root: Path, tmp_path: Path) -> None:
     counter = BatchCounter()
     # 80 training images in batches of 16: an epoch of 100 images is 7 batches, the second
@@ -348,6 +419,7 @@ def test_epochs_of_a_fixed_number_of_images_and_a_capped_val(synthetic_root: Pat
     assert run.config["epoch_images"] == 100 and run.config["val_images"] == 20
 
 
+@pytest.mark.slow
 def test_weight_averaging_makes_best_keras_the_mean_of_the_last_epochs(synthetic_root: Path, tmp_path: Path) -> None:
     run = train.fit(tmp_path / "averaged", data_root=synthetic_root, epochs=3, image_size=32, batch_size=32,
                     limit=64, optimizer="adam", average_epochs=2, progress=False, run_eagerly=True)
@@ -367,6 +439,7 @@ def test_weight_averaging_makes_best_keras_the_mean_of_the_last_epochs(synthetic
                                epoch_kernels[1])
 
 
+@pytest.mark.slow
 def test_a_run_over_its_time_budget_records_the_shortened_end(synthetic_root: Path, tmp_path: Path) -> None:
     run = train.fit(tmp_path / "budget", data_root=synthetic_root, epochs=3, image_size=32, batch_size=32, limit=32,
                     time_budget=1e-6, optimizer="adam", lr_schedule="cosine", average_epochs=1, progress=False,
@@ -395,9 +468,9 @@ def test_weight_decay_shrinks_kernels_but_not_batch_norm_or_biases() -> None:
 
 
 def test_pretrained_runs_warm_up_with_a_frozen_backbone() -> None:
-    options = {"epochs": 5, "weights": "local.weights.h5", "warmup_epochs": 2}
-    assert train._phases(options) == [("warmup", 0, 2), ("finetune", 2, 5)]
-    assert train._phases({**options, "weights": None}) == [("train", 0, 5)]
+    config = train.TrainConfig(epochs=5, weights="local.weights.h5", warmup_epochs=2)
+    assert train._phases(config) == [("warmup", 0, 2), ("finetune", 2, 5)]
+    assert train._phases(config.replace(weights=None)) == [("train", 0, 5)]
 
 
 def test_mirrored_strategy_scope_on_one_device() -> None:
@@ -443,6 +516,7 @@ def test_identity_targets_reach_the_training_labels(synthetic_table: pd.DataFram
     assert json.loads((tmp_path / "run" / "config.json").read_text())["identity_targets"] == "person"
 
 
+@pytest.mark.slow
 def test_a_portrait_run_takes_taller_images_through_every_entry_point(synthetic_root: Path, tmp_path: Path) -> None:
     from celebalib.data import load_image
     from celebalib.evaluate import check_run_matches
