@@ -137,7 +137,9 @@ class TrainConfig:
         """The settings recorded in a config.json (other keys, such as run_id, are ignored).
 
         A config without ``schema_version`` was written before it existed: it loads through
-        :func:`migrate_v0`, whose defaults are those of that time.
+        :func:`migrate_v0`, whose defaults are those of that time. A config of this schema must
+        hold every field, so adding a field means a new ``SCHEMA_VERSION`` and a migration that
+        gives older configs the value they trained with.
         """
         version = config.get("schema_version")
         if version is None:
@@ -348,7 +350,10 @@ class Recipe:
         settings = ", ".join(f"{k}={v}" for k, v in self.config.changes().items()) or "the defaults"
         mode = " in fast mode" if self.fast else ""
         given = f", with {', '.join(self.changed)} given" if self.changed else ""
-        time = f"about {self.minutes:.0f} min" if self.minutes is not None else "not known"
+        if self.minutes is None:
+            time = "not known"
+        else:
+            time = f"about {self.minutes:.0f} min" if self.minutes >= 2 else f"about {self.minutes * 60:.0f} s"
         return f"Recipe {self.name}{mode}{given}: {settings}\nExpected training time: {time} ({self.how})."
 
     def with_changes(self, data_root: str | Path, **changes: Any) -> Recipe:
@@ -529,7 +534,7 @@ def configure_train_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="run folder to create, or to resume")
     parser.add_argument("--recipe", "--preset", dest="recipe", choices=tuple(RECIPES),
                         help="named settings (default: the recipe for the data and machine); flags override it")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="no line per epoch")
     parser.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)
     add_config_arguments(parser)
     parser.set_defaults(handler=_run_train)

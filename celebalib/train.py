@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import statistics
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from time import monotonic
@@ -199,6 +200,22 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class EpochLine(keras.callbacks.Callback):
+    """Print one line per epoch: its number, its time, and the loss and ``monitor`` on train and val."""
+
+    def __init__(self, epochs: int, monitor: str) -> None:
+        super().__init__()
+        self.epochs, self.keys = epochs, ("loss", "val_loss", monitor.removeprefix("val_"), monitor)
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started = time.perf_counter()  # not ``monotonic``, which tests replace with a ticking clock
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        figures = ", ".join(f"{key} {float(logs[key]):.4f}" for key in self.keys if key in (logs or {}))
+        print(f"epoch {epoch + 1}/{self.epochs} ({time.perf_counter() - self.started:.0f} s): {figures}", flush=True)
+
+
 class EpochWeights(keras.callbacks.Callback):
     """Keep the weights of every epoch that may be among the last ``count`` before ``end()``.
 
@@ -329,7 +346,7 @@ def _config_of(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainCo
 
 
 def fit(out_dir: str | Path, config: TrainConfig | None = None, *, data_root: str | Path | None = None,
-        table: pd.DataFrame | None = None, progress: bool = True,
+        table: pd.DataFrame | None = None, progress: bool | str = True,
         callbacks: Sequence[keras.callbacks.Callback] = (), **field_overrides: Any) -> runs.Run:
     """Train the attribute model into ``out_dir`` (resuming an unfinished run there) and return the Run.
 
@@ -337,7 +354,8 @@ def fit(out_dir: str | Path, config: TrainConfig | None = None, *, data_root: st
         config: the settings (``recipes.TrainConfig``; each field documents itself); None means
             TrainConfig(). ``field_overrides`` replace single fields, e.g. ``fit(out, epochs=2)``.
         data_root: a CelebA root; None uses ``celebalib.data.default_root()``. Ignored if ``table`` is given.
-        progress: show Keras's progress bar and say when a time budget shortens the run.
+        progress: True shows Keras's progress bar, "epochs" one line per epoch (``EpochLine``), False
+            nothing; either of the first two also says when a time budget shortens the run.
         callbacks: extra Keras callbacks, run after the run folder's own.
 
     A time budget counts from this call; a resumed run counts on from the time its finished
@@ -381,7 +399,7 @@ def _smaller(a: int | None, b: int | None) -> int | None:
     return b if a is None else a if b is None else min(a, b)
 
 
-def _train(out: Path, table: pd.DataFrame, config: TrainConfig, progress: bool,
+def _train(out: Path, table: pd.DataFrame, config: TrainConfig, progress: bool | str,
            callbacks: Sequence[keras.callbacks.Callback], start: float) -> keras.Model:
     """Build the model under the strategy and run each phase; return the trained model.
 
@@ -417,11 +435,13 @@ def _train(out: Path, table: pd.DataFrame, config: TrainConfig, progress: bool,
             if config.average_epochs:
                 count = min(config.average_epochs, phase[2] - phase[1])
                 extra.append(EpochWeights(out / AVERAGING_FOLDER, count, end))
+            if progress == "epochs":
+                extra.append(EpochLine(config.epochs, monitor))
             extra += list(callbacks)
             # The dataset shuffles itself (make_dataset), so Keras must not try to.
             model.fit(train_ds, validation_data=val_ds, initial_epoch=phase[1], epochs=phase[2], shuffle=False,
                       steps_per_epoch=steps_per_epoch, callbacks=_callbacks(out, phase[0], monitor, extra),
-                      verbose=1 if progress else 0)
+                      verbose=1 if progress is True else 0)
             if model.stop_training:  # the time budget ended the run
                 break
         runs.save_model(model, out / runs.FINAL)
@@ -437,7 +457,7 @@ def _train(out: Path, table: pd.DataFrame, config: TrainConfig, progress: bool,
 
 
 def _time_budget(out: Path, config: TrainConfig, phase: tuple[str, int, int], steps: int,
-                 schedule: CosineSchedule | None, start: float, progress: bool) -> TimeBudget:
+                 schedule: CosineSchedule | None, start: float, progress: bool | str) -> TimeBudget:
     """A TimeBudget for ``phase`` that records a shortened end in config.json (and says so)."""
     planned = config.epochs
 
@@ -465,7 +485,7 @@ def train_command(args: argparse.Namespace) -> int:
     """Train from the command line: print the recipe and its expected time, train, say where the run went."""
     recipe, data_root = resolve_from_args(args)
     print(recipe.describe(), flush=True)
-    run = fit(args.out, recipe.config, data_root=data_root, progress=not args.quiet)
+    run = fit(args.out, recipe.config, data_root=data_root, progress=False if args.quiet else "epochs")
     monitor = CHECKPOINT_METRICS[run.config["checkpoint_metric"]]
     if "averaged" in run.config:
         first, last = run.config["averaged"]["epochs"]

@@ -334,6 +334,20 @@ def test_time_budget_reports_the_time_spent_after_each_epoch() -> None:
     assert spent == [120.0, 130.0, 140.0]  # the clock ticks once at train begin and once per epoch
 
 
+def test_epoch_line_prints_one_line_per_epoch(capsys: pytest.CaptureFixture) -> None:
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss="mse", metrics=[keras.metrics.MeanAbsoluteError(name="mae")])
+    x, y = np.ones((16, 3)), np.ones(16)
+    history = model.fit(x, y, batch_size=4, epochs=2, validation_data=(x, y), verbose=0,
+                        callbacks=[train.EpochLine(2, "val_mae")])
+    lines = capsys.readouterr().out.strip().split("\n")
+    assert len(lines) == 2 and lines[1].startswith("epoch 2/2 (")
+    logged = history.history
+    assert lines[1].endswith(f"loss {logged['loss'][1]:.4f}, val_loss {logged['val_loss'][1]:.4f}, "
+                             f"mae {logged['mae'][1]:.4f}, val_mae {logged['val_mae'][1]:.4f}")
+
+
 @pytest.mark.slow
 def test_a_resumed_run_counts_the_budget_its_finished_epochs_spent(synthetic_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "resumed-budget"
