@@ -399,7 +399,8 @@ def _expected_minutes(config: TrainConfig, data_root: Path, name: str) -> tuple[
     per_image = COURSE_SECONDS_PER_IMAGE * height * config.image_size / 64 ** 2 * (3 if config.alpha > 0.5 else 1)
     return (config.epochs * images * per_image / 60,
             f"{config.epochs} epochs of {images:,} train images, from the course recipe's measured "
-            f"{COURSE_SECONDS_PER_IMAGE * 1000:.1f} ms per 64 px image on 2 CPU cores")
+            f"{COURSE_SECONDS_PER_IMAGE * 1000:.1f} ms per 64 px image on 2 idle CPU cores; "
+            "start-up and graph tracing come on top")
 
 
 def named_recipe(name: str, data_root: str | Path, *, fast: bool) -> Recipe:
