@@ -289,9 +289,8 @@ V0_DEFAULTS: dict[str, Any] = {
 
 
 def migrate_v0(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A config.json written before ``schema_version`` (every run up to celebalib 0.x of 5 December 2026),
-    in the current schema: settings it lacks take that time's defaults, and its ``mixed_precision``
-    flag becomes ``precision``."""
+    """A config.json written before ``schema_version`` existed, in the current schema: the settings
+    it lacks take the defaults of that time, and its ``mixed_precision`` flag becomes ``precision``."""
     out = {**V0_DEFAULTS, **config, "schema_version": SCHEMA_VERSION}
     out["precision"] = "mixed_float16" if config.get("mixed_precision") else "float32"
     return out
@@ -321,7 +320,7 @@ RECIPES: dict[str, TrainConfig] = {
         batch_size=128, augment="flip", epochs=12, warmup_epochs=2, loss="bce", weights="imagenet",
         test_time_flip=True),
 }
-# Fast mode (CELEBALIB_FAST=1, headless runs and CI): the same recipe shrunk to about a minute.
+# Fast mode (CELEBALIB_FAST=1, headless runs and CI): the same recipe shrunk to a few minutes' work.
 FAST_CHANGES: dict[str, dict[str, Any]] = {
     "course": {"epochs": 2},
     "celeba-cpu": {"limit": 1_200, "image_size": 64, "alpha": 0.35, "epochs": 2, "time_budget": None,
