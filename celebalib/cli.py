@@ -1,16 +1,21 @@
 """The command line: ``python -m celebalib COMMAND ...`` (also installed as ``celebalib``).
 
 Each command lives beside the code it drives: the module named in :data:`COMMANDS`
-defines ``configure_<command>_parser(parser)``, which adds the arguments and sets
-``handler`` to a function ``(args) -> int``. Only the chosen command's module is
-imported, so ``celebalib check`` starts without loading TensorFlow.
+defines ``configure_<command>_parser(parser)``, which adds the arguments, sets
+``handler`` to a function ``(args) -> int`` and sets ``parser.epilog`` to an example. Only the chosen command's module is
+imported, so ``--help`` and argument mistakes answer before TensorFlow loads.
+
+Exit status: 0 done, 1 a user error (one line on stderr), 2 a usage mistake (one line
+on stderr), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from typing import NoReturn
 
 from celebalib import __version__
 from celebalib.errors import CelebalibError
@@ -23,16 +28,59 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "index": ("celebalib.retrieval", "build a retrieval index over a split"),
     "query": ("celebalib.retrieval", "find the faces closest to a query"),
     "demo": ("celebalib.demo", "run notebooks 01-05 headless and print the headline figures"),
+    "app": ("celebalib.app", "serve the retrieval explorer over a trained run in the browser"),
 }
+
+EXIT_OK, EXIT_USER_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DESCRIPTION = "Predict the 40 CelebA face attributes, then retrieve and cluster faces by them."
+EPILOG = """example:
+  python -m celebalib demo --fast
+  python -m celebalib evaluate --help
+
+exit status: 0 done, 1 user error, 2 usage mistake, 130 interrupted"""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show each option's default and keep the description's and example's line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        """Add "(default: X)" only where there is a default worth showing."""
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argparse parser whose mistakes are one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``PROG: error: MESSAGE (see PROG --help)`` and exit 2."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ start-up lines (oneDNN, CUDA, CPU features) before it loads.
+
+    Only Python warnings and errors remain; an explicit TF_CPP_MIN_LOG_LEVEL is kept.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")  # absl's own C++ log lines
+    try:
+        from absl import logging as absl_logging
+    except ImportError:
+        return
+    absl_logging.set_verbosity(absl_logging.ERROR)
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
     """Build the parser, importing only the module of ``command`` (if any)."""
-    parser = argparse.ArgumentParser(prog="celebalib", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="celebalib", description=DESCRIPTION, epilog=EPILOG,
+                            formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"celebalib {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgumentParser)
     for name, (module_name, summary) in COMMANDS.items():
-        sub = subparsers.add_parser(name, help=summary, description=summary)
+        sub = subparsers.add_parser(name, help=summary, description=summary, formatter_class=HelpFormatter)
         if name == command:
             module = importlib.import_module(module_name)
             getattr(module, f"configure_{name}_parser")(sub)
@@ -40,19 +88,23 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; user mistakes become a one-line error and exit status 1."""
+    """Run one command and return its exit status (0, 1, 2 or 130; see the module docstring)."""
+    quiet_tensorflow()
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((arg for arg in argv if not arg.startswith("-")), None)
     try:
         parser = build_parser(command if command in COMMANDS else None)
-        args = parser.parse_args(argv)
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as done:  # --help, --version, or a usage mistake already printed
+            return done.code if isinstance(done.code, int) else EXIT_USAGE
         if args.command is None:
             parser.print_help()
-            return 2
+            return EXIT_USAGE
         return int(args.handler(args) or 0)
     except CelebalibError as error:
         print(f"celebalib {command}: error: {error}", file=sys.stderr)
-        return 1
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print(f"celebalib {command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED

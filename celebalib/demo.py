@@ -8,6 +8,7 @@ from the files the notebooks leave in the course run folder, never from notebook
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -56,8 +57,14 @@ def _error_text(error: Exception) -> str:
     return f"{type(error).__name__}: {first[0] if first else ''}".strip().rstrip(":")
 
 
-def execute_notebook(path: Path, *, timeout: int = CELL_TIMEOUT) -> Any:
+def execute_notebook(path: Path, *, timeout: int = CELL_TIMEOUT, kernel_log: Path | None = None) -> Any:
     """Execute a notebook in a fresh kernel (working folder: its own) and return it.
+
+    Args:
+        path: the notebook.
+        timeout: seconds one cell may take.
+        kernel_log: file that receives the kernel process's own stderr (TensorFlow's C++
+            lines, Jupyter's transport warning); None leaves it on this process's stderr.
 
     Raises:
         RunError: naming the notebook, the cell (1-based, as Jupyter counts) and the error.
@@ -75,11 +82,17 @@ def execute_notebook(path: Path, *, timeout: int = CELL_TIMEOUT) -> Any:
         extra_arguments=["--IPKernelApp.capture_fd_output=False"],
         on_cell_start=lambda cell, cell_index: current.update(index=cell_index),
     )
-    try:
-        client.execute()
-    except Exception as error:  # nbclient raises several unrelated types (cell error, timeout, dead kernel)
-        where = f"cell {current['index'] + 1}" if current["index"] is not None else "kernel start"
-        raise RunError(f"{path}: {where}: {_error_text(error)}") from None
+    with contextlib.ExitStack() as stack:
+        start: dict[str, Any] = {}
+        if kernel_log is not None:
+            kernel_log.parent.mkdir(parents=True, exist_ok=True)
+            start["stderr"] = stack.enter_context(kernel_log.open("wb"))
+        try:
+            client.execute(**start)
+        except Exception as error:  # nbclient raises several unrelated types (cell error, timeout, dead kernel)
+            where = f"cell {current['index'] + 1}" if current["index"] is not None else "kernel start"
+            see = f" (kernel log: {kernel_log})" if kernel_log is not None else ""
+            raise RunError(f"{path}: {where}: {_error_text(error)}{see}") from None
     return notebook
 
 
@@ -191,7 +204,7 @@ def run_demo(notebooks: list[Path], out_dir: Path) -> list[Path]:
     for number, path in enumerate(notebooks, start=1):
         started = time.monotonic()
         print(f"[{number}/{len(notebooks)}] {path.name} ...", flush=True)
-        notebook = execute_notebook(path)
+        notebook = execute_notebook(path, kernel_log=out_dir / f"{path.stem}.kernel.log")
         _, html = write_reports(notebook, path.stem, out_dir)
         print(f"      done in {time.monotonic() - started:.0f} s -> {html}", flush=True)
         written.append(html)
@@ -219,7 +232,10 @@ def _handle(args: argparse.Namespace) -> int:
 
 def configure_demo_parser(parser: argparse.ArgumentParser) -> None:
     """Add the demo command's arguments."""
-    parser.add_argument("--fast", action="store_true", help="fast mode: tiny images, epochs and gallery")
-    parser.add_argument("--out", help="folder for executed notebooks and HTML (default: reports/)")
+    parser.epilog = "example:\n  python -m celebalib demo --fast"
+    parser.add_argument("--fast", action="store_true", help="fast mode: tiny images, epochs and gallery "
+                        "(the same as CELEBALIB_FAST=1)")
+    parser.add_argument("--out", help="folder for executed notebooks, HTML copies and kernel logs "
+                        "(default: reports/ under CELEBALIB_HOME)")
     parser.add_argument("--notebooks", help="run the numbered notebooks of this folder (default: notebooks/)")
     parser.set_defaults(handler=_handle)

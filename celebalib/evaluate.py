@@ -431,18 +431,22 @@ def summary_text(result: EvaluationResult, n: int = 5) -> str:
 
 def configure_evaluate_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``evaluate`` command's arguments."""
+    parser.epilog = "example:\n  python -m celebalib evaluate --run runs/course --split val --quiet"
     parser.add_argument("--run", required=True, help="the run folder (e.g. runs/NAME)")
     parser.add_argument("--data", default=None, help="CelebA root (default: the run's data_root)")
     parser.add_argument("--split", default="test", choices=SPLITS, help="split to evaluate (val tunes thresholds)")
     parser.add_argument("--objective", default="balanced_accuracy", choices=OBJECTIVES,
                         help="what the val thresholds maximise")
-    parser.add_argument("--batch-size", type=int, default=None, help="prediction batch size")
-    parser.add_argument("--flip", choices=("run", "on", "off"), default="run",
-                        help="average with mirror images: as the run's config says (default), on or off")
-    parser.add_argument("--shift", type=int, default=None, metavar="PIXELS",
+    parser.add_argument("--batch-size", type=int, default=None, help="prediction batch size (default: the run's)")
+    parser.add_argument("--test-time-flip", choices=("run", "on", "off"), default="run",
+                        help="average with mirror images: as the run's config says, on or off")
+    parser.add_argument("--flip", dest="test_time_flip", choices=("run", "on", "off"), help=argparse.SUPPRESS)
+    parser.add_argument("--test-time-shift", type=int, default=None, metavar="PIXELS",
                         help="also average views shifted by this many pixels left, right, up and down; "
                              "0 for none (default: as the run's config says)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--shift", dest="test_time_shift", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(handler=_evaluate_command)
 
 
@@ -454,8 +458,9 @@ def _evaluate_command(args: argparse.Namespace) -> int:
     run = open_run(args.run)
     table = load_celeba(run.data_root(args.data))
     result = evaluate_run(run, table, args.split, objective=args.objective, batch_size=args.batch_size,
-                          progress=not args.no_progress, flip={"run": None, "on": True, "off": False}[args.flip],
-                          shift=args.shift)
+                          progress=not args.quiet,
+                          flip={"run": None, "on": True, "off": False}[args.test_time_flip],
+                          shift=args.test_time_shift)
     csv_path, json_path = write_evaluation(result, run.path)
     print(summary_text(result))
     print(f"wrote {csv_path} and {json_path}")
