@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -134,6 +135,8 @@ def serve(run_dir: Path, index: Path, *, port: int = DEFAULT_PORT, k: int = DEFA
     with log.open("wb") as out:
         process = subprocess.Popen(voila_command(port), env=env, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
+    # A plain `kill` should stop Voila too, as Ctrl+C does (the finally below runs on SystemExit).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         wait_until_serving(process, port, log)
         print(f"Serving the retrieval explorer over {run_dir} ({index.name}) at http://127.0.0.1:{port}/", flush=True)
@@ -144,9 +147,7 @@ def serve(run_dir: Path, index: Path, *, port: int = DEFAULT_PORT, k: int = DEFA
 
 
 def stop(process: subprocess.Popen) -> None:
-    """Stop Voila and its kernels: SIGTERM to the process group, SIGKILL after 15 s."""
-    import signal
-
+    """Stop Voila (which shuts its kernels down): SIGTERM to its process group, SIGKILL after 15 s."""
     if process.poll() is not None:
         return
     try:
