@@ -213,6 +213,12 @@ def run_demo(notebooks: list[Path], out_dir: Path) -> list[Path]:
 
 def _handle(args: argparse.Namespace) -> int:
     """Run the demo command."""
+    import importlib.util
+
+    missing = [name for name in ("nbclient", "nbconvert", "ipykernel") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"the demo runs notebooks, which needs {', '.join(missing)}: "
+                          "pip install 'celebalib[course]'")
     if args.fast:
         # Kernels inherit this process's environment, so every notebook sees fast mode.
         os.environ["CELEBALIB_FAST"] = "1"
