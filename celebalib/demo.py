@@ -11,6 +11,8 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -91,7 +93,8 @@ def execute_notebook(path: Path, *, timeout: int = CELL_TIMEOUT, kernel_log: Pat
             client.execute(**start)
         except Exception as error:  # nbclient raises several unrelated types (cell error, timeout, dead kernel)
             where = f"cell {current['index'] + 1}" if current["index"] is not None else "kernel start"
-            see = f" (kernel log: {kernel_log})" if kernel_log is not None else ""
+            # A cell's own error says everything; a dead or silent kernel may have said more in its log.
+            see = f" (kernel log: {kernel_log})" if kernel_log is not None and not getattr(error, "ename", None) else ""
             raise RunError(f"{path}: {where}: {_error_text(error)}{see}") from None
     return notebook
 
@@ -199,15 +202,21 @@ def format_headline(figures: dict[str, Any], run_dir: Path, out_dir: Path) -> st
 
 
 def run_demo(notebooks: list[Path], out_dir: Path) -> list[Path]:
-    """Execute the notebooks in order, writing reports as each finishes; return the HTML paths."""
+    """Execute the notebooks in order, writing reports as each finishes; return the HTML paths.
+
+    The kernels' own stderr (TensorFlow's C++ start-up lines, Jupyter's transport warning) goes
+    to a temporary folder, kept only when a notebook fails, so the console shows progress alone.
+    """
     written = []
+    logs = Path(tempfile.mkdtemp(prefix="celebalib-demo-"))
     for number, path in enumerate(notebooks, start=1):
         started = time.monotonic()
         print(f"[{number}/{len(notebooks)}] {path.name} ...", flush=True)
-        notebook = execute_notebook(path, kernel_log=out_dir / f"{path.stem}.kernel.log")
+        notebook = execute_notebook(path, kernel_log=logs / f"{path.stem}.kernel.log")
         _, html = write_reports(notebook, path.stem, out_dir)
         print(f"      done in {time.monotonic() - started:.0f} s -> {html}", flush=True)
         written.append(html)
+    shutil.rmtree(logs, ignore_errors=True)
     return written
 
 
@@ -241,7 +250,7 @@ def configure_demo_parser(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "example:\n  python -m celebalib demo --fast"
     parser.add_argument("--fast", action="store_true", help="fast mode: tiny images, epochs and gallery "
                         "(the same as CELEBALIB_FAST=1)")
-    parser.add_argument("--out", help="folder for executed notebooks, HTML copies and kernel logs "
+    parser.add_argument("--out", help="folder for executed notebooks and HTML copies "
                         "(default: reports/ under CELEBALIB_HOME)")
     parser.add_argument("--notebooks", help="run the numbered notebooks of this folder (default: notebooks/)")
     parser.set_defaults(handler=_handle)

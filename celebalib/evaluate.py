@@ -25,8 +25,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import multilabel_confusion_matrix, precision_recall_fscore_support, roc_auc_score, roc_curve
-from sklearn.model_selection import GroupKFold, KFold
 
 from celebalib.attributes import ATTRIBUTES, NUM_ATTRIBUTES, SPLITS
 from celebalib.config import display_path
@@ -81,6 +79,8 @@ def _balanced(tpr: np.ndarray, tnr: np.ndarray) -> np.ndarray:
 
 def _roc_auc(y_true: np.ndarray, y_prob: np.ndarray) -> np.ndarray:
     """ROC-AUC per attribute, NaN where only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
     auc = np.full(y_true.shape[1], np.nan)
     for j in range(y_true.shape[1]):
         if 0 < y_true[:, j].sum() < len(y_true):
@@ -90,6 +90,8 @@ def _roc_auc(y_true: np.ndarray, y_prob: np.ndarray) -> np.ndarray:
 
 def _prediction_table(y_true: np.ndarray, y_pred: np.ndarray, y_prob: np.ndarray) -> pd.DataFrame:
     """Threshold-dependent and threshold-free metrics from binary predictions."""
+    from sklearn.metrics import multilabel_confusion_matrix, precision_recall_fscore_support
+
     # One (40, 2, 2) call instead of 40 confusion matrices: [[tn, fp], [fn, tp]] each.
     confusion = multilabel_confusion_matrix(y_true, y_pred, labels=list(range(NUM_ATTRIBUTES)))
     tn, fp, fn, tp = (confusion[:, i, j] for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)))
@@ -161,6 +163,8 @@ def _objective_scores(y_true: np.ndarray, y_pred: np.ndarray, objective: str) ->
 
 def _best_cut(labels: np.ndarray, probs: np.ndarray, objective: str) -> float:
     """The cut between adjacent distinct probabilities that maximises the objective."""
+    from sklearn.metrics import roc_curve
+
     if labels.min() == labels.max():
         return 0.5  # One class only: every cut between the probabilities ties; keep the default.
     # roc_curve lists every distinct probability t (descending) with the rates of "prob >= t".
@@ -210,6 +214,8 @@ def cross_fitted_table(
     computed over all out-of-fold predictions. ``groups`` (e.g. identities) keeps one
     person's images in one fold. The ``threshold`` column is the mean over folds.
     """
+    from sklearn.model_selection import GroupKFold, KFold
+
     y_true, y_prob = _check_arrays(y_true, y_prob)
     if not 2 <= folds <= len(y_true):
         raise ConfigError(f"folds={folds}: expected between 2 and the number of images ({len(y_true)})")

@@ -9,6 +9,7 @@ that reproduces the run) comes from an optional ``about.json`` beside them:
 
     python scripts/results_table.py docs/results/course docs/results/celeba-cpu
     python scripts/results_table.py runs/course --copy-to docs/results/course   # refresh a committed copy
+    python scripts/results_table.py docs/results/* --write README.md             # replace the README's block
 
 tests/test_results_table.py checks the table between ``<!-- results:start -->`` and
 ``<!-- results:end -->`` in the README against the committed copies.
@@ -28,6 +29,7 @@ HEADER = ("| run | data and split | mean accuracy (majority baseline) | mean bal
           "| --- | --- | --- | --- | --- | --- | --- | --- |")
 COPIED = ("config.json", "eval_test.json", "eval_val.json", "retrieval_test.json", "retrieval_val.json", "about.json")
 N_BEST = 3
+START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -47,8 +49,11 @@ def evaluation(run: Path) -> dict[str, Any]:
 def data_text(config: dict[str, Any], result: dict[str, Any]) -> str:
     """Which data, which split, how many images."""
     root = Path(str(config.get("data_root") or result.get("data_root") or ""))
-    source = (f"synthetic ({root.name.removeprefix('synthetic-')} faces)" if root.name.startswith("synthetic")
-              else "genuine CelebA")
+    size = root.name.removeprefix("synthetic-")
+    if root.name.startswith("synthetic"):
+        source = f"synthetic ({int(size):,} faces)" if size.isdigit() else "synthetic"
+    else:
+        source = "genuine CelebA"
     return f"{source}, {result['split']} split, {int(result['n_images']):,} images"
 
 
@@ -109,17 +114,31 @@ def copy_summaries(run: Path, target: Path) -> list[Path]:
     return copied
 
 
+def write_block(readme: Path, block: str) -> None:
+    """Replace what lies between the README's results markers with ``block``."""
+    text = readme.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        raise SystemExit(f"{readme}: no {START} ... {END} markers")
+    head, rest = text.split(START, 1)
+    readme.write_text(f"{head}{START}\n{block}\n{END}{rest.split(END, 1)[1]}", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the table for the runs given, or copy one run's summaries."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders or their copies in docs/results/")
     parser.add_argument("--copy-to", type=Path, help="copy the (single) run's JSON summaries to this folder")
+    parser.add_argument("--write", type=Path, metavar="README", help="replace the block between the markers")
     args = parser.parse_args(argv)
     if args.copy_to:
         if len(args.runs) != 1:
             parser.error("--copy-to takes exactly one run")
         for path in copy_summaries(args.runs[0], args.copy_to):
             print(f"copied {path}")
+        return 0
+    if args.write:
+        write_block(args.write, table(args.runs))
+        print(f"wrote the results of {len(args.runs)} runs into {args.write}")
         return 0
     print(table(args.runs))
     return 0
