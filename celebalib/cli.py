@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.abc
+import importlib.util
 import os
 import sys
-from typing import NoReturn
+import tempfile
+from typing import Any, NoReturn
 
 from celebalib import __version__
 from celebalib.errors import CelebalibError
@@ -59,13 +62,61 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+class _SilentStartup(importlib.abc.MetaPathFinder):
+    """Run TensorFlow's first import with file descriptor 2 captured.
+
+    TensorFlow's C++ libraries log a few lines while they load (oneDNN, "Could not find cuda
+    drivers", CPU features) before absl's logging is initialised, so TF_CPP_MIN_LOG_LEVEL
+    cannot hide them. What the import writes is dropped when it succeeds and replayed when it fails.
+    """
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once is enough, and keeps find_spec below from recursing
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _SilentLoader(spec.loader)
+        return spec
+
+
+class _SilentLoader(importlib.abc.Loader):
+    """Wrap a loader so executing the module happens with stderr's file descriptor captured."""
+
+    def __init__(self, loader: importlib.abc.Loader) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as captured:
+            os.dup2(captured.fileno(), 2)
+            try:
+                self.loader.exec_module(module)
+            except BaseException:
+                os.dup2(saved, 2)
+                captured.seek(0)
+                sys.stderr.write(captured.read().decode(errors="replace"))
+                raise
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+
+
 def quiet_tensorflow() -> None:
     """Silence TensorFlow's C++ start-up lines (oneDNN, CUDA, CPU features) before it loads.
 
-    Only Python warnings and errors remain; an explicit TF_CPP_MIN_LOG_LEVEL is kept.
+    Sets TF_CPP_MIN_LOG_LEVEL (an explicit value is kept; kernels and subprocesses inherit it)
+    and absl's verbosity, and captures what TensorFlow's first import writes to stderr. Python
+    warnings and errors raised later still show.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")  # absl's own C++ log lines
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] != "0" and "tensorflow" not in sys.modules and not any(
+            isinstance(finder, _SilentStartup) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _SilentStartup())
     try:
         from absl import logging as absl_logging
     except ImportError:

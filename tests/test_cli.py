@@ -114,3 +114,38 @@ def test_quiet_tensorflow_keeps_a_level_the_user_chose(monkeypatch: pytest.Monke
     monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
     cli.quiet_tensorflow()
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
+
+
+def _import_with_quiet_startup(tmp_path: Path, package_body: str) -> subprocess.CompletedProcess:
+    """Import a stand-in ``tensorflow`` package (from tmp_path) after quiet_tensorflow()."""
+    (tmp_path / "tensorflow").mkdir()
+    (tmp_path / "tensorflow" / "__init__.py").write_text(package_body)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(PROJECT)])}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    code = ("from celebalib.cli import quiet_tensorflow\nquiet_tensorflow()\nimport tensorflow\n"
+            "import os; os.write(2, b'after the import\\n')\nprint(tensorflow.READY)")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_what_tensorflow_writes_while_it_loads_is_dropped(tmp_path: Path) -> None:
+    done = _import_with_quiet_startup(tmp_path, "import os\nos.write(2, b'I0000 cpu_feature_guard.cc] AVX2\\n')\n"
+                                                "READY = 'loaded'\n")
+    assert done.returncode == 0 and done.stdout == "loaded\n"
+    assert done.stderr == "after the import\n"
+
+
+def test_a_failing_tensorflow_import_shows_what_it_wrote(tmp_path: Path) -> None:
+    done = _import_with_quiet_startup(tmp_path, "import os\nos.write(2, b'libcudart.so: cannot open\\n')\n"
+                                                "raise ImportError('broken install')\n")
+    assert done.returncode == 1
+    assert "libcudart.so: cannot open" in done.stderr and "ImportError: broken install" in done.stderr
+
+
+@pytest.mark.slow
+def test_the_real_tensorflow_starts_without_its_cpp_lines() -> None:
+    env = {**os.environ, "PYTHONPATH": str(PROJECT)}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    code = "from celebalib.cli import quiet_tensorflow\nquiet_tensorflow()\nimport tensorflow as tf\nprint(int(tf.constant(1) + 1))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and done.stdout == "2\n"
+    assert done.stderr == "", done.stderr
