@@ -2,8 +2,9 @@
 
 Each command lives beside the code it drives: the module named in :data:`COMMANDS`
 defines ``configure_<command>_parser(parser)``, which adds the arguments, sets
-``handler`` to a function ``(args) -> int`` and sets ``parser.epilog`` to an example. Only the chosen command's module is
-imported, so ``--help`` and argument mistakes answer before TensorFlow loads.
+``handler`` to a function ``(args) -> int`` and ``parser.epilog`` to an example. Only the
+chosen command's module is imported, so ``--help`` and argument mistakes answer before
+TensorFlow loads; :class:`HelpFormatter` shows every default.
 
 Exit status: 0 done, 1 a user error (one line on stderr), 2 a usage mistake (one line
 on stderr), 130 interrupted.
@@ -18,6 +19,7 @@ import importlib.util
 import os
 import sys
 import tempfile
+import warnings
 from typing import Any, NoReturn
 
 from celebalib import __version__
@@ -138,11 +140,32 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def _note_printer(command: str | None, shown: Any) -> Any:
+    """A ``warnings.showwarning`` that prints celebalib's own warnings (e.g. images missing from a
+    root) as one line, ``celebalib CMD: note: ...``, and leaves other warnings to ``shown``."""
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        if category.__module__.startswith("celebalib"):
+            print(f"celebalib {command}: note: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command and return its exit status (0, 1, 2 or 130; see the module docstring)."""
     quiet_tensorflow()
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((arg for arg in argv if not arg.startswith("-")), None)
+    with warnings.catch_warnings():  # restores showwarning afterwards, so repeated calls do not stack
+        warnings.showwarning = _note_printer(command, warnings.showwarning)
+        return _run(argv, command)
+
+
+def _run(argv: list[str], command: str | None) -> int:
+    """Parse and run, mapping errors to exit codes."""
     try:
         parser = build_parser(command if command in COMMANDS else None)
         try:

@@ -308,7 +308,7 @@ def _drop_missing_images(table: pd.DataFrame, image_dir: Path, attr_path: Path, 
         )
     warnings.warn(
         f"{len(missing):,} of {len(table):,} images listed in {attr_path.name} are not in {image_dir} "
-        f"(e.g. {examples}); they are left out (strict=True, or check --strict, makes this an error).",
+        f"(e.g. {examples}); they are left out.",
         MissingImagesWarning, stacklevel=3,
     )
     return table.loc[present].reset_index(drop=True)
@@ -425,7 +425,7 @@ def _check_command(args: argparse.Namespace) -> int:
                                     f"{len(report):,} images fail to decode)")
     print(summarize(table, report))
     for warning in caught:
-        print(f"Note: {warning.message}")
+        print(f"Note: {warning.message} Pass --strict to make this an error.")
     return 0
 
 

@@ -149,3 +149,19 @@ def test_the_real_tensorflow_starts_without_its_cpp_lines() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0 and done.stdout == "2\n"
     assert done.stderr == "", done.stderr
+
+
+def test_a_library_warning_is_one_note_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    from celebalib import data
+
+    def handler(args) -> int:
+        warnings.warn("3 of 10 images listed are missing; they are left out.", data.MissingImagesWarning)
+        return 0
+
+    monkeypatch.setattr(data, "_check_command", handler)
+    before = warnings.showwarning
+    assert cli.main(["check", "somewhere"]) == 0
+    assert capsys.readouterr().err == "celebalib check: note: 3 of 10 images listed are missing; they are left out.\n"
+    assert warnings.showwarning is before
