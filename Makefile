@@ -4,27 +4,36 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+STAMP := $(VENV)/.installed-test
 TEST_HOME := build/test-home
 
 .DEFAULT_GOAL := help
-.PHONY: help setup browser demo test test-fast lab check bench celeba-cpu clean
+.PHONY: help setup browser demo app test test-fast lab check bench celeba-cpu clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# One stamp per extra: a target installs only what it needs (the test extra includes course and app).
+$(VENV)/.installed-%: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[test]"
-	@touch $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[$*]"
+	@touch $@
 
-setup: $(STAMP) ## Create .venv and install celebalib with its test tools.
+$(VENV)/.installed-lib: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	@touch $@
+
+setup: $(STAMP) ## Create .venv and install celebalib with its course, app and test tools.
 
 browser: ## Install Debian's Chromium for the browser test where possible.
 	@bash scripts/install-browser.sh
 
-demo: setup ## Generate the synthetic faces, run notebooks 01-05, write reports/.
+demo: $(VENV)/.installed-course ## Generate the synthetic faces, run notebooks 01-05, write reports/.
 	$(PY) -m celebalib demo
+
+app: $(VENV)/.installed-app ## Serve the retrieval explorer over runs/course (RUN=runs/NAME, PORT=8866).
+	$(PY) -m celebalib app --run $(or $(RUN),runs/course) --port $(or $(PORT),8866)
 
 test: setup browser ## Run the unit tests, the browser test and the notebooks (fast mode).
 	rm -rf $(TEST_HOME) && mkdir -p $(TEST_HOME)
@@ -33,11 +42,11 @@ test: setup browser ## Run the unit tests, the browser test and the notebooks (f
 test-fast: setup ## Run the unit tests only (no notebooks).
 	CELEBALIB_FAST=1 $(PY) -m pytest -q -p no:cacheprovider tests
 
-lab: setup ## Open JupyterLab on the notebooks.
+lab: $(VENV)/.installed-course ## Open JupyterLab on the notebooks.
 	$(PY) -m jupyter lab notebooks
 
-check: setup ## Validate the dataset in use (CELEBA_ROOT, or the synthetic one).
-	$(PY) -m celebalib check $(or $(CELEBA_ROOT),data/synthetic-6000)
+check: $(VENV)/.installed-lib ## Validate the dataset in use (CELEBA_ROOT, else the synthetic set, generated if missing).
+	$(PY) -m celebalib check
 
 # The other benchmark scripts (bench_celeba_cpu, bench_tta, bench_weight_averaging) score trained
 # run folders, which they take as arguments; label_agreement reads a real CelebA root's labels.
@@ -48,8 +57,8 @@ bench: setup ## Run the benchmark scripts that need no trained run and print the
 
 celeba-cpu: setup ## Train and evaluate the CPU recipe on real CelebA (CELEBA_ROOT, default ../shared/celeba).
 	$(PY) -m celebalib train --data $(or $(CELEBA_ROOT),../shared/celeba) --preset celeba-cpu --out runs/celeba-cpu
-	$(PY) -m celebalib evaluate --run runs/celeba-cpu --data $(or $(CELEBA_ROOT),../shared/celeba) --split val --objective accuracy --no-progress
-	$(PY) -m celebalib evaluate --run runs/celeba-cpu --data $(or $(CELEBA_ROOT),../shared/celeba) --split val --no-progress
+	$(PY) -m celebalib evaluate --run runs/celeba-cpu --data $(or $(CELEBA_ROOT),../shared/celeba) --split val --objective accuracy --quiet
+	$(PY) -m celebalib evaluate --run runs/celeba-cpu --data $(or $(CELEBA_ROOT),../shared/celeba) --split val --quiet
 
 clean: ## Remove build output (keeps .venv, data/ and runs/).
 	rm -rf build reports .pytest_cache

@@ -308,7 +308,7 @@ def _drop_missing_images(table: pd.DataFrame, image_dir: Path, attr_path: Path, 
         )
     warnings.warn(
         f"{len(missing):,} of {len(table):,} images listed in {attr_path.name} are not in {image_dir} "
-        f"(e.g. {examples}); they are left out. Pass strict=True to make this an error.",
+        f"(e.g. {examples}); they are left out.",
         MissingImagesWarning, stacklevel=3,
     )
     return table.loc[present].reset_index(drop=True)
@@ -425,14 +425,15 @@ def _check_command(args: argparse.Namespace) -> int:
                                     f"{len(report):,} images fail to decode)")
     print(summarize(table, report))
     for warning in caught:
-        print(f"Note: {warning.message}")
+        print(f"Note: {warning.message} Pass --strict to make this an error.")
     return 0
 
 
 def configure_check_parser(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``celebalib check``."""
+    parser.epilog = "example:\n  python -m celebalib check ../shared/celeba --annotations-only"
     parser.add_argument("root", nargs="?", help="CelebA root in any layout (default: CELEBA_ROOT, "
-                        "else the synthetic dataset)")
+                        "else the synthetic dataset, generated first if missing)")
     parser.add_argument("--strict", action="store_true", help="a listed image without a file is an error")
     parser.add_argument("--annotations-only", action="store_true", help="read the annotation files alone")
     parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: all cores)")

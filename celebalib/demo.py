@@ -8,8 +8,11 @@ from the files the notebooks leave in the course run folder, never from notebook
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -65,8 +68,14 @@ def _error_text(error: Exception) -> str:
     return f"{type(error).__name__}: {first[0] if first else ''}".strip().rstrip(":")
 
 
-def execute_notebook(path: Path, *, timeout: int = CELL_TIMEOUT) -> Any:
+def execute_notebook(path: Path, *, timeout: int = CELL_TIMEOUT, kernel_log: Path | None = None) -> Any:
     """Execute a notebook in a fresh kernel (working folder: its own) and return it.
+
+    Args:
+        path: the notebook.
+        timeout: seconds one cell may take.
+        kernel_log: file that receives the kernel process's own stderr (TensorFlow's C++
+            lines, Jupyter's transport warning); None leaves it on this process's stderr.
 
     Raises:
         RunError: naming the notebook, the cell (1-based, as Jupyter counts) and the error.
@@ -84,11 +93,18 @@ def execute_notebook(path: Path, *, timeout: int = CELL_TIMEOUT) -> Any:
         extra_arguments=["--IPKernelApp.capture_fd_output=False"],
         on_cell_start=lambda cell, cell_index: current.update(index=cell_index),
     )
-    try:
-        client.execute()
-    except Exception as error:  # nbclient raises several unrelated types (cell error, timeout, dead kernel)
-        where = f"cell {current['index'] + 1}" if current["index"] is not None else "kernel start"
-        raise RunError(f"{path}: {where}: {_error_text(error)}") from None
+    with contextlib.ExitStack() as stack:
+        start: dict[str, Any] = {}
+        if kernel_log is not None:
+            kernel_log.parent.mkdir(parents=True, exist_ok=True)
+            start["stderr"] = stack.enter_context(kernel_log.open("wb"))
+        try:
+            client.execute(**start)
+        except Exception as error:  # nbclient raises several unrelated types (cell error, timeout, dead kernel)
+            where = f"cell {current['index'] + 1}" if current["index"] is not None else "kernel start"
+            # A cell's own error says everything; a dead or silent kernel may have said more in its log.
+            see = f" (kernel log: {kernel_log})" if kernel_log is not None and not getattr(error, "ename", None) else ""
+            raise RunError(f"{path}: {where}: {_error_text(error)}{see}") from None
     return notebook
 
 
@@ -195,20 +211,32 @@ def format_headline(figures: dict[str, Any], run_dir: Path, out_dir: Path) -> st
 
 
 def run_demo(notebooks: list[Path], out_dir: Path) -> list[Path]:
-    """Execute the notebooks in order, writing reports as each finishes; return the HTML paths."""
+    """Execute the notebooks in order, writing reports as each finishes; return the HTML paths.
+
+    The kernels' own stderr (TensorFlow's C++ start-up lines, Jupyter's transport warning) goes
+    to a temporary folder, kept only when a notebook fails, so the console shows progress alone.
+    """
     written = []
+    logs = Path(tempfile.mkdtemp(prefix="celebalib-demo-"))
     for number, path in enumerate(notebooks, start=1):
         started = time.monotonic()
         print(f"[{number}/{len(notebooks)}] {path.name} ...", flush=True)
-        notebook = execute_notebook(path)
+        notebook = execute_notebook(path, kernel_log=logs / f"{path.stem}.kernel.log")
         _, html = write_reports(notebook, path.stem, out_dir)
         print(f"      done in {time.monotonic() - started:.0f} s -> {html}", flush=True)
         written.append(html)
+    shutil.rmtree(logs, ignore_errors=True)
     return written
 
 
 def _handle(args: argparse.Namespace) -> int:
     """Run the demo command."""
+    import importlib.util
+
+    missing = [name for name in ("nbclient", "nbconvert", "ipykernel") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"the demo runs notebooks, which needs {', '.join(missing)}: "
+                          "pip install 'celebalib[course]'")
     if args.fast:
         # Kernels inherit this process's environment, so every notebook sees fast mode.
         os.environ["CELEBALIB_FAST"] = "1"
@@ -228,7 +256,10 @@ def _handle(args: argparse.Namespace) -> int:
 
 def configure_demo_parser(parser: argparse.ArgumentParser) -> None:
     """Add the demo command's arguments."""
-    parser.add_argument("--fast", action="store_true", help="fast mode: tiny images, epochs and gallery")
-    parser.add_argument("--out", help="folder for executed notebooks and HTML (default: reports/)")
+    parser.epilog = "example:\n  python -m celebalib demo --fast"
+    parser.add_argument("--fast", action="store_true", help="fast mode: tiny images, epochs and gallery "
+                        "(the same as CELEBALIB_FAST=1)")
+    parser.add_argument("--out", help="folder for executed notebooks and HTML copies "
+                        "(default: reports/ under CELEBALIB_HOME)")
     parser.add_argument("--notebooks", help="run the numbered notebooks of this folder (default: notebooks/)")
     parser.set_defaults(handler=_handle)

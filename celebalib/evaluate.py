@@ -25,8 +25,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import multilabel_confusion_matrix, precision_recall_fscore_support, roc_auc_score, roc_curve
-from sklearn.model_selection import GroupKFold, KFold
 
 from celebalib.attributes import ATTRIBUTES, NUM_ATTRIBUTES, SPLITS
 from celebalib.config import display_path
@@ -81,6 +79,8 @@ def _balanced(tpr: np.ndarray, tnr: np.ndarray) -> np.ndarray:
 
 def _roc_auc(y_true: np.ndarray, y_prob: np.ndarray) -> np.ndarray:
     """ROC-AUC per attribute, NaN where only one class is present."""
+    from sklearn.metrics import roc_auc_score
+
     auc = np.full(y_true.shape[1], np.nan)
     for j in range(y_true.shape[1]):
         if 0 < y_true[:, j].sum() < len(y_true):
@@ -90,6 +90,8 @@ def _roc_auc(y_true: np.ndarray, y_prob: np.ndarray) -> np.ndarray:
 
 def _prediction_table(y_true: np.ndarray, y_pred: np.ndarray, y_prob: np.ndarray) -> pd.DataFrame:
     """Threshold-dependent and threshold-free metrics from binary predictions."""
+    from sklearn.metrics import multilabel_confusion_matrix, precision_recall_fscore_support
+
     # One (40, 2, 2) call instead of 40 confusion matrices: [[tn, fp], [fn, tp]] each.
     confusion = multilabel_confusion_matrix(y_true, y_pred, labels=list(range(NUM_ATTRIBUTES)))
     tn, fp, fn, tp = (confusion[:, i, j] for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)))
@@ -161,6 +163,8 @@ def _objective_scores(y_true: np.ndarray, y_pred: np.ndarray, objective: str) ->
 
 def _best_cut(labels: np.ndarray, probs: np.ndarray, objective: str) -> float:
     """The cut between adjacent distinct probabilities that maximises the objective."""
+    from sklearn.metrics import roc_curve
+
     if labels.min() == labels.max():
         return 0.5  # One class only: every cut between the probabilities ties; keep the default.
     # roc_curve lists every distinct probability t (descending) with the rates of "prob >= t".
@@ -210,6 +214,8 @@ def cross_fitted_table(
     computed over all out-of-fold predictions. ``groups`` (e.g. identities) keeps one
     person's images in one fold. The ``threshold`` column is the mean over folds.
     """
+    from sklearn.model_selection import GroupKFold, KFold
+
     y_true, y_prob = _check_arrays(y_true, y_prob)
     if not 2 <= folds <= len(y_true):
         raise ConfigError(f"folds={folds}: expected between 2 and the number of images ({len(y_true)})")
@@ -440,18 +446,22 @@ def summary_text(result: EvaluationResult, n: int = 5) -> str:
 
 def configure_evaluate_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``evaluate`` command's arguments."""
+    parser.epilog = "example:\n  python -m celebalib evaluate --run runs/course --split val --quiet"
     parser.add_argument("--run", required=True, help="the run folder (e.g. runs/NAME)")
     parser.add_argument("--data", default=None, help="CelebA root (default: the run's data_root)")
     parser.add_argument("--split", default="test", choices=SPLITS, help="split to evaluate (val tunes thresholds)")
     parser.add_argument("--objective", default="balanced_accuracy", choices=OBJECTIVES,
                         help="what the val thresholds maximise")
-    parser.add_argument("--batch-size", type=int, default=None, help="prediction batch size")
-    parser.add_argument("--flip", choices=("run", "on", "off"), default="run",
-                        help="average with mirror images: as the run's config says (default), on or off")
-    parser.add_argument("--shift", type=int, default=None, metavar="PIXELS",
+    parser.add_argument("--batch-size", type=int, default=None, help="prediction batch size (default: the run's)")
+    parser.add_argument("--test-time-flip", choices=("run", "on", "off"), default="run",
+                        help="average with mirror images: as the run's config says, on or off")
+    parser.add_argument("--flip", dest="test_time_flip", choices=("run", "on", "off"), help=argparse.SUPPRESS)
+    parser.add_argument("--test-time-shift", type=int, default=None, metavar="PIXELS",
                         help="also average views shifted by this many pixels left, right, up and down; "
                              "0 for none (default: as the run's config says)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--shift", dest="test_time_shift", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)
     parser.set_defaults(handler=_evaluate_command)
 
 
@@ -463,8 +473,9 @@ def _evaluate_command(args: argparse.Namespace) -> int:
     run = open_run(args.run)
     table = load_celeba(run.data_root(args.data))
     result = evaluate_run(run, table, args.split, objective=args.objective, batch_size=args.batch_size,
-                          progress=not args.no_progress, flip={"run": None, "on": True, "off": False}[args.flip],
-                          shift=args.shift)
+                          progress=not args.quiet,
+                          flip={"run": None, "on": True, "off": False}[args.test_time_flip],
+                          shift=args.test_time_shift)
     csv_path, json_path = write_evaluation(result, run.path)
     print(summary_text(result))
     print(f"wrote {csv_path} and {json_path}")

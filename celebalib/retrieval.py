@@ -447,12 +447,15 @@ def configure_index_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``celebalib index``."""
     from celebalib.attributes import SPLITS
 
+    parser.epilog = "example:\n  python -m celebalib index --run runs/course --split val --limit 400"
     parser.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")
     parser.add_argument("--data", default=None, help="CelebA root (default: the data the run was trained on)")
-    parser.add_argument("--split", default="test", choices=SPLITS)
-    parser.add_argument("--limit", type=int, default=None, help="index only the first N images of the split")
+    parser.add_argument("--split", default="test", choices=SPLITS, help="split to index")
+    parser.add_argument("--limit", type=int, default=None, help="index only the first N images of the split "
+                        "(default: all)")
     parser.add_argument("--features", action="store_true", help="also store the pooled feature vectors")
     parser.add_argument("--out", default=None, help="output .npz (default: RUN/index_<split>.npz)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_index_command)
 
 
@@ -465,7 +468,8 @@ def _index_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"--limit {args.limit}: expected a positive number of images")
     run = open_run(args.run)
     table = load_celeba(run.data_root(args.data))
-    index = GalleryIndex.build(run, table, args.split, limit=args.limit, features=args.features)
+    index = GalleryIndex.build(run, table, args.split, limit=args.limit, features=args.features,
+                               progress=not args.quiet)
     out = index.save(args.out or default_index_path(args.run, args.split))
     print(f"indexed {len(index)} {args.split} images with run {run.run_id} -> {out}")
     return 0
@@ -475,15 +479,18 @@ def configure_query_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``celebalib query``."""
     from celebalib.attributes import SPLITS
 
+    parser.epilog = ("example:\n  python -m celebalib query --run runs/course --split val "
+                     '--attributes "Eyeglasses,Smiling,-Male" -k 5')
     parser.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--image", help="a photo to search with (JPEG or PNG)")
     what.add_argument("--like", metavar="ID", help="a gallery image id, e.g. 182638.jpg")
     what.add_argument("--attributes", help='wanted attributes, e.g. "Eyeglasses,Smiling,-Male"')
-    parser.add_argument("-k", type=int, default=10, help="how many results (default 10)")
+    parser.add_argument("-k", type=int, default=10, help="how many results")
     parser.add_argument("--split", default="test", choices=SPLITS, help="which default index to use")
     parser.add_argument("--index", default=None, help=".npz index (default: RUN/index_<split>.npz)")
-    parser.add_argument("--metric", default="euclidean", choices=METRICS)
+    parser.add_argument("--metric", default="euclidean", choices=METRICS, help="distance between "
+                        "probability vectors")
     parser.set_defaults(handler=_query_command)
 
 

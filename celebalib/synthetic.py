@@ -799,16 +799,20 @@ def ensure_generated(out_dir: str | Path, n: int, seed: int = 0, progress: bool 
 
 def _synth_command(args: argparse.Namespace) -> int:
     """Handle ``celebalib synth``."""
-    root = generate(args.out, args.n, args.seed, workers=args.workers, progress=not args.quiet)
-    print(f"wrote {args.n} synthetic faces (seed {args.seed}) to {root}")
+    if args.images < 1:
+        raise ConfigError(f"--images {args.images}: expected a positive number of faces")
+    root = generate(args.out, args.images, args.seed, workers=args.workers, progress=not args.quiet)
+    print(f"wrote {args.images} synthetic faces (seed {args.seed}) to {root}")
     return 0
 
 
 def configure_synth_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``synth`` command's arguments."""
+    parser.epilog = "example:\n  python -m celebalib synth --out data/synthetic-1200 --images 1200"
     parser.add_argument("--out", type=Path, required=True, help="folder to write (a flat CelebA root)")
-    parser.add_argument("--n", type=int, default=6000, help="number of faces (default 6000)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--images", type=int, default=6000, help="number of faces")
+    parser.add_argument("--n", dest="images", type=int, help=argparse.SUPPRESS)  # the old name
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=_synth_command)

@@ -1,4 +1,4 @@
-"""The retrieval explorer in a real browser: Voila serves it on loopback, Chromium drives it.
+"""The retrieval app in a real browser: ``python -m celebalib app`` serves it on loopback, Chromium drives it.
 
 Needs Debian's Chromium (``sudo apt-get install chromium`` or ``make browser``) or a
 Chromium named by ``CELEBALIB_CHROMIUM``; without one the test skips, except under
@@ -8,16 +8,15 @@ Chromium named by ``CELEBALIB_CHROMIUM``; without one the test skips, except und
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,52 +65,8 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def write_notebook(path: Path, index_path: Path, run_path: Path) -> Path:
-    """Write a notebook that loads the index and its run and shows the explorer."""
-    sources = [
-        "from celebalib.retrieval import GalleryIndex\nfrom celebalib.runs import open_run\n"
-        "from celebalib.widgets import RetrievalExplorer",
-        f"index = GalleryIndex.load({str(index_path)!r})\nrun = open_run({str(run_path)!r})",
-        f"RetrievalExplorer(index, run, k={K}, thumbnail_size=80)",
-    ]
-    cells = [
-        {"cell_type": "code", "id": f"cell-{i}", "execution_count": None, "metadata": {}, "outputs": [],
-         "source": source}
-        for i, source in enumerate(sources)
-    ]
-    notebook = {
-        "cells": cells,
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-    path.write_text(json.dumps(notebook), encoding="utf-8")
-    return path
-
-
-def wait_until_serving(process: subprocess.Popen, port: int, log: Path, timeout: float = 60.0) -> None:
-    """Poll a missing file until Voila answers 404 (``/`` would start a kernel).
-
-    Serving one notebook, Voila redirects unknown paths to its file handler, which answers
-    403 for names outside its allowlist; a missing ``.png`` gets a plain 404.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"voila exited with status {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/celebalib-ready-check.png", timeout=1)
-        except urllib.error.HTTPError as error:
-            if error.code == 404:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"voila did not start within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
 def stop(process: subprocess.Popen) -> None:
-    """Stop Voila and its kernel: SIGTERM to the process group, SIGKILL after 15 s."""
+    """Stop the app (which stops Voila and its kernel): SIGTERM to its process group, SIGKILL after 15 s."""
     try:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=15)
@@ -122,29 +77,54 @@ def stop(process: subprocess.Popen) -> None:
         pass
 
 
+def folder_digest(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder``, by relative path (names and contents)."""
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def read_url(process: subprocess.Popen, timeout: float = 120.0) -> str:
+    """Read the app's stdout until it prints the URL it serves at."""
+    found: list[str] = []
+
+    def reader() -> None:
+        for line in process.stdout:
+            if match := re.search(r"http://127\.0\.0\.1:\d+/", line):
+                found.append(match.group(0))
+                return
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if not found:
+        pytest.fail(f"the app printed no URL within {timeout:.0f} s (exit status {process.poll()})")
+    return found[0]
+
+
 @pytest.fixture
-def voila_app(tmp_path: Path, saved_index: tuple[Path, Path]) -> Iterator[str]:
-    """Serve the explorer notebook with Voila on a free loopback port; yield its URL."""
+def served_app(tmp_path: Path, tiny_index, tiny_run) -> Iterator[str]:
+    """``python -m celebalib app`` over the tiny run and its index on a free port; yield its URL.
+
+    Afterwards the run folder must be byte-identical: the app only reads it.
+    """
     pytest.importorskip("voila")
-    notebook = write_notebook(tmp_path / "explorer.ipynb", *saved_index)
-    port, log = free_port(), tmp_path / "voila.log"
-    command = [sys.executable, "-m", "voila", notebook.name, "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    index = tiny_index.save(tmp_path / "gallery.npz")
+    run_dir = Path(tiny_run.path)
+    before = folder_digest(run_dir)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PROJECT), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "celebalib", "app", "--run", str(run_dir), "--index", str(index),
+               "--port", str(port), "-k", str(K)]
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
     try:
-        wait_until_serving(process, port, log)
-        yield f"http://127.0.0.1:{port}/"
+        url = read_url(process)
+        assert url == f"http://127.0.0.1:{port}/"
+        yield url
     finally:
         stop(process)
-    assert not port_open(port), f"port {port} still open after stopping voila"
-
-
-@pytest.fixture
-def saved_index(tmp_path: Path, tiny_index, tiny_run) -> tuple[Path, Path]:
-    """The tiny gallery index saved beside the notebook, and its run folder."""
-    path = tmp_path / "gallery.npz"
-    tiny_index.save(path)
-    return path, Path(tiny_run.path)
+    assert not port_open(port), f"port {port} still open after stopping the app"
+    assert folder_digest(run_dir) == before, "the app changed the run folder"
 
 
 @pytest.fixture
@@ -160,7 +140,7 @@ def shown_ids(page) -> list[str]:
 
 
 def test_changing_the_query_in_chromium_changes_the_results(
-    chromium: str, voila_app: str, tiny_index, tmp_path: Path
+    chromium: str, served_app: str, tiny_index, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -174,7 +154,7 @@ def test_changing_the_query_in_chromium_changes_the_results(
         browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 760})
-            page.goto(voila_app, timeout=60_000)
+            page.goto(served_app, timeout=60_000)
             captions = page.locator(".celebalib-result .widget-html")
             expect(captions.nth(K - 1)).to_contain_text(first[-1], timeout=60_000)
             assert shown_ids(page) == first

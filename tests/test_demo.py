@@ -146,3 +146,19 @@ def test_demo_stops_at_a_failing_cell_with_one_line(
     err = capsys.readouterr().err.strip()
     assert err == f"celebalib demo: error: {broken}: cell 2: ZeroDivisionError: division by zero"
     assert sorted(p.name for p in out.iterdir()) == ["01-fine.html", "01-fine.ipynb"]
+
+
+@pytest.mark.slow
+def test_the_kernels_own_stderr_goes_to_its_log_not_the_console(
+    tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    # What TensorFlow's C++ start-up does: write straight to file descriptor 2, past Jupyter.
+    notebook = _write_notebook(tmp_path / "01-noisy.ipynb", "import os; os.write(2, b'I0000 cpu_feature_guard.cc\\n')",
+                               "print('a cell output')")
+    log = tmp_path / "logs" / "01-noisy.kernel.log"
+    executed = demo.execute_notebook(notebook, kernel_log=log)
+    console = capfd.readouterr()
+    assert "cpu_feature_guard" not in console.out + console.err
+    assert "Kernel is running over TCP" not in console.err
+    assert "cpu_feature_guard" in log.read_text()
+    assert executed.cells[1].outputs[0]["text"] == "a cell output\n"

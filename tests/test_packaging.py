@@ -1,4 +1,5 @@
-"""environment.yml mirrors pyproject.toml: the same packages with the same version bounds."""
+"""Packaging: the library's runtime set is lean, the extras are complete, environment.yml mirrors
+pyproject.toml, one version source, a LICENSE."""
 
 from __future__ import annotations
 
@@ -35,16 +36,22 @@ def _environment_pip_lines() -> list[str]:
     for line in lines[start + 1:]:
         if not line.strip() or len(line) - len(line.lstrip()) < indent:
             break
-        entry = line.strip().removeprefix("- ").split(" #")[0].strip()
-        if entry != "-e .":
+        entry = line.strip().removeprefix("- ").split("#")[0].strip()
+        if entry and entry != "-e .":
             entries.append(entry)
     return entries
 
 
+def _extra(name: str) -> list[str]:
+    """One extra's requirements, without its references to other extras (``celebalib[...]``)."""
+    return [line for line in _pyproject()["project"]["optional-dependencies"][name]
+            if Requirement(line).name != "celebalib"]
+
+
 def _pyproject_lines() -> list[str]:
-    """Runtime dependencies plus the test extra (what environment.yml installs)."""
+    """Runtime dependencies plus the course, app and test extras (what environment.yml installs)."""
     project = _pyproject()["project"]
-    return project["dependencies"] + project["optional-dependencies"]["test"]
+    return project["dependencies"] + _extra("course") + _extra("app") + _extra("test")
 
 
 def test_environment_yml_names_the_same_packages_and_bounds() -> None:
@@ -69,3 +76,34 @@ def test_python_floor_agrees() -> None:
 
 def test_console_script_points_at_the_cli() -> None:
     assert _pyproject()["project"]["scripts"]["celebalib"] == "celebalib.cli:main"
+
+
+def test_the_library_itself_needs_no_notebook_server_app_or_test_tools() -> None:
+    runtime = _requirements(_pyproject()["project"]["dependencies"])
+    for tool in ("jupyterlab", "nbval", "nbconvert", "nbclient", "voila", "pytest", "playwright", "tensorboard"):
+        assert tool not in runtime, f"{tool} is a runtime dependency"
+    assert {"tensorflow", "keras", "numpy", "pandas", "scikit-learn", "pillow", "ipywidgets"} <= set(runtime)
+
+
+def test_each_extra_holds_what_its_commands_import() -> None:
+    assert {"jupyterlab", "ipykernel", "nbconvert", "nbclient", "nbformat"} <= set(_requirements(_extra("course")))
+    assert "voila" in _requirements(_extra("app"))
+    test = _pyproject()["project"]["optional-dependencies"]["test"]
+    assert {"pytest", "nbval", "playwright"} <= set(_requirements(_extra("test")))
+    included = next(Requirement(line) for line in test if Requirement(line).name == "celebalib")
+    assert {"course", "app"} <= included.extras
+
+
+def test_the_version_has_one_source() -> None:
+    import celebalib
+
+    project = _pyproject()
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "celebalib.__version__"}
+    assert SpecifierSet(f"=={celebalib.__version__}").contains(celebalib.__version__)
+
+
+def test_license_file_is_the_mit_license_pyproject_names() -> None:
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert text.startswith("MIT License") and "Copyright (c) 2026 celebalib authors" in text
+    assert _pyproject()["project"]["license"] == {"text": "MIT"}

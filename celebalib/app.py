@@ -1,0 +1,189 @@
+"""The ``app`` command: the retrieval explorer served in the browser, over a trained run and its index.
+
+Voila serves the small notebook ``resources/app.ipynb``, which only reads: it opens the run
+and the saved gallery index and shows :class:`~celebalib.widgets.RetrievalExplorer`. It
+never trains, never predicts a split and never writes into the run folder, so a visit takes
+seconds and the run's files stay as evaluation left them. The command checks the run and
+the index before starting the server, and passes them to the notebook's kernel through
+environment variables (kernels inherit Voila's environment).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from celebalib.config import PACKAGE_DIR, get_settings
+from celebalib.errors import ConfigError, RunError
+
+APP_NOTEBOOK = PACKAGE_DIR / "resources" / "app.ipynb"
+ENV_RUN, ENV_INDEX, ENV_K = "CELEBALIB_APP_RUN", "CELEBALIB_APP_INDEX", "CELEBALIB_APP_K"
+DEFAULT_PORT = 8866  # Voila's own default
+DEFAULT_K = 8
+START_TIMEOUT = 90.0  # seconds for Voila to answer; it imports Jupyter's server stack first
+
+
+def default_run() -> Path:
+    """The course run that ``make demo`` trains: ``runs/course`` under CELEBALIB_HOME."""
+    return get_settings().runs_dir / "course"
+
+
+def find_index(run_dir: str | Path, index: str | Path | None = None) -> Path:
+    """Return ``index``, else the run's ``index_test.npz`` or ``index_val.npz``; RunError saying how to build one."""
+    if index is not None:
+        path = Path(index).expanduser()
+        if not path.is_file():
+            raise RunError(f"{path}: index not found; build one with "
+                           f"`python -m celebalib index --run {run_dir} --split val`")
+        return path
+    for split in ("test", "val"):
+        path = Path(run_dir) / f"index_{split}.npz"
+        if path.is_file():
+            return path
+    raise RunError(f"{run_dir}: no index_test.npz or index_val.npz; build one with "
+                   f"`python -m celebalib index --run {run_dir} --split val` (notebook 05 of `make demo` "
+                   "builds the course's)")
+
+
+def check_app(run_dir: str | Path, index: str | Path | None = None) -> tuple[Path, Path]:
+    """Open the run and its index once, so a mistake is one line here, not a traceback in the browser."""
+    from celebalib.retrieval import GalleryIndex
+    from celebalib.runs import open_run
+
+    run_path = Path(run_dir).expanduser()
+    if not run_path.is_dir():
+        raise RunError(f"{run_path}: run folder not found; train the course's with `python -m celebalib demo` "
+                       "(or `make demo`), or pass --run runs/NAME")
+    run = open_run(run_path)
+    index_path = find_index(run_path, index)
+    GalleryIndex.load(index_path, run=run)
+    return run_path.resolve(), index_path.resolve()
+
+
+def explorer(run_dir: str | Path | None = None, index: str | Path | None = None, k: int | None = None) -> Any:
+    """The explorer widget over a run and its index (defaults: the app's environment variables, else
+    the course run); a one-line message widget instead when they cannot be opened."""
+    import ipywidgets as widgets
+
+    from celebalib.retrieval import GalleryIndex
+    from celebalib.runs import open_run
+    from celebalib.widgets import RetrievalExplorer
+
+    run_dir = run_dir or os.environ.get(ENV_RUN) or default_run()
+    index = index or os.environ.get(ENV_INDEX) or None
+    k = int(k or os.environ.get(ENV_K) or DEFAULT_K)
+    try:
+        run_path, index_path = check_app(run_dir, index)
+        gallery = GalleryIndex.load(index_path)
+        run = open_run(run_path)
+    except (RunError, ConfigError) as error:
+        return widgets.HTML(f"<p class='celebalib-app-error'>{_escape(str(error))}</p>")
+    return RetrievalExplorer(gallery, run, k=min(k, len(gallery.image_ids)))
+
+
+def port_in_use(port: int) -> bool:
+    """True when something accepts connections on the loopback port."""
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def voila_command(port: int, notebook: Path = APP_NOTEBOOK) -> list[str]:
+    """The Voila command line that serves ``notebook`` on loopback at ``port``."""
+    return [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}",
+            "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", "--Voila.log_level=WARN"]
+
+
+def wait_until_serving(process: subprocess.Popen, port: int, log: Path, timeout: float = START_TIMEOUT) -> None:
+    """Poll a missing file until Voila answers 404 (requesting ``/`` would start a kernel)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
+            raise RunError(f"voila exited with status {process.returncode} ({log}: {tail})")
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/celebalib-ready-check.png", timeout=1)
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RunError(f"voila did not answer on port {port} within {timeout:.0f} s (log: {log})")
+
+
+def serve(run_dir: Path, index: Path, *, port: int = DEFAULT_PORT, k: int = DEFAULT_K) -> int:
+    """Serve the app until interrupted; print the URL once Voila answers."""
+    import importlib.util
+
+    if importlib.util.find_spec("voila") is None:
+        raise ConfigError("Voila is not installed; install the app's extra: pip install 'celebalib[app]'")
+    if port_in_use(port):
+        raise ConfigError(f"--port {port}: something already listens there; pass another port")
+    env = {**os.environ, ENV_RUN: str(run_dir), ENV_INDEX: str(index), ENV_K: str(k)}
+    log = Path(tempfile.mkdtemp(prefix="celebalib-app-")) / "voila.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(voila_command(port), env=env, stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    # A plain `kill` should stop Voila too, as Ctrl+C does (the finally below runs on SystemExit).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        wait_until_serving(process, port, log)
+        print(f"Serving the retrieval explorer over {run_dir} ({index.name}) at http://127.0.0.1:{port}/", flush=True)
+        print(f"Voila's log: {log}. Stop with Ctrl+C.", flush=True)
+        return process.wait()
+    finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop Voila (which shuts its kernels down): SIGTERM to its process group, SIGKILL after 15 s."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+    except ProcessLookupError:
+        pass
+
+
+def _escape(text: str) -> str:
+    """Escape text for HTML."""
+    import html
+
+    return html.escape(text, quote=True)
+
+
+def _app_command(args: argparse.Namespace) -> int:
+    """Check the run and index, then serve the app."""
+    if not 1 <= args.port <= 65535:
+        raise ConfigError(f"--port {args.port}: expected a port number from 1 to 65535")
+    if args.k < 1:
+        raise ConfigError(f"-k {args.k}: expected at least 1")
+    run_dir, index = check_app(args.run or default_run(), args.index)
+    return serve(run_dir, index, port=args.port, k=args.k)
+
+
+def configure_app_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``app`` command's arguments."""
+    parser.epilog = "example:\n  python -m celebalib app --run runs/course --port 8866"
+    parser.add_argument("--run", default=None, help="run folder (default: runs/course under CELEBALIB_HOME, "
+                        "the one `make demo` trains)")
+    parser.add_argument("--index", default=None, help=".npz index built by `celebalib index` "
+                        "(default: RUN/index_test.npz, else RUN/index_val.npz)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="loopback port to serve on")
+    parser.add_argument("-k", type=int, default=DEFAULT_K, help="how many results the explorer shows at first")
+    parser.set_defaults(handler=_app_command)
