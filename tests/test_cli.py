@@ -23,11 +23,7 @@ WRAPPER = (
     "    print('TENSORFLOW_LOADED=' + str('tensorflow' in sys.modules or 'keras' in sys.modules))\n"
     "sys.exit(code)\n"
 )
-# `train`'s options come from its TrainConfig (branch config), which also makes its import lazy.
-LAZY = [name if name != "train" else pytest.param(
-    name, marks=pytest.mark.xfail(reason="celebalib.train imports TensorFlow at module level until "
-                                  "its options come from recipes.TrainConfig", strict=False))
-        for name in cli.COMMANDS]
+LAZY = list(cli.COMMANDS)
 
 
 def run_cli(*argv: str, cwd: Path | None = None) -> tuple[int, str, str, bool]:
