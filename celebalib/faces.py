@@ -231,3 +231,21 @@ def aligned_faces(photo: np.ndarray, *, min_face_size: int = MIN_FACE_SIZE) -> l
 def transform_points(transform: Any, points: np.ndarray) -> np.ndarray:
     """Points (N, 2) as (x, y) mapped by a scikit-image transform."""
     return np.asarray(transform(np.asarray(points, dtype=np.float64)))
+
+
+def place_on_canvas(crop: np.ndarray, *, angle: float, scale: float, shift: tuple[float, float],
+                    size: int = 512, fill: int = 128) -> tuple[np.ndarray, Any]:
+    """``crop`` turned by ``angle`` degrees (anticlockwise), scaled and moved by ``shift`` (dx, dy) from the
+    centre of a grey ``size`` x ``size`` canvas: the canvas, and the transform from crop to canvas
+    coordinates. It makes un-aligned photos with known geometry, to test the alignment's round trip."""
+    from skimage.transform import SimilarityTransform, warp
+
+    pixels = _check_photo(crop)
+    centre = np.array([pixels.shape[1], pixels.shape[0]], dtype=np.float64) / 2
+    # Image y points down, so an anticlockwise turn on screen is a negative rotation here.
+    turn = SimilarityTransform(scale=scale, rotation=-np.deg2rad(angle))
+    move = np.array([size / 2 + shift[0], size / 2 + shift[1]]) - transform_points(turn, centre[None])[0]
+    transform = SimilarityTransform(scale=scale, rotation=-np.deg2rad(angle), translation=move)
+    canvas = warp(pixels, transform.inverse, output_shape=(size, size), order=1, mode="constant", cval=fill,
+                  preserve_range=True)
+    return np.clip(np.round(canvas), 0, 255).astype(np.uint8), transform

@@ -37,27 +37,34 @@ BOX_COLUMNS = ("box_x", "box_y", "box_width", "box_height")
 class PhotoFace:
     """One face of a photo as the model sees it.
 
+    ``number`` counts from 1 (the largest face) to ``count`` (the faces found in the photo);
     ``crop`` is the 178x218 aligned face (with ``how`` "centre crop", the whole photo), and
     ``pixels`` that crop after the run's own crop and resize: the model's input.
     """
 
     number: int
+    count: int
     how: str
     face: Face | None
     crop: np.ndarray
     pixels: np.ndarray
 
 
-def model_input(run: Run, image: np.ndarray) -> np.ndarray:
-    """An RGB uint8 image through the run's crop and resize (``data.load_image``, as in training)."""
+def png_bytes(image: np.ndarray) -> bytes:
+    """An RGB image (values 0-255, rounded) encoded as a PNG file's bytes."""
     from PIL import Image
 
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(np.round(image), 0, 255).astype(np.uint8)).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def model_input(run: Run, image: np.ndarray) -> np.ndarray:
+    """An RGB uint8 image through the run's crop and resize (``data.load_image``, as in training)."""
     from celebalib.data import load_image
 
     # A lossless PNG hands the pixels to the training pipeline's decoder unchanged.
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG", compress_level=1)
-    return load_image(buffer.getvalue(), image_size=run.image_size, crop=run.crop)
+    return load_image(png_bytes(image), image_size=run.image_size, crop=run.crop)
 
 
 def prepare_photo(run: Run, photo: str | Path | bytes | np.ndarray, *, align: bool = True) -> list[PhotoFace]:
@@ -70,10 +77,37 @@ def prepare_photo(run: Run, photo: str | Path | bytes | np.ndarray, *, align: bo
 
     pixels = np.asarray(photo) if isinstance(photo, np.ndarray) else faces.read_photo(photo)
     if not align:
-        return [PhotoFace(1, CENTRE_CROP, None, pixels, model_input(run, pixels))]
-    return [PhotoFace(number, ALREADY_ALIGNED if found.how == "already aligned" else ALIGNED, found.face,
-                      found.crop, model_input(run, found.crop))
-            for number, found in enumerate(faces.aligned_faces(pixels), start=1)]
+        return [PhotoFace(1, 1, CENTRE_CROP, None, pixels, model_input(run, pixels))]
+    found = faces.aligned_faces(pixels)
+    return [PhotoFace(number, len(found), ALREADY_ALIGNED if one.how == "already aligned" else ALIGNED, one.face,
+                      one.crop, model_input(run, one.crop))
+            for number, one in enumerate(found, start=1)]
+
+
+def query_face(run: Run, photo: str | Path | bytes | np.ndarray, *, align: bool = True) -> PhotoFace:
+    """The face a photo searches with: its largest, aligned (or with ``align`` False the whole photo)."""
+    prepared = prepare_photo(run, photo, align=align)
+    if not prepared:
+        name = "the photo" if isinstance(photo, (bytes, bytearray, memoryview, np.ndarray)) else str(photo)
+        raise ConfigError(f"{name}: no face found; expected a photo with a face "
+                          "(without alignment, --no-align, the whole photo is used)")
+    return prepared[0]
+
+
+def describe_face(face: PhotoFace) -> str:
+    """Say which face it is and how it was framed, e.g. "face 1 of 2 at (182, 64) 83x107, aligned"."""
+    if face.face is None:
+        return "whole photo, centre crop"
+    x, y, width, height = (round(value) for value in face.face.box)
+    return f"face {face.number} of {face.count} at ({x}, {y}) {width}x{height}, {face.how}"
+
+
+def save_pixels(pixels: np.ndarray, path: str | Path) -> None:
+    """Save an image (values 0-255) as a PNG file, atomically."""
+    from celebalib.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(png_bytes(pixels))
 
 
 def thresholds_note(run: Run) -> str:
@@ -93,6 +127,11 @@ def attribute_table(run: Run, probabilities: np.ndarray) -> pd.DataFrame:
                          "answer": np.where(probabilities >= thresholds, "yes", "no")})
 
 
+def face_attributes(run: Run, face: PhotoFace) -> pd.DataFrame:
+    """The 40 attributes of one prepared face (``attribute_table`` of its prediction)."""
+    return attribute_table(run, np.asarray(run.predict_images(face.pixels[None]))[0])
+
+
 def face_rows(run: Run, name: str, prepared: Sequence[PhotoFace]) -> pd.DataFrame:
     """One row per prepared face (a single "no face found" row for none): where it is, 40 probabilities
     and 40 yes/no answers at the run's thresholds (columns ``<attribute>`` and ``<attribute>_yes``)."""
@@ -104,7 +143,7 @@ def face_rows(run: Run, name: str, prepared: Sequence[PhotoFace]) -> pd.DataFram
     for face in prepared:
         box = face.face.box if face.face is not None else (np.nan,) * 4
         confidence = face.face.confidence if face.face is not None else np.nan
-        rows.append({"file": name, "face": face.number, "faces": len(prepared), "status": face.how,
+        rows.append({"file": name, "face": face.number, "faces": face.count, "status": face.how,
                      **dict(zip(BOX_COLUMNS, box)), "confidence": confidence})
     return _with_attributes(pd.DataFrame(rows), probabilities, run.thresholds)
 
