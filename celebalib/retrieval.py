@@ -404,11 +404,12 @@ class GalleryIndex:
         return np.asarray(columns), np.asarray(values)
 
     def query_image(self, run: Run, image: Any, k: int = 10, metric: str = "euclidean", *,
-                    align: bool = True) -> pd.DataFrame:
+                    align: bool = False) -> pd.DataFrame:
         """The k nearest images to a photo (path or bytes, or an already preprocessed array), as in training.
 
-        A photo's largest face is aligned onto CelebA's template first (``predict.query_face``);
-        ``align`` False uses the whole photo, centre-cropped, as for already aligned images.
+        By default the photo is taken as an aligned face (such as a gallery image) and centre-cropped;
+        ``align`` True first finds its largest face and aligns it onto CelebA's template
+        (``predict.query_face``), as ``query --image`` and the explorer's upload do for your own photos.
         """
         from celebalib.predict import query_face
 
@@ -490,7 +491,8 @@ def configure_query_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index", default=None, help=".npz index (default: RUN/index_<split>.npz)")
     parser.add_argument("--metric", default="euclidean", choices=METRICS)
     parser.add_argument("--no-align", dest="align", action="store_false",
-                        help="with --image: use the whole photo, centre-cropped, not its aligned face")
+                        help="with --image: use the whole photo, centre-cropped (for already aligned faces), "
+                             "not its largest face aligned onto CelebA's template")
     parser.add_argument("--crop-out", metavar="PNG", default=None,
                         help="with --image: save the query as the model saw it (the aligned face, cropped)")
     parser.set_defaults(handler=_query_command)
