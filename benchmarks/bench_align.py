@@ -6,9 +6,10 @@ degrees, scaled by 0.6x to 1.6x and moved by up to ``--max-shift`` pixels (drawn
 eye error in the 178x218 frame (the mean distance of the two eyes from where MTCNN finds them in
 the genuine image; median and 95th percentile), for the aligned crop (also against the genuine
 image put through the same alignment, which leaves out how far that image sits from the
-template) and for the canvas centre-cropped to 178x218; how often the run's yes/no answers (its tuned thresholds, else 0.5)
-on the aligned crop and on the centre-cropped canvas agree with those on the genuine image;
-and seconds per photo of ``predict.predict_photos`` on 2 cores. The test split is never read.
+template) and for the canvas centre-cropped to 178x218; how often the run's yes/no answers
+(its tuned thresholds, else 0.5) on the aligned crop and on the centre-cropped canvas agree
+with those on the genuine image; and seconds per photo of ``predict.predict_photos``. The
+test split is never read.
 
     python benchmarks/bench_align.py --run runs/celeba-cpu [--images 200] [--data ../shared/celeba]
 """
@@ -97,7 +98,8 @@ def report(run: Run, args: argparse.Namespace, errors: np.ndarray, inputs: list,
     found = ~np.isnan(errors[:, 0])
     for name, column, where in (("aligned", 0, found),
                                 ("aligned, against the genuine image aligned the same way", 1, found),
-                                ("centre-cropped", 2, found), ("centre-cropped, every canvas", 2, np.ones(tried, bool))):
+                                ("centre-cropped", 2, found),
+                                ("centre-cropped, every canvas", 2, np.ones(tried, bool))):
         median, p95 = np.percentile(errors[where, column], [50, 95])
         print(f"eye error, {name}: median {median:.2f} px, 95th percentile {p95:.2f} px")
     probabilities = [run.predict_images(np.stack([group[i] for group in inputs])) for i in range(3)]

@@ -73,6 +73,8 @@ def read_photo(source: str | Path | bytes | bytearray | memoryview, *, max_pixel
     transparent; raise CelebAFormatError for a missing, unreadable, truncated or too large image."""
     from PIL import Image, UnidentifiedImageError
 
+    from celebalib.data import DECODABLE_FORMATS
+
     if isinstance(source, (bytes, bytearray, memoryview)):
         data, where = bytes(source), Path("<uploaded bytes>")
     else:
@@ -90,10 +92,12 @@ def read_photo(source: str | Path | bytes | bytearray | memoryview, *, max_pixel
             transparent = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
             # Opaque images are decoded by TensorFlow, as the training pipeline decodes its files:
             # Pillow's JPEG decoder differs from it by a few levels per pixel.
-            pixels = None if transparent or image.format not in TF_FORMATS else _decode_tf(data, where)
+            pixels = None if transparent or image.format not in DECODABLE_FORMATS else _decode_tf(data, where)
             if pixels is None:
                 image.load()  # decodes every pixel: a truncated file fails here, not later
                 pixels = _flatten(image)
+    except CelebAFormatError:
+        raise
     except (UnidentifiedImageError, Image.DecompressionBombError):
         raise CelebAFormatError(where, "not a readable image; expected a JPEG or PNG photo") from None
     except (OSError, SyntaxError, ValueError) as error:
@@ -106,8 +110,6 @@ def read_photo(source: str | Path | bytes | bytearray | memoryview, *, max_pixel
 EXIF_ORIENTATION = 0x0112
 _UPRIGHT = {2: "FLIP_LEFT_RIGHT", 3: "ROTATE_180", 4: "FLIP_TOP_BOTTOM", 5: "TRANSPOSE", 6: "ROTATE_270",
             7: "TRANSVERSE", 8: "ROTATE_90"}
-# Formats tf.io.decode_image reads (the training pipeline's decoder).
-TF_FORMATS = ("JPEG", "PNG", "BMP", "GIF")
 
 
 def _decode_tf(data: bytes, where: Path) -> np.ndarray:

@@ -167,16 +167,19 @@ def test_a_png_with_alpha_is_put_on_white(astronaut: np.ndarray, tmp_path: Path)
 def test_a_forty_megapixel_image_is_refused_before_decoding(tmp_path: Path) -> None:
     path = tmp_path / "huge.png"
     Image.new("L", (8000, 5001)).save(path)
-    with pytest.raises(CelebAFormatError, match=r"huge.png: 8000x5001 pixels; the limit is 40 megapixels"):
+    with pytest.raises(CelebAFormatError) as raised:
         faces.read_photo(path)
+    assert str(raised.value) == f"{path}: 8000x5001 pixels; the limit is 40 megapixels"
 
 
 def test_truncated_missing_and_unreadable_files_name_the_file(astronaut: np.ndarray, tmp_path: Path) -> None:
     cut = tmp_path / "cut.jpg"
     data = encoded(astronaut)
     cut.write_bytes(data[:len(data) // 2])
-    with pytest.raises(CelebAFormatError, match=r"cut.jpg: cannot decode the image \(truncated"):
+    with pytest.raises(CelebAFormatError) as raised:
         faces.read_photo(cut)
+    assert str(raised.value) == (f"{cut}: cannot decode the image (truncated or damaged); "
+                                 "expected a JPEG or PNG photo")
     with pytest.raises(CelebAFormatError, match=r"gone.jpg: image not found"):
         faces.read_photo(tmp_path / "gone.jpg")
     with pytest.raises(CelebAFormatError, match=r"<uploaded bytes>: not a readable image"):
