@@ -34,6 +34,8 @@ MAX_PIXELS = 40_000_000
 ALIGNED_EYE_TOLERANCE = 11.0
 # MTCNN's smallest face side (pixels) by default: smaller faces are not looked for.
 MIN_FACE_SIZE = 20
+# How an aligned crop was made: warped onto the template, or kept as it came.
+ALIGNED, ALREADY_ALIGNED = "aligned", "already aligned"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,9 +226,9 @@ def aligned_faces(photo: np.ndarray, *, min_face_size: int = MIN_FACE_SIZE) -> l
     found = []
     for face in detect_faces(pixels, min_face_size=min_face_size):
         if is_aligned(pixels, face):
-            found.append(AlignedFace(face, pixels.copy(), "already aligned"))
+            found.append(AlignedFace(face, pixels.copy(), ALREADY_ALIGNED))
         else:
-            found.append(AlignedFace(face, align_face(pixels, face.landmarks), "aligned"))
+            found.append(AlignedFace(face, align_face(pixels, face.landmarks), ALIGNED))
     return found
 
 

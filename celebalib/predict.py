@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from celebalib.faces import Face
     from celebalib.runs import Run
 
-# How a face reached the model: aligned onto the template, kept as an aligned crop already,
-# or (with align=False) the whole photo centre-cropped; a photo without a face gets NO_FACE.
-ALIGNED, ALREADY_ALIGNED, CENTRE_CROP, NO_FACE = "aligned", "already aligned", "centre crop", "no face found"
+# How a face reached the model besides ``faces.ALIGNED`` and ``faces.ALREADY_ALIGNED``: with
+# align=False the whole photo, centre-cropped; a photo without a face gets a NO_FACE row.
+CENTRE_CROP, NO_FACE = "centre crop", "no face found"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 BOX_COLUMNS = ("box_x", "box_y", "box_width", "box_height")
 
@@ -79,8 +79,7 @@ def prepare_photo(run: Run, photo: str | Path | bytes | np.ndarray, *, align: bo
     if not align:
         return [PhotoFace(1, 1, CENTRE_CROP, None, pixels, model_input(run, pixels))]
     found = faces.aligned_faces(pixels)
-    return [PhotoFace(number, len(found), ALREADY_ALIGNED if one.how == "already aligned" else ALIGNED, one.face,
-                      one.crop, model_input(run, one.crop))
+    return [PhotoFace(number, len(found), one.how, one.face, one.crop, model_input(run, one.crop))
             for number, one in enumerate(found, start=1)]
 
 
@@ -90,7 +89,7 @@ def query_face(run: Run, photo: str | Path | bytes | np.ndarray, *, align: bool 
     if not prepared:
         name = "the photo" if isinstance(photo, (bytes, bytearray, memoryview, np.ndarray)) else str(photo)
         raise ConfigError(f"{name}: no face found; expected a photo with a face "
-                          "(without alignment, --no-align, the whole photo is used)")
+                          "(--no-align, or align=False, uses the whole photo, centre-cropped)")
     return prepared[0]
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from celebalib.errors import CelebalibError, ConfigError
-from celebalib.faces import MAX_PIXELS
+from celebalib.faces import ALIGNED, MAX_PIXELS
 
 if TYPE_CHECKING:
     from celebalib.retrieval import GalleryIndex
@@ -188,7 +188,7 @@ class RetrievalExplorer:
     def query_by_upload(self, content: bytes, name: str = "upload") -> pd.DataFrame | None:
         """Query with an uploaded photo's largest face, aligned onto CelebA's template, then cropped and
         resized as in training (needs a run); the preview shows what the model saw."""
-        from celebalib.predict import ALIGNED, png_bytes, prepare_photo
+        from celebalib.predict import png_bytes, prepare_photo
 
         problem = check_upload(content, name, max_bytes=self.max_upload_bytes)
         if problem is None and self.run is None:
