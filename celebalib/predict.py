@@ -68,7 +68,7 @@ def model_input(run: Run, image: np.ndarray) -> np.ndarray:
 
 
 def prepare_photo(run: Run, photo: str | Path | bytes | np.ndarray, *, align: bool = True) -> list[PhotoFace]:
-    """Every face of a photo (file, bytes or RGB uint8 array), largest first, ready for ``run``.
+    """Every face of a photo (file, bytes, or RGB or grey uint8 array), largest first, ready for ``run``.
 
     With ``align`` False the whole photo is one entry, centre-cropped as training crops its
     (already aligned) images. A photo without a face gives an empty list.
@@ -76,6 +76,8 @@ def prepare_photo(run: Run, photo: str | Path | bytes | np.ndarray, *, align: bo
     from celebalib import faces
 
     pixels = np.asarray(photo) if isinstance(photo, np.ndarray) else faces.read_photo(photo)
+    if pixels.ndim == 2:  # a grey photo, e.g. skimage.data.camera()
+        pixels = np.dstack([pixels] * 3)
     if not align:
         return [PhotoFace(1, 1, CENTRE_CROP, None, pixels, model_input(run, pixels))]
     found = faces.aligned_faces(pixels)

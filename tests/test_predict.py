@@ -87,6 +87,13 @@ def test_a_genuine_aligned_image_is_predicted_as_evaluation_predicts_it(tiny_run
     np.testing.assert_array_equal(face.pixels, pipeline_input(tiny_run, path))
 
 
+def test_a_grey_photo_array_is_read_as_rgb(tiny_run: Run) -> None:
+    grey = skimage.data.camera()
+    (face,) = predict.prepare_photo(tiny_run, grey)
+    np.testing.assert_array_equal(face.pixels, predict.prepare_photo(tiny_run, np.dstack([grey] * 3))[0].pixels)
+    assert face.how == "aligned"
+
+
 def test_no_align_keeps_the_plain_centre_crop(tiny_run: Run, synthetic_table: pd.DataFrame) -> None:
     path = synthetic_table["path"].iloc[0]
     (face,) = predict.prepare_photo(tiny_run, path, align=False)
