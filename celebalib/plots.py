@@ -265,3 +265,48 @@ def heatmap_overlay(image: str | Path | np.ndarray, heat: np.ndarray, *, alpha: 
     if title:
         ax.set_title(title, fontsize=9)
     return ax.figure
+
+
+def photo_faces(photo: str | Path | np.ndarray, faces: Sequence, *, max_faces: int = 4) -> Figure:
+    """A photo with each found face's box, number and five landmarks, beside each face's aligned crop
+    with CelebA's template landmarks marked (``faces``: ``predict.prepare_photo``'s list)."""
+    from matplotlib.patches import Rectangle
+
+    from celebalib.faces import template
+
+    shown = [face for face in faces if face.face is not None][:max_faces]
+    fig = Figure(figsize=(3.2 + 1.6 * len(shown), 3.2), layout="constrained")
+    widths = [2.0] + [1.0] * len(shown)
+    axes = np.atleast_1d(fig.subplots(1, len(widths), gridspec_kw={"width_ratios": widths}))
+    axes[0].imshow(_as_array(photo))
+    axes[0].set_title("no face found" if not shown else f"{len(shown)} face(s) found", fontsize=9)
+    for ax, face in zip(axes[1:], shown):
+        x, y, width, height = face.face.box
+        axes[0].add_patch(Rectangle((x, y), width, height, fill=False, edgecolor="yellow", linewidth=1.2))
+        axes[0].text(x, y - 3, str(face.number), color="yellow", fontsize=8, va="bottom")
+        axes[0].scatter(*face.face.landmarks.T, s=8, c="cyan")
+        ax.imshow(_as_array(face.crop))
+        ax.scatter(*template().T, s=8, c="cyan", marker="+")
+        ax.set_title(f"face {face.number}: {face.how}", fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    return fig
+
+
+def attribute_bars(table: pd.DataFrame, *, title: str | None = None) -> Figure:
+    """One face's 40 probabilities as bars, each attribute's threshold as a tick, the yes answers in colour
+    (``table``: ``predict.attribute_table``'s columns attribute, probability, threshold, answer)."""
+    order = table.sort_values("probability")
+    fig = Figure(figsize=(5, 7), layout="constrained")
+    ax = fig.subplots()
+    positions = np.arange(len(order))
+    colours = np.where(order["answer"] == "yes", "tab:orange", "lightgrey")
+    ax.barh(positions, order["probability"], color=colours)
+    ax.scatter(order["threshold"], positions, marker="|", s=60, c="black", label="threshold")
+    ax.set_yticks(positions, order["attribute"], fontsize=7)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("probability (orange: yes at the threshold)")
+    ax.legend(loc="lower right", fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig

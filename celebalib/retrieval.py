@@ -403,9 +403,15 @@ class GalleryIndex:
             values.append(float(value))
         return np.asarray(columns), np.asarray(values)
 
-    def query_image(self, run: Run, image: Any, k: int = 10, metric: str = "euclidean") -> pd.DataFrame:
-        """The k nearest images to a photo (path or bytes, or an already preprocessed array), as in training."""
-        from celebalib.data import load_image
+    def query_image(self, run: Run, image: Any, k: int = 10, metric: str = "euclidean", *,
+                    align: bool = False) -> pd.DataFrame:
+        """The k nearest images to a photo (path or bytes, or an already preprocessed array), as in training.
+
+        By default the photo is taken as an aligned face (such as a gallery image) and centre-cropped;
+        ``align`` True first finds its largest face and aligns it onto CelebA's template
+        (``predict.query_face``), as ``query --image`` and the explorer's upload do for your own photos.
+        """
+        from celebalib.predict import query_face
 
         self.check_run(run)
         if isinstance(image, np.ndarray):
@@ -414,7 +420,7 @@ class GalleryIndex:
                 raise ConfigError(f"image array of shape {pixels.shape}: expected a preprocessed "
                                   f"{(*run.image_shape, 3)} array, or pass the file or its bytes")
         else:
-            pixels = load_image(image, image_size=run.image_size, crop=run.crop)
+            pixels = query_face(run, image, align=align).pixels
         probabilities = np.asarray(run.predict_images(pixels[None]))[0]
         return self.query_vector(probabilities, k, metric)
 
@@ -491,6 +497,11 @@ def configure_query_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index", default=None, help=".npz index (default: RUN/index_<split>.npz)")
     parser.add_argument("--metric", default="euclidean", choices=METRICS, help="distance between "
                         "probability vectors")
+    parser.add_argument("--no-align", dest="align", action="store_false",
+                        help="with --image: use the whole photo, centre-cropped (for already aligned faces), "
+                             "not its largest face aligned onto CelebA's template")
+    parser.add_argument("--crop-out", metavar="PNG", default=None,
+                        help="with --image: save the query as the model saw it (the aligned face, cropped)")
     parser.set_defaults(handler=_query_command)
 
 
@@ -503,7 +514,7 @@ def _query_command(args: argparse.Namespace) -> int:
     run = open_run(args.run)
     index = GalleryIndex.load(args.index or default_index_path(args.run, args.split), run=run)
     if args.image is not None:
-        results = index.query_image(run, args.image, args.k, args.metric)
+        results = index.query_image(run, _image_query(run, args), args.k, args.metric)
     elif args.like is not None:
         results = index.query_id(args.like, args.k, args.metric)
     else:
@@ -511,6 +522,18 @@ def _query_command(args: argparse.Namespace) -> int:
     with pd.option_context("display.max_colwidth", 60, "display.width", 200):
         print(results.to_string(index=False, float_format=lambda value: f"{value:.4f}"))
     return 0
+
+
+def _image_query(run: Run, args: argparse.Namespace) -> np.ndarray:
+    """The model input of ``--image``: say which face it is, and save it where ``--crop-out`` says."""
+    from celebalib.predict import describe_face, query_face, save_pixels
+
+    face = query_face(run, args.image, align=args.align)
+    print(f"query: {args.image}, {describe_face(face)}")
+    if args.crop_out:
+        save_pixels(face.pixels, args.crop_out)
+        print(f"the query as the model saw it -> {args.crop_out}")
+    return face.pixels
 
 
 # ---------------------------------------------------------------------------------------

@@ -21,14 +21,16 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from celebalib.errors import CelebalibError, ConfigError
+from celebalib.faces import ALIGNED, MAX_PIXELS
 
 if TYPE_CHECKING:
     from celebalib.retrieval import GalleryIndex
     from celebalib.runs import Run
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-# Decoding is what costs memory, so a small file that unpacks to a huge image is refused too.
-MAX_UPLOAD_PIXELS = 40_000_000
+# Decoding is what costs memory, so a small file that unpacks to a huge image is refused too
+# (the same limit as every photo read by ``faces.read_photo``).
+MAX_UPLOAD_PIXELS = MAX_PIXELS
 UPLOAD_FORMATS = ("JPEG", "PNG")
 ANY, YES, NO = "any", "yes", "no"
 _ATTRIBUTE_STATES = {YES: 1, NO: 0}
@@ -67,7 +69,10 @@ def check_upload(content: bytes, name: str, *, max_bytes: int = MAX_UPLOAD_BYTES
     try:
         with Image.open(io.BytesIO(content)) as image:
             kind, (width, height) = image.format, image.size
-            image.verify()
+            image.verify()  # the file's structure (a PNG's checksums), but no JPEG pixel data
+        if kind in UPLOAD_FORMATS and width * height <= MAX_UPLOAD_PIXELS:
+            with Image.open(io.BytesIO(content)) as image:
+                image.load()  # decodes every pixel, so a truncated JPEG is refused here, not later
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return f"{name} is not a readable image; expected a JPEG or PNG photo."
     if kind not in UPLOAD_FORMATS:
@@ -129,6 +134,8 @@ class RetrievalExplorer:
             from the whole gallery).
         max_upload_bytes: larger uploads are refused with a message.
         seed: seed of the Random button.
+        align: find the uploaded photo's largest face and align it onto CelebA's template
+            (``celebalib.faces``); False centre-crops the whole photo, for aligned images.
     """
 
     def __init__(
@@ -141,12 +148,14 @@ class RetrievalExplorer:
         max_choices: int = 1000,
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
         seed: int = 0,
+        align: bool = True,
     ) -> None:
         self.index = index
         self.run = run
         self.k = _check_k(k, len(index.image_ids))
         self.thumbnail_size = int(thumbnail_size)
         self.max_upload_bytes = int(max_upload_bytes)
+        self.align = bool(align)
         self.results = pd.DataFrame(columns=["rank", "image_id", "path", "distance", "differs"])
         self.status = ""
         self.error = False
@@ -177,18 +186,34 @@ class RetrievalExplorer:
         return self.query_by_id(str(ids[int(self._rng.integers(len(ids)))]))
 
     def query_by_upload(self, content: bytes, name: str = "upload") -> pd.DataFrame | None:
-        """Query with an uploaded photo, cropped and resized as in training (needs a run)."""
+        """Query with an uploaded photo's largest face, aligned onto CelebA's template, then cropped and
+        resized as in training (needs a run); the preview shows what the model saw."""
+        from celebalib.predict import png_bytes, prepare_photo
+
         problem = check_upload(content, name, max_bytes=self.max_upload_bytes)
         if problem is None and self.run is None:
             problem = "Uploading a photo needs a trained run: RetrievalExplorer(index, run=open_run(...))."
         if problem is not None:
             return self._fail(problem)
-        image = bytes(content)
-        thumbnail = thumbnail_bytes(image, self.thumbnail_size)
-        # The first prediction loads TensorFlow and the model (seconds): say so meanwhile.
-        self.status, self.error = f"Predicting the attributes of {name}...", False
+        # The first upload loads TensorFlow, the face detector and the model (seconds): say so meanwhile.
+        self.status, self.error = f"Finding the face in {name} and predicting its attributes...", False
         self._draw_status()
-        return self._run(lambda k: self.index.query_image(self.run, image, k=k), name, thumbnail, from_gallery=False)
+        try:
+            prepared = prepare_photo(self.run, bytes(content), align=self.align)
+        except CelebalibError as error:
+            return self._fail(f"{name}: {error}")
+        if not prepared:
+            return self._fail(f"No face found in {name}; expected a photo with a face "
+                              "(RetrievalExplorer(..., align=False) searches with the whole photo).")
+        face = prepared[0]
+        thumbnail = thumbnail_bytes(png_bytes(face.pixels), self.thumbnail_size)
+        results = self._run(lambda k: self.index.query_image(self.run, face.pixels, k=k), name, thumbnail,
+                            from_gallery=False)
+        if results is not None and face.how == ALIGNED:
+            which = "its face" if len(prepared) == 1 else f"its largest face of {len(prepared)}"
+            self.status += f" The query is {which}, aligned onto CelebA's template (shown as the model saw it)."
+            self._draw_status()
+        return results
 
     def query_by_attributes(self, wanted: Mapping[str, int]) -> pd.DataFrame | None:
         """Query with an attribute description such as ``{"Eyeglasses": 1, "Male": 0}``."""

@@ -7,13 +7,15 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
+import skimage.data
 from PIL import Image
 
 from celebalib.attributes import ATTRIBUTES
 from celebalib.data import load_image
 from celebalib.errors import ConfigError
 from celebalib.retrieval import GalleryIndex
-from celebalib.widgets import RetrievalExplorer, check_upload, result_caption
+from celebalib.faces import MAX_PIXELS
+from celebalib.widgets import MAX_UPLOAD_PIXELS, RetrievalExplorer, check_upload, result_caption
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +34,13 @@ def upload_state(content: bytes, name: str, kind: str = "image/jpeg") -> dict:
     """The state a browser sends when a file is chosen in a FileUpload (ipywidgets 8 form)."""
     entry = {"name": name, "type": kind, "size": len(content), "content": memoryview(content), "last_modified": 0}
     return {"value": [entry]}
+
+
+def jpeg_of(pixels: np.ndarray) -> bytes:
+    """A JPEG file of an RGB array."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
 
 
 def jpeg_bytes(size: tuple[int, int] = (178, 218), colour: tuple[int, int, int] = (180, 120, 90)) -> bytes:
@@ -183,6 +192,7 @@ class PixelRun:
     run_id = "pixel-run"
     config = {"attributes": list(ATTRIBUTES)}
     image_size = 8
+    image_shape = (8, 8)
     crop = "center"
 
     def predict_images(self, images: np.ndarray) -> np.ndarray:
@@ -210,7 +220,8 @@ def face_far_from_first(pixel_gallery: GalleryIndex) -> tuple[str, bytes]:
 
 
 def test_uploading_a_photo_changes_the_results(pixel_gallery: GalleryIndex, face_far_from_first) -> None:
-    explorer = RetrievalExplorer(pixel_gallery, PixelRun(), k=5)
+    # The gallery holds aligned faces, indexed with the plain centre crop: upload one without re-aligning.
+    explorer = RetrievalExplorer(pixel_gallery, PixelRun(), k=5, align=False)
     before = explorer.results.copy()
     image_id, content = face_far_from_first
     explorer.upload.set_state(upload_state(content, "me.jpg"))
@@ -224,12 +235,65 @@ def test_uploading_a_photo_changes_the_results(pixel_gallery: GalleryIndex, face
 
 
 def test_uploading_a_photo_with_a_trained_run(tiny_index: GalleryIndex, tiny_run) -> None:
-    explorer = RetrievalExplorer(tiny_index, tiny_run, k=5)
+    explorer = RetrievalExplorer(tiny_index, tiny_run, k=5, align=False)
     with open(tiny_index.paths[3], "rb") as handle:
         content = handle.read()
     explorer.upload.set_state(upload_state(content, "face.jpg"))
     assert not explorer.error and explorer.query_label == "face.jpg"
     pd.testing.assert_frame_equal(explorer.results, tiny_index.query_image(tiny_run, content, k=5))
+
+
+def test_an_uploaded_photo_is_aligned_and_the_preview_shows_what_the_model_saw(
+    tiny_index: GalleryIndex, tiny_run
+) -> None:
+    from celebalib.predict import prepare_photo
+
+    explorer = RetrievalExplorer(tiny_index, tiny_run, k=5)
+    photo = skimage.data.astronaut()
+    small = np.full((512, 512, 3), 128, np.uint8)
+    small[128:384, 128:384] = photo[::2, ::2]
+    content = jpeg_of(np.hstack([photo, small]))
+    explorer.upload.set_state(upload_state(content, "two.jpg"))
+    assert not explorer.error, explorer.status
+    assert "its largest face of 2, aligned onto CelebA's template" in explorer.status
+    # The query is the largest face, aligned, through the run's own crop and resize.
+    largest = prepare_photo(tiny_run, content)[0]
+    pd.testing.assert_frame_equal(explorer.results, tiny_index.query_image(tiny_run, largest.pixels, k=5))
+    pd.testing.assert_frame_equal(explorer.results, tiny_index.query_image(tiny_run, content, k=5, align=True))
+    with Image.open(io.BytesIO(explorer.query_preview.value)) as preview:
+        assert preview.size == tiny_run.image_shape[::-1]
+        shown = np.asarray(preview.convert("RGB"), dtype=np.float64)
+    # A JPEG of the model's input: close to it, far from the whole photo centre-cropped.
+    whole = prepare_photo(tiny_run, content, align=False)[0].pixels
+    assert np.abs(shown - largest.pixels).mean() < 8 < np.abs(shown - whole).mean()
+
+
+def test_an_upload_without_a_face_shows_a_message_and_keeps_the_results(tiny_index: GalleryIndex, tiny_run) -> None:
+    explorer = RetrievalExplorer(tiny_index, tiny_run, k=5)
+    before = explorer.results.copy()
+    explorer.upload.set_state(upload_state(jpeg_of(skimage.data.coffee()), "coffee.jpg"))
+    assert explorer.error and explorer.status.startswith("No face found in coffee.jpg")
+    pd.testing.assert_frame_equal(explorer.results, before)
+
+
+def test_a_truncated_jpeg_upload_is_refused_by_the_check(tiny_index: GalleryIndex, tiny_run) -> None:
+    content = jpeg_of(skimage.data.astronaut())[:20_000]
+    # Pillow's verify() reads the JPEG's structure only: it passes this file, whose pixels stop half-way.
+    with Image.open(io.BytesIO(content)) as image:
+        image.verify()
+    assert check_upload(content, "cut.jpg") == "cut.jpg is not a readable image; expected a JPEG or PNG photo."
+    explorer = RetrievalExplorer(tiny_index, tiny_run, k=5)
+    before = explorer.results.copy()
+    explorer.upload.set_state(upload_state(content, "cut.jpg"))
+    assert explorer.error and "not a readable image" in explorer.status
+    pd.testing.assert_frame_equal(explorer.results, before)
+
+
+def test_uploads_and_photos_share_one_pixel_limit() -> None:
+    png = io.BytesIO()
+    Image.new("L", (8000, 5001)).save(png, format="PNG")
+    assert MAX_UPLOAD_PIXELS == MAX_PIXELS == 40_000_000
+    assert check_upload(png.getvalue(), "huge.png") == "huge.png is 8000x5001 pixels; the limit is 40 megapixels."
 
 
 @pytest.mark.parametrize(
