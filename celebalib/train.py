@@ -12,7 +12,6 @@ import contextlib
 import datetime as dt
 import inspect
 import math
-import os
 import shutil
 import statistics
 import time
@@ -32,7 +31,7 @@ from celebalib.averaging import average_epochs
 from celebalib.config import get_settings, seed_everything
 from celebalib.data import image_shape
 from celebalib.errors import ConfigError, RunError, check_fraction
-from celebalib.io import write_json, write_text
+from celebalib.io import atomic_path, write_json, write_text
 from celebalib.losses import LOSSES, check_label_smoothing, get_loss
 from celebalib.metrics import MeanBalancedAccuracy
 from celebalib.model import (AUGMENTATIONS, HEADS, augmentation_mode, build_model, check_head, check_image_size,
@@ -239,7 +238,7 @@ class TimeBudget(keras.callbacks.Callback):
 class EpochWeights(keras.callbacks.Callback):
     """Keep the weights of every epoch that may be among the last ``count`` before ``end()``.
 
-    Each is written to a temporary name and renamed, so a crash never leaves half a file.
+    Each is written atomically (``io.atomic_path``), so a crash never leaves half a file.
     """
 
     def __init__(self, folder: Path, count: int, end: Callable[[], int]) -> None:
@@ -249,10 +248,8 @@ class EpochWeights(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if epoch + 1 > self.end() - self.count:
             self.folder.mkdir(parents=True, exist_ok=True)
-            target = epoch_weights_file(self.folder, epoch + 1)
-            staged = target.with_name(f".{target.stem}.partial.weights.h5")
-            self.model.save_weights(str(staged))
-            os.replace(staged, target)
+            with atomic_path(epoch_weights_file(self.folder, epoch + 1)) as tmp:
+                self.model.save_weights(str(tmp))
 
 
 def epoch_weights_file(folder: Path, epoch: int) -> Path:
