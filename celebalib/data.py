@@ -542,18 +542,22 @@ def make_dataset(table: pd.DataFrame, split: str | None, *, image_size: int, bat
         # Shuffling file names before decoding keeps the buffer tiny.
         ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    if cache:
-        # Cached as uint8 (a quarter of float32's memory); rounding moves a pixel by < 0.5.
-        def on_images(change):
-            """Apply ``change`` to the images of elements that are images or (images, labels)."""
-            return lambda image, *rest: (change(image), *rest) if rest else change(image)
+    if not cache:
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    # Cached as uint8 (a quarter of float32's memory; rounding moves a pixel by < 0.5), and kept
+    # uint8 through the whole-split shuffle buffer: only a batch at a time becomes float32.
+    ds = ds.map(_on_images(lambda image: tf.cast(tf.round(image), tf.uint8)))
+    ds = ds.cache("" if cache is True else str(cache))
+    if training:
+        ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(_on_images(lambda images: tf.cast(images, tf.float32)),
+                                  num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
-        ds = ds.map(on_images(lambda image: tf.cast(tf.round(image), tf.uint8)))
-        ds = ds.cache("" if cache is True else str(cache))
-        ds = ds.map(on_images(lambda image: tf.cast(image, tf.float32)))
-        if training:
-            ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+def _on_images(change):
+    """Apply ``change`` to the images of dataset elements that are images or (images, labels)."""
+    return lambda images, *rest: (change(images), *rest) if rest else change(images)
 
 
 # ---------------------------------------------------------------------------------------

@@ -52,7 +52,10 @@ MONITOR = "val_mean_balanced_accuracy"
 # 0.5, or the mean ROC-AUC, which no threshold or calibration affects.
 CHECKPOINT_METRICS = {"balanced_accuracy": MONITOR, "auc": "val_mean_auc"}
 # Decoded images (uint8) are kept in memory when train + val fit in this many bytes: on a
-# CPU, decoding JPEGs every epoch takes cores away from training.
+# CPU, decoding JPEGs every epoch takes cores away from training. The training shuffle buffer
+# holds the in-memory cache's own uint8 tensors, not copies (make_dataset casts to float32 only
+# after batching), so the cache's bytes are what the input pipeline holds, beside a few batches
+# in flight (benchmarks/bench_cache_memory.py measures it).
 CACHE_BUDGET = 2 << 30
 # Weight averaging keeps each epoch's weights here (``epoch-NN.weights.h5``).
 AVERAGING_FOLDER = "averaging"
@@ -482,7 +485,8 @@ def fit(
 
 
 def should_cache(cache: bool | str, n_images: int, image_size: int, crop: str = "center") -> bool:
-    """Decide whether to keep decoded images in memory ("auto": when they fit in CACHE_BUDGET)."""
+    """Decide whether to keep decoded images in memory ("auto": when their uint8 pixels, which the
+    cache and the shuffle buffer share, fit in CACHE_BUDGET)."""
     if cache == "auto":
         height, width = image_shape(image_size, crop)
         return n_images * height * width * 3 <= CACHE_BUDGET
