@@ -8,12 +8,17 @@ epoch when the same command runs again; finished epochs are not repeated.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import datetime as dt
+import functools
 import inspect
+import json
 import math
+import os
 import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -34,7 +39,7 @@ from celebalib.errors import ConfigError, RunError, check_fraction
 from celebalib.io import atomic_path, write_json, write_text
 from celebalib.losses import LOSSES, check_label_smoothing, get_loss
 from celebalib.metrics import MeanBalancedAccuracy
-from celebalib.model import (AUGMENTATIONS, HEADS, augmentation_mode, build_model, check_head, check_image_size,
+from celebalib.model import (AUGMENTATIONS, HEADS, augmentation_mode, batch_norm_layers, build_model, check_head, check_image_size,
                              dtype_policy, set_backbone_trainable)
 from celebalib.runs import prediction_views
 from celebalib.schedules import CosineSchedule
@@ -44,7 +49,7 @@ from celebalib.schedules import CosineSchedule
 # CelebA training images (128 px, alpha 0.35) one epoch reached validation binary accuracy
 # 0.587 with 0.001, against 0.808 with 1.0 (Adam at 0.001: 0.806).
 DEFAULT_LEARNING_RATES = {"adadelta": 1.0, "adam": 1e-3}
-STRATEGIES = ("default", "mirrored")
+STRATEGIES = ("default", "mirrored", "multi-worker")
 # Variables (matched by name) that weight decay leaves alone: batch-norm scales and offsets, biases.
 NO_WEIGHT_DECAY = ("gamma", "beta", "bias")
 MONITOR = "val_mean_balanced_accuracy"
@@ -130,12 +135,56 @@ def make_optimizer(name: str, learning_rate: float | None = None, decay_steps: i
 
 
 def get_strategy(name: str | None) -> tf.distribute.Strategy:
-    """Return the default strategy, or MirroredStrategy over all local GPUs (the CPU if none)."""
+    """Return the default strategy, MirroredStrategy over all local GPUs (the CPU if none), or
+    "multi-worker": MultiWorkerMirroredStrategy over the machines the TF_CONFIG variable lists."""
     if name in (None, "default"):
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
+    if name == "multi-worker":
+        return _multi_worker_strategy(os.environ.get("TF_CONFIG", ""))
     raise ConfigError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
+
+
+@functools.cache
+def _multi_worker_strategy(tf_config: str) -> tf.distribute.Strategy:
+    """The process's one MultiWorkerMirroredStrategy (TensorFlow sets up its collectives once)."""
+    try:
+        cluster = json.loads(tf_config)
+        workers, task = cluster["cluster"]["worker"], cluster["task"]
+        valid = isinstance(workers, list) and task["type"] in ("worker", "chief") and isinstance(task["index"], int)
+    except (ValueError, KeyError, TypeError):
+        valid = False
+    if not valid:
+        raise ConfigError(f"TF_CONFIG={tf_config!r}: strategy multi-worker expects TF_CONFIG set to JSON like "
+                          '{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}')
+    return _MultiWorkerMirroredStrategy()
+
+
+class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy whose ``reduce`` takes a nest of values, and scalars along an axis.
+
+    Keras's ``fit`` reduces the first batch, a pair (images, labels), to build the model, and
+    each step's scalar metrics along axis 0; TensorFlow's strategy reduces one value at a time (its
+    own TODO: "support `value` being a nest") and raises for axis 0 of a scalar. One machine's
+    strategies take other paths in Keras, so only this one needs it.
+    """
+
+    def reduce(self, reduce_op, value, axis=None):
+        def one(item):
+            rank = self.experimental_local_results(item)[0].shape.rank
+            return super(_MultiWorkerMirroredStrategy, self).reduce(reduce_op, item, None if rank == 0 else axis)
+
+        return tf.nest.map_structure(one, value)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run folder: always, except for the non-chief workers of a
+    multi-worker strategy (the chief is task "chief", else worker 0, as in TensorFlow's tutorial)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or resolver.task_type in (None, "chief"):
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
 
 
 @contextlib.contextmanager
@@ -410,8 +459,11 @@ def fit(
     cache: bool | str = "auto", run_eagerly: bool = False,
     progress: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
-) -> runs.Run:
+) -> runs.Run | None:
     """Train the attribute model into ``out_dir`` (resuming an unfinished run there) and return the Run.
+
+    Under the "multi-worker" strategy only the chief writes ``out_dir`` and returns the Run; the
+    other workers write into a temporary folder that is removed at the end, and return None.
 
     Args:
         data_root: a CelebA root; None uses ``celebalib.data.default_root()``. Ignored if ``table`` is given.
@@ -423,7 +475,8 @@ def fit(
         head: "average" or "depthwise" pooling of the backbone's last feature map (see ``model.HEADS``).
         weight_decay: decoupled weight decay of the kernels (see ``make_optimizer``); 0 for none.
         limit: use at most this many images of each of the train and val splits.
-        strategy: "default", or "mirrored" for all local GPUs.
+        strategy: "default", "mirrored" for all local GPUs, or "multi-worker" for the machines
+            the TF_CONFIG environment variable lists (each runs the same call; see ``is_chief``).
         test_time_flip: recorded in config.json; the run's predictions then average each
             image with its mirror image (see ``Run.predict``). Training is unchanged.
         test_time_shift: recorded in config.json; when above 0 the run's predictions also
@@ -459,6 +512,8 @@ def fit(
     options["weights"] = None if weights is None else str(weights)  # a Path must still go into JSON
     if identity_targets is not None and not isinstance(identity_targets, str):
         options["identity_targets"] = list(identity_targets)  # as JSON gives it back on resume
+    # A multi-worker strategy must exist before TensorFlow runs anything (_check_options makes an optimizer).
+    chief = strategy != "multi-worker" or is_chief(get_strategy(strategy))
     _check_options(options)
     if options["learning_rate"] is None:  # record the rate actually used in config.json
         options["learning_rate"] = DEFAULT_LEARNING_RATES[optimizer]
@@ -469,7 +524,7 @@ def fit(
 
         table = identity_mean_labels(table, names)
     options["data_root"] = table.attrs.get("root", None if data_root is None else str(data_root))
-    out = Path(out_dir).expanduser().resolve()
+    out = Path(out_dir).expanduser().resolve() if chief else _worker_folder()
     with precision_policy() as mixed:
         options["mixed_precision"] = mixed
         config = _start_config(out, options)
@@ -479,9 +534,23 @@ def fit(
     if not (out / runs.BEST).is_file():
         runs.save_model(model, out / runs.BEST)
     shutil.rmtree(out / "backup", ignore_errors=True)
+    if not chief:
+        shutil.rmtree(out)
+        return None
     run = runs.Run(out)
     run.update_config(finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     return run
+
+
+def _worker_folder() -> Path:
+    """A temporary run folder for a non-chief worker, removed at exit should training fail.
+
+    Every worker must save its models too (saving reads the variables collectively), so it
+    writes a copy that no one keeps, as in TensorFlow's multi-worker Keras tutorial.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="celebalib-worker-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def should_cache(cache: bool | str, n_images: int, image_size: int, crop: str = "center") -> bool:
@@ -524,6 +593,11 @@ def _train(out: Path, table: pd.DataFrame, options: dict[str, Any], switches: tu
         model = build_model(image_size=options["image_size"], crop=options["crop"], alpha=options["alpha"], weights=options["weights"],
                             dropout_rate=options["dropout_rate"], augment=options["augment"],
                             bn_momentum=options["bn_momentum"], head=options["head"])
+        if options["strategy"] == "multi-worker":
+            # Batch statistics over the global batch, as on one machine, so the workers' moving
+            # statistics stay equal (each would otherwise keep its own half's).
+            for layer in batch_norm_layers(model):
+                layer.synchronized = True
         monitor = CHECKPOINT_METRICS[options["checkpoint_metric"]]
         for phase in _phases(options):
             _compile(model, options, phase, steps, pos_weights, run_eagerly)
@@ -597,7 +671,7 @@ CLI_OPTIONS: dict[str, tuple[type, str]] = {
     "weight_decay": (float, "decoupled weight decay of the kernels, per unit of learning rate (default 0)"),
     "warmup_epochs": (int, "pretrained runs: epochs with the backbone frozen"),
     "seed": (int, "random seed"),
-    "strategy": (str, "default, or mirrored for all local GPUs"),
+    "strategy": (str, "default, mirrored for all local GPUs, or multi-worker for the machines TF_CONFIG lists"),
     "checkpoint_metric": (str, "best.keras by val balanced_accuracy (default) or auc"),
     "epoch_images": (int, "training images per epoch (default: one pass over the train split)"),
     "val_images": (int, "validate each epoch on at most this many val images (default: all)"),
@@ -634,6 +708,9 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
 def _train_command(args: argparse.Namespace) -> int:
     """Train from the command line and print where the run went."""
     run = fit(args.out, data_root=args.data, progress=not args.quiet, **resolve_options(args))
+    if run is None:
+        print(f"worker finished; the chief worker wrote the run folder {args.out}")
+        return 0
     monitor = CHECKPOINT_METRICS[run.config["checkpoint_metric"]]
     if "averaged" in run.config:
         first, last = run.config["averaged"]["epochs"]
