@@ -572,7 +572,9 @@ def split_rows(table: pd.DataFrame, split: str | None, limit: int | None = None)
     if limit is not None:
         rows = rows.head(limit)
     if rows.empty:
-        raise ConfigError(f"no images in split {split!r}; the table has {len(table)} rows")
+        what = "the table has no rows" if split is None else (f"the {split} split has no images ({len(table):,} rows "
+                                                              "in all; its images may be absent from the folder)")
+        raise ConfigError(f"{table.attrs.get('root', 'table')}: {what}")
     return rows
 
 

@@ -357,7 +357,7 @@ def test_make_dataset_options_and_bad_arguments(flat_root: Path) -> None:
     assert next(iter(limited))[1].shape == (3, 40)
     with pytest.raises(ConfigError, match="split='dev'"):
         data.make_dataset(table, "dev", image_size=4, batch_size=8, training=False)
-    with pytest.raises(ConfigError, match="no images in split 'test'"):
+    with pytest.raises(ConfigError, match="the test split has no images"):
         data.make_dataset(table[table["split"] != "test"], "test", image_size=4, batch_size=8, training=False)
     with pytest.raises(ConfigError, match="image_size"):
         data.make_dataset(table, "val", image_size=0, batch_size=8, training=False)

@@ -313,10 +313,10 @@ def test_heatmap_overlay_checks_sizes() -> None:
 
 
 @pytest.mark.celeba
-def test_genuine_test_split_without_images_is_a_run_error(run_copy, celeba_shared: Path) -> None:
+def test_genuine_test_split_without_images_is_a_config_error(run_copy, celeba_shared: Path) -> None:
     from celebalib.data import load_celeba
-    from celebalib.errors import RunError
+    from celebalib.errors import ConfigError
 
     table = load_celeba(celeba_shared)  # the test images are held out of this folder
-    with pytest.raises(RunError, match="test split has no images"):
+    with pytest.raises(ConfigError, match="test split has no images"):
         evaluate.evaluate_run(run_copy, table, "test", progress=False)
