@@ -444,10 +444,17 @@ def configure_check_parser(parser: argparse.ArgumentParser) -> None:
 # The one preprocessing path
 
 
+def check_image_size(image_size: int, minimum: int = 1) -> int:
+    """Return ``image_size`` as an int if it is a whole number of pixels, at least ``minimum``; else raise
+    ConfigError. The pipeline takes any size; the model asks for ``model.MIN_IMAGE_SIZE``."""
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < minimum:
+        raise ConfigError(f"image_size={image_size!r}: expected a whole number of pixels, at least {minimum}")
+    return int(image_size)
+
+
 def _check_image_args(image_size: int, crop: str) -> None:
     """Raise ConfigError for an image size or crop the pipeline cannot use."""
-    if not isinstance(image_size, (int, np.integer)) or image_size <= 0:
-        raise ConfigError(f"image_size={image_size!r}: expected a positive whole number of pixels")
+    check_image_size(image_size)
     if crop not in CROPS:
         raise ConfigError(f"crop={crop!r}: expected one of {', '.join(CROPS)}")
 

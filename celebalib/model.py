@@ -16,6 +16,7 @@ import keras
 from keras import layers
 
 from celebalib.attributes import NUM_ATTRIBUTES
+from celebalib.data import check_image_size as data_check_image_size
 from celebalib.data import image_shape
 from celebalib.errors import ConfigError
 
@@ -50,10 +51,8 @@ def dtype_policy(name: str) -> Iterator[None]:
 
 
 def check_image_size(image_size: int) -> int:
-    """Return ``image_size`` if MobileNetV2 accepts it, else raise ConfigError."""
-    if not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
-        raise ConfigError(f"image size {image_size!r}: expected a whole number of pixels, at least {MIN_IMAGE_SIZE}")
-    return image_size
+    """Return ``image_size`` if MobileNetV2 accepts it (``data.check_image_size`` from MIN_IMAGE_SIZE), else raise ConfigError."""
+    return data_check_image_size(image_size, MIN_IMAGE_SIZE)
 
 
 def imagenet_weights_file(alpha: float, image_size: int, height: int | None = None) -> Path:

@@ -487,3 +487,14 @@ def test_genuine_images(celeba_shared: Path) -> None:
     assert (report["problem"] == "").all()
     assert set(zip(report["width"], report["height"])) == {(178, 218)}
     assert data.load_image(sample.iloc[0], image_size=32).shape == (32, 32, 3)
+
+
+def test_one_image_size_rule_for_the_pipeline_and_the_model() -> None:
+    from celebalib.model import check_image_size as model_check
+
+    assert data.check_image_size(np.int64(8)) == 8 and model_check(np.int64(40)) == 40
+    for bad in (True, 8.0, "8", 0):
+        with pytest.raises(ConfigError, match=r"image_size=.*: expected a whole number of pixels, at least 1"):
+            data.check_image_size(bad)
+    with pytest.raises(ConfigError, match="image_size=31: expected a whole number of pixels, at least 32"):
+        model_check(31)
