@@ -88,6 +88,7 @@ def test_history_replaces_a_repeated_epoch(tmp_path: Path) -> None:
     assert table["epoch"].tolist() == [1, 2] and table["loss"].tolist() == [0.9, 0.7]
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_at_the_next_epoch(synthetic_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "resumed"
     options = dict(data_root=synthetic_root, epochs=2, image_size=32, batch_size=32, limit=64,
@@ -106,6 +107,7 @@ def test_interrupted_run_resumes_at_the_next_epoch(synthetic_root: Path, tmp_pat
         train.fit(out, **options)
 
 
+@pytest.mark.slow
 def test_best_checkpoint_can_follow_the_val_auc(synthetic_root: Path, tmp_path: Path) -> None:
     run = train.fit(tmp_path / "auc", data_root=synthetic_root, epochs=2, image_size=32, batch_size=32, limit=64,
                     optimizer="adam", checkpoint_metric="auc", progress=False, run_eagerly=True)
@@ -302,6 +304,7 @@ def test_time_budget_reports_the_time_spent_after_each_epoch() -> None:
     assert spent == [120.0, 130.0, 140.0]  # the clock ticks once at train begin and once per epoch
 
 
+@pytest.mark.slow
 def test_a_resumed_run_counts_the_budget_its_finished_epochs_spent(synthetic_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "resumed-budget"
     options = dict(data_root=synthetic_root, epochs=3, image_size=32, batch_size=32, limit=32, time_budget=60,
@@ -337,6 +340,7 @@ class BatchCounter(keras.callbacks.Callback):
         self.val[-1] += 1
 
 
+@pytest.mark.slow
 def test_epochs_of_a_fixed_number_of_images_and_a_capped_val(synthetic_root: Path, tmp_path: Path) -> None:
     counter = BatchCounter()
     # 80 training images in batches of 16: an epoch of 100 images is 7 batches, the second
@@ -348,6 +352,7 @@ def test_epochs_of_a_fixed_number_of_images_and_a_capped_val(synthetic_root: Pat
     assert run.config["epoch_images"] == 100 and run.config["val_images"] == 20
 
 
+@pytest.mark.slow
 def test_weight_averaging_makes_best_keras_the_mean_of_the_last_epochs(synthetic_root: Path, tmp_path: Path) -> None:
     run = train.fit(tmp_path / "averaged", data_root=synthetic_root, epochs=3, image_size=32, batch_size=32,
                     limit=64, optimizer="adam", average_epochs=2, progress=False, run_eagerly=True)
@@ -367,6 +372,7 @@ def test_weight_averaging_makes_best_keras_the_mean_of_the_last_epochs(synthetic
                                epoch_kernels[1])
 
 
+@pytest.mark.slow
 def test_a_run_over_its_time_budget_records_the_shortened_end(synthetic_root: Path, tmp_path: Path) -> None:
     run = train.fit(tmp_path / "budget", data_root=synthetic_root, epochs=3, image_size=32, batch_size=32, limit=32,
                     time_budget=1e-6, optimizer="adam", lr_schedule="cosine", average_epochs=1, progress=False,
@@ -443,6 +449,7 @@ def test_identity_targets_reach_the_training_labels(synthetic_table: pd.DataFram
     assert json.loads((tmp_path / "run" / "config.json").read_text())["identity_targets"] == "person"
 
 
+@pytest.mark.slow
 def test_a_portrait_run_takes_taller_images_through_every_entry_point(synthetic_root: Path, tmp_path: Path) -> None:
     from celebalib.data import load_image
     from celebalib.evaluate import check_run_matches
