@@ -55,7 +55,12 @@ def test_two_workers_end_with_the_same_weights_and_one_run_folder(synthetic_root
         processes.append(subprocess.Popen(
             [sys.executable, "-c", WORKER, str(synthetic_root), str(out), str(tmp_path / f"weights{index}.npz")],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [process.communicate(timeout=600)[0] for process in processes]
+    try:
+        outputs = [process.communicate(timeout=600)[0] for process in processes]
+    finally:  # a worker left waiting for its peer would never end
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output[-3000:]
     assert f"RUN {out}" in outputs[0] and "RUN None" in outputs[1]
