@@ -445,10 +445,17 @@ def configure_check_parser(parser: argparse.ArgumentParser) -> None:
 # The one preprocessing path
 
 
+def check_image_size(image_size: int, minimum: int = 1) -> int:
+    """Return ``image_size`` as an int if it is a whole number of pixels, at least ``minimum``; else raise
+    ConfigError. The pipeline takes any size; the model asks for ``model.MIN_IMAGE_SIZE``."""
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < minimum:
+        raise ConfigError(f"image_size={image_size!r}: expected a whole number of pixels, at least {minimum}")
+    return int(image_size)
+
+
 def _check_image_args(image_size: int, crop: str) -> None:
     """Raise ConfigError for an image size or crop the pipeline cannot use."""
-    if not isinstance(image_size, (int, np.integer)) or image_size <= 0:
-        raise ConfigError(f"image_size={image_size!r}: expected a positive whole number of pixels")
+    check_image_size(image_size)
     if crop not in CROPS:
         raise ConfigError(f"crop={crop!r}: expected one of {', '.join(CROPS)}")
 
@@ -543,18 +550,22 @@ def make_dataset(table: pd.DataFrame, split: str | None, *, image_size: int, bat
         # Shuffling file names before decoding keeps the buffer tiny.
         ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
     ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    if cache:
-        # Cached as uint8 (a quarter of float32's memory); rounding moves a pixel by < 0.5.
-        def on_images(change):
-            """Apply ``change`` to the images of elements that are images or (images, labels)."""
-            return lambda image, *rest: (change(image), *rest) if rest else change(image)
+    if not cache:
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    # Cached as uint8 (a quarter of float32's memory; rounding moves a pixel by < 0.5), and kept
+    # uint8 through the whole-split shuffle buffer: only a batch at a time becomes float32.
+    ds = ds.map(_on_images(lambda image: tf.cast(tf.round(image), tf.uint8)))
+    ds = ds.cache("" if cache is True else str(cache))
+    if training:
+        ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(_on_images(lambda images: tf.cast(images, tf.float32)),
+                                  num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
-        ds = ds.map(on_images(lambda image: tf.cast(tf.round(image), tf.uint8)))
-        ds = ds.cache("" if cache is True else str(cache))
-        ds = ds.map(on_images(lambda image: tf.cast(image, tf.float32)))
-        if training:
-            ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+def _on_images(change):
+    """Apply ``change`` to the images of dataset elements that are images or (images, labels)."""
+    return lambda images, *rest: (change(images), *rest) if rest else change(images)
 
 
 # ---------------------------------------------------------------------------------------
@@ -569,7 +580,9 @@ def split_rows(table: pd.DataFrame, split: str | None, limit: int | None = None)
     if limit is not None:
         rows = rows.head(limit)
     if rows.empty:
-        raise ConfigError(f"no images in split {split!r}; the table has {len(table)} rows")
+        what = "the table has no rows" if split is None else (f"the {split} split has no images ({len(table):,} rows "
+                                                              "in all; its images may be absent from the folder)")
+        raise ConfigError(f"{table.attrs.get('root', 'table')}: {what}")
     return rows
 
 

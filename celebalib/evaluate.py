@@ -273,19 +273,6 @@ def check_run_matches(run: Any) -> None:
                        f"images but the model takes {input_size[1]}x{input_size[0]} images")
 
 
-def _split_rows(table: pd.DataFrame, split: str) -> pd.DataFrame:
-    """The rows of ``split``, or a RunError naming the data root when there are none."""
-    if split not in SPLITS:
-        raise ConfigError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
-    rows = table[table["split"] == split]
-    if rows.empty:
-        root = table.attrs.get("root", "the table")
-        raise RunError(
-            f"{root}: the {split} split has no images to evaluate (its images may be absent from the folder)"
-        )
-    return rows
-
-
 def run_baseline(run: Any, table: pd.DataFrame, rows: pd.DataFrame) -> pd.Series:
     """Accuracy per attribute on ``rows`` of always predicting the train split's majority label.
 
@@ -354,7 +341,9 @@ def evaluate_run(
     """
     if objective not in OBJECTIVES:
         raise ConfigError(f"objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
-    rows = _split_rows(table, split)
+    from celebalib.data import split_rows
+
+    rows = split_rows(table, split)
     check_run_matches(run)
     y_prob, reused = run.predict_stored(rows, split, batch_size=batch_size, progress=progress, flip=flip, shift=shift)
     y_prob = np.asarray(y_prob, dtype=np.float64)

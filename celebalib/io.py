@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,22 +15,34 @@ from typing import Any
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.
 
-    On error the temporary file is removed, so a reader never sees a half-written file.
+    The temporary name ends with the target's whole name, so writers that check a suffix
+    (Keras's ``.keras`` and ``.weights.h5``) accept it. On error the temporary file is
+    removed, so a reader never sees a half-written file.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    # mkstemp creates owner-only files; give the result the usual umask-based mode.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    tmp = _create_beside(target)
     try:
         yield tmp
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _create_beside(target: Path) -> Path:
+    """Create a new empty hidden file beside ``target`` and return its path.
+
+    Opened with mode 0o666, so the kernel applies the process's umask, as for any new file,
+    without the process-wide ``os.umask`` round trip that would race other threads.
+    """
+    for _ in range(100):
+        tmp = target.with_name(f".tmp-{secrets.token_hex(4)}.{target.name}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"{target.parent}: no free temporary name for {target.name}")
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import keras
 from keras import layers
 
 from celebalib.attributes import NUM_ATTRIBUTES
+from celebalib.data import check_image_size as data_check_image_size
 from celebalib.data import image_shape
 from celebalib.errors import ConfigError
 
@@ -50,10 +50,8 @@ def dtype_policy(name: str) -> Iterator[None]:
 
 
 def check_image_size(image_size: int) -> int:
-    """Return ``image_size`` if MobileNetV2 accepts it, else raise ConfigError."""
-    if not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
-        raise ConfigError(f"image size {image_size!r}: expected a whole number of pixels, at least {MIN_IMAGE_SIZE}")
-    return image_size
+    """Return ``image_size`` if MobileNetV2 accepts it (``data.check_image_size`` from MIN_IMAGE_SIZE), else raise ConfigError."""
+    return data_check_image_size(image_size, MIN_IMAGE_SIZE)
 
 
 def imagenet_weights_file(alpha: float, image_size: int, height: int | None = None) -> Path:
@@ -94,6 +92,12 @@ def build_backbone(image_size: int, alpha: float, weights: str | None,
     return with_fast_layers(backbone, fast_layers)
 
 
+# The smallest epsilon the fused batch norm takes on every device: cuDNN's GPU kernel refuses less
+# than its CUDNN_BN_MIN_EPSILON (1e-5), and tf.keras 2 left the fused path below 1.001e-5 for that.
+# Smaller epsilons run Keras's own code everywhere, so a model computes the same on a CPU and a GPU.
+FUSED_MIN_EPSILON = 1.001e-5
+
+
 @keras.saving.register_keras_serializable(package="celebalib")
 class BatchNormalization(layers.BatchNormalization):
     """Keras's BatchNormalization, trained with TensorFlow's fused kernel on 4-D channels-last input.
@@ -102,15 +106,17 @@ class BatchNormalization(layers.BatchNormalization):
     is a known slow spot, keras-team/keras-core#225); TensorFlow's one fused op does the same
     sums in a single pass and is faster on a CPU (``benchmarks/bench_fast_layers.py``). Outputs,
     gradients and moving statistics are Keras's; inference, other shapes and other backends
-    run Keras's own code. The class keeps Keras's name because Keras names a layer's entries
-    in weight files after its class, so .weights.h5 files load into either kind of layer.
+    run Keras's own code, as does an epsilon below ``FUSED_MIN_EPSILON``, which the fused op
+    refuses. The class keeps Keras's name because Keras names a layer's entries in weight files
+    after its class, so .weights.h5 files load into either kind of layer.
     """
 
     def call(self, inputs, training=None, mask=None):
         dtype = keras.backend.standardize_dtype(inputs.dtype)
         fused = (training and self.trainable and mask is None and not self.renorm and not self.synchronized
                  and keras.backend.backend() == "tensorflow" and len(inputs.shape) == 4
-                 and self.axis in (-1, 3) and dtype in ("float16", "bfloat16", "float32"))
+                 and self.axis in (-1, 3) and dtype in ("float16", "bfloat16", "float32")
+                 and self.epsilon >= FUSED_MIN_EPSILON)
         if not fused:
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
@@ -172,15 +178,29 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def consumers(model: keras.Model) -> dict[int, list[layers.Layer]]:
+    """{id of a tensor inside ``model``: the layers of ``model`` that take it as an input}.
+
+    Read from each layer's public ``input``, the inputs of its first call, which for the layers of a
+    freshly built functional model are their calls in that model.
+    """
+    found: dict[int, list[layers.Layer]] = {}
+    for layer in model.layers:
+        if isinstance(layer, layers.InputLayer):
+            continue
+        for tensor in keras.tree.flatten(layer.input):
+            found.setdefault(id(tensor), []).append(layer)
+    return found
+
+
 def foldable_padding(model: keras.Model) -> dict[layers.Layer, layers.Layer]:
     """{ZeroPadding2D: the DepthwiseConv2D it alone feeds} for pads equal to that convolution's "same" padding."""
-    pairs = {}
+    pairs, fed = {}, consumers(model)
     for layer in model.layers:
-        # A layer reused by clone_model keeps the nodes of each model it is in: count consumers, not nodes.
-        consumers = {node.operation for node in layer._outbound_nodes} if type(layer) is layers.ZeroPadding2D else ()
-        if len(consumers) != 1:
+        users = fed.get(id(layer.output), []) if type(layer) is layers.ZeroPadding2D else []
+        if len(users) != 1:
             continue
-        (conv,) = consumers
+        (conv,) = users
         if not (type(conv) is layers.DepthwiseConv2D and conv.padding == "valid" and conv.dilation_rate == (1, 1)
                 and conv.data_format == "channels_last" and layer.data_format == "channels_last"):
             continue
@@ -210,9 +230,9 @@ def with_fast_layers(model: keras.Model, fast_layers: bool | Iterable[str] = Tru
 
     Only the layers the subclass speeds up are swapped (every batch norm; convolutions that
     are pointwise; zero padding that a strided depthwise convolution can do itself, see
-    ``FAST_LAYERS``). Every other layer is reused rather than copied, and Python's random state
-    (which Keras draws initialiser seeds from) is put back after the new layers are made, so
-    the random initial weights stay those a seed gives without the swap.
+    ``FAST_LAYERS``). Every other layer is reused rather than copied, and the new layers are
+    made without drawing from Python's random state (see ``_rebuilt``), so the random initial
+    weights of layers made later stay those a seed gives without the swap.
     """
     kinds = fast_layer_kinds(fast_layers)
     swaps = dict(FAST_LAYERS[kind] for kind in kinds if kind != "padding")
@@ -225,17 +245,55 @@ def with_fast_layers(model: keras.Model, fast_layers: bool | Iterable[str] = Tru
         if layer in folded:
             return layers.Identity(name=layer.name)
         if layer in convolutions:
-            return layers.DepthwiseConv2D.from_config({**layer.get_config(), "padding": "same"})
+            return _rebuilt(layers.DepthwiseConv2D, layer, padding="same")
         mine = swaps.get(type(layer))
         if mine is None or (mine is Conv2D and not Conv2D.is_pointwise(layer)):
             return layer
-        return mine.from_config(layer.get_config())
+        return _rebuilt(mine, layer)
 
-    state = random.getstate()
     fast = keras.models.clone_model(model, clone_function=clone)
-    random.setstate(state)
     fast.set_weights(model.get_weights())
     return fast
+
+
+def _rebuilt(kind: type[layers.Layer], layer: layers.Layer, **changes) -> layers.Layer:
+    """A new ``kind`` layer with ``layer``'s configuration (and ``changes``), whose weights are to be copied.
+
+    Keras gives an initialiser without a seed one drawn from Python's global random state; these
+    initialisers get seed 0 instead, since the copied weights replace what they would draw.
+    """
+    config = {**layer.get_config(), **changes}
+    for key, value in config.items():
+        if key.endswith("_initializer") and isinstance(value, dict) and value.get("config", {}).get("seed", 0) is None:
+            config[key] = {**value, "config": {**value["config"], "seed": 0}}
+    return kind.from_config(config)
+
+
+# This module's layers and the Keras layers they subclass, for models saved without celebalib.
+KERAS_LAYERS = {BatchNormalization: layers.BatchNormalization, Conv2D: layers.Conv2D}
+
+
+def with_keras_layers(model: keras.Model) -> keras.Model:
+    """``model`` rebuilt with Keras's own layers where it has this module's (nested models too), same weights.
+
+    The folded padding stays folded: its Identity and "same"-padded DepthwiseConv2D are Keras's layers.
+    """
+    def clone(layer: layers.Layer) -> layers.Layer:
+        theirs = KERAS_LAYERS.get(type(layer))
+        return layer if theirs is None else _rebuilt(theirs, layer)
+
+    plain = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    plain.set_weights(model.get_weights())
+    return plain
+
+
+def export_keras_layers(model: keras.Model, path: str | Path) -> Path:
+    """Save ``model`` atomically with Keras's own layers, so ``keras.models.load_model`` loads it without celebalib."""
+    from celebalib.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        with_keras_layers(model).save(tmp)
+    return Path(path)
 
 
 AUGMENTATIONS = ("full", "shift", "flip", "none")
@@ -266,7 +324,13 @@ def augmentation(seed: int | None = None, mode: str = "full") -> keras.Sequentia
 
 def layers_of_kind(model: keras.Model, kind: type[layers.Layer]) -> list[layers.Layer]:
     """Every layer inside ``model`` that is a ``kind`` (subclasses too), nested models included."""
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True) if isinstance(layer, kind)]
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, kind):
+            found.append(layer)
+        if isinstance(layer, keras.Model):
+            found += layers_of_kind(layer, kind)
+    return found
 
 
 def batch_norm_layers(model: keras.Model) -> list[layers.BatchNormalization]:

@@ -35,7 +35,7 @@ Head = Literal["average", "depthwise"]
 Augment = Literal["full", "shift", "flip", "none"]
 Schedule = Literal["constant", "cosine"]
 CheckpointMetric = Literal["balanced_accuracy", "auc"]
-Strategy = Literal["default", "mirrored"]
+Strategy = Literal["default", "mirrored", "multi-worker"]
 Precision = Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"]
 Cache = Literal["auto", "on", "off"]
 
@@ -89,7 +89,7 @@ class TrainConfig:
     test_time_shift: int = _field(0, "predictions also average views shifted by this many pixels (0: none)")
     # Where and how fast.
     seed: int = _field(0, "random seed")
-    strategy: Strategy = _field("default", "default, or mirrored over all local GPUs")
+    strategy: Strategy = _field("default", "default, mirrored over all local GPUs, or multi-worker over the machines TF_CONFIG lists")
     precision: Precision = _field("auto", "Keras dtype policy while training (auto: mixed_float16 on a GPU, "
                                           "else float32)")
     cache: Cache = _field("auto", "keep decoded images in memory (auto: when they fit)")

@@ -8,8 +8,6 @@ by validation mean balanced accuracy), ``config.json``, ``history.csv`` and ``lo
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import pandas as pd
 
 from celebalib.attributes import ATTRIBUTES
 from celebalib.errors import ConfigError, RunError
-from celebalib.io import write_json
+from celebalib.io import atomic_path, write_json
 
 CONFIG = "config.json"
 FINAL = "model.keras"
@@ -70,13 +68,9 @@ def view_of(images: Any, dx: int, dy: int, mirrored: bool) -> Any:
 
 
 def save_model(model: Any, path: str | Path) -> None:
-    """Save a Keras model atomically: Keras needs a ``.keras`` name, so save in a temp folder, then rename."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{target.stem}.", dir=target.parent) as tmp:
-        staged = Path(tmp) / target.name
-        model.save(staged)
-        os.replace(staged, target)
+    """Save a Keras model atomically (``io.atomic_path``)."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
 
 
 def load_model(path: str | Path) -> Any:
@@ -271,7 +265,6 @@ class Run:
         the image ids are those it was written for, so evaluating one split twice (e.g. for two
         threshold objectives) predicts it once; anything else predicts again and replaces it.
         """
-        from celebalib.io import atomic_path
 
         model_file = self.model_file(which)
         stat = model_file.stat() if model_file.is_file() else None

@@ -39,7 +39,11 @@ MIN_IMAGES = 20
 JPEG_QUALITY = 90
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
-# Attributes that belong to the person, so they stay constant across an identity's images.
+# What the generator holds constant across an identity's images. It differs by intent from
+# attributes.PERSON_ATTRIBUTES (what belongs to a genuine person, whose labels training may average
+# over their photos): a synthetic person also keeps their hair, beard, skin and eye bags in every
+# image, which genuine people change between photos, while Attractive, a person's in
+# PERSON_ATTRIBUTES, varies from image to image here like the attributes not listed.
 STABLE = (
     "Male", "Young", "Pale_Skin", "Big_Nose", "Pointy_Nose", "Big_Lips", "Arched_Eyebrows",
     "Bushy_Eyebrows", "Chubby", "Double_Chin", "Oval_Face", "Bags_Under_Eyes", "Black_Hair",

@@ -8,13 +8,17 @@ epoch when the same command runs again; finished epochs are not repeated.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import datetime as dt
+import functools
+import json
 import math
 import os
 import random
 import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -32,10 +36,10 @@ from celebalib.attributes import ATTRIBUTES
 from celebalib.averaging import average_epochs
 from celebalib.data import image_shape
 from celebalib.errors import ConfigError, RunError, check_fraction
-from celebalib.io import write_json, write_text
+from celebalib.io import atomic_path, write_json, write_text
 from celebalib.losses import get_loss
 from celebalib.metrics import MeanBalancedAccuracy
-from celebalib.model import build_model, dtype_policy, set_backbone_trainable
+from celebalib.model import batch_norm_layers, build_model, dtype_policy, set_backbone_trainable
 from celebalib.recipes import (CHECKPOINT_METRICS, DEFAULT_LEARNING_RATES, TrainConfig, choices, fixed_on_resume,
                                resolve_from_args)
 from celebalib.schedules import CosineSchedule
@@ -44,7 +48,10 @@ from celebalib.schedules import CosineSchedule
 NO_WEIGHT_DECAY = ("gamma", "beta", "bias")
 MONITOR = CHECKPOINT_METRICS["balanced_accuracy"]
 # Decoded images (uint8) are kept in memory when train + val fit in this many bytes: on a
-# CPU, decoding JPEGs every epoch takes cores away from training.
+# CPU, decoding JPEGs every epoch takes cores away from training. The training shuffle buffer
+# holds the in-memory cache's own uint8 tensors, not copies (make_dataset casts to float32 only
+# after batching), so the cache's bytes are what the input pipeline holds, beside a few batches
+# in flight (benchmarks/bench_cache_memory.py measures it).
 CACHE_BUDGET = 2 << 30
 # Weight averaging keeps each epoch's weights here (``epoch-NN.weights.h5``).
 AVERAGING_FOLDER = "averaging"
@@ -74,12 +81,56 @@ def make_optimizer(name: str, learning_rate: float | keras.optimizers.schedules.
 
 
 def get_strategy(name: str | None) -> tf.distribute.Strategy:
-    """Return the default strategy, or MirroredStrategy over all local GPUs (the CPU if none)."""
+    """Return the default strategy, MirroredStrategy over all local GPUs (the CPU if none), or
+    "multi-worker": MultiWorkerMirroredStrategy over the machines the TF_CONFIG variable lists."""
     if name in (None, "default"):
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
+    if name == "multi-worker":
+        return _multi_worker_strategy(os.environ.get("TF_CONFIG", ""))
     raise ConfigError(f"strategy={name!r}: expected one of {', '.join(choices('strategy'))}")
+
+
+@functools.cache
+def _multi_worker_strategy(tf_config: str) -> tf.distribute.Strategy:
+    """The process's one MultiWorkerMirroredStrategy (TensorFlow sets up its collectives once)."""
+    try:
+        cluster = json.loads(tf_config)
+        workers, task = cluster["cluster"]["worker"], cluster["task"]
+        valid = isinstance(workers, list) and task["type"] in ("worker", "chief") and isinstance(task["index"], int)
+    except (ValueError, KeyError, TypeError):
+        valid = False
+    if not valid:
+        raise ConfigError(f"TF_CONFIG={tf_config!r}: strategy multi-worker expects TF_CONFIG set to JSON like "
+                          '{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}')
+    return _MultiWorkerMirroredStrategy()
+
+
+class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """MultiWorkerMirroredStrategy whose ``reduce`` takes a nest of values, and scalars along an axis.
+
+    Keras's ``fit`` reduces the first batch, a pair (images, labels), to build the model, and
+    each step's scalar metrics along axis 0; TensorFlow's strategy reduces one value at a time (its
+    own TODO: "support `value` being a nest") and raises for axis 0 of a scalar. One machine's
+    strategies take other paths in Keras, so only this one needs it.
+    """
+
+    def reduce(self, reduce_op, value, axis=None):
+        def one(item):
+            rank = self.experimental_local_results(item)[0].shape.rank
+            return super(_MultiWorkerMirroredStrategy, self).reduce(reduce_op, item, None if rank == 0 else axis)
+
+        return tf.nest.map_structure(one, value)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run folder: always, except for the non-chief workers of a
+    multi-worker strategy (the chief is task "chief", else worker 0, as in TensorFlow's tutorial)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or resolver.task_type in (None, "chief"):
+        return True
+    return resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
 
 
 @contextlib.contextmanager
@@ -219,7 +270,7 @@ class EpochLine(keras.callbacks.Callback):
 class EpochWeights(keras.callbacks.Callback):
     """Keep the weights of every epoch that may be among the last ``count`` before ``end()``.
 
-    Each is written to a temporary name and renamed, so a crash never leaves half a file.
+    Each is written atomically (``io.atomic_path``), so a crash never leaves half a file.
     """
 
     def __init__(self, folder: Path, count: int, end: Callable[[], int]) -> None:
@@ -229,10 +280,8 @@ class EpochWeights(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if epoch + 1 > self.end() - self.count:
             self.folder.mkdir(parents=True, exist_ok=True)
-            target = epoch_weights_file(self.folder, epoch + 1)
-            staged = target.with_name(f".{target.stem}.partial.weights.h5")
-            self.model.save_weights(str(staged))
-            os.replace(staged, target)
+            with atomic_path(epoch_weights_file(self.folder, epoch + 1)) as tmp:
+                self.model.save_weights(str(tmp))
 
 
 def epoch_weights_file(folder: Path, epoch: int) -> Path:
@@ -347,8 +396,11 @@ def _config_of(config: TrainConfig | None, overrides: dict[str, Any]) -> TrainCo
 
 def fit(out_dir: str | Path, config: TrainConfig | None = None, *, data_root: str | Path | None = None,
         table: pd.DataFrame | None = None, progress: bool | str = True,
-        callbacks: Sequence[keras.callbacks.Callback] = (), **field_overrides: Any) -> runs.Run:
+        callbacks: Sequence[keras.callbacks.Callback] = (), **field_overrides: Any) -> runs.Run | None:
     """Train the attribute model into ``out_dir`` (resuming an unfinished run there) and return the Run.
+
+    Under the "multi-worker" strategy only the chief writes ``out_dir`` and returns the Run; the
+    other workers write into a temporary folder that is removed at the end, and return None.
 
     Args:
         config: the settings (``recipes.TrainConfig``; each field documents itself); None means
@@ -364,6 +416,8 @@ def fit(out_dir: str | Path, config: TrainConfig | None = None, *, data_root: st
     """
     start = monotonic()
     config = _config_of(config, field_overrides)
+    # A multi-worker strategy must exist before TensorFlow runs anything.
+    chief = config.strategy != "multi-worker" or is_chief(get_strategy(config.strategy))
     table = _load_table(data_root, table)
     labels = table
     if names := config.identity_target_names:
@@ -371,13 +425,16 @@ def fit(out_dir: str | Path, config: TrainConfig | None = None, *, data_root: st
 
         labels = identity_mean_labels(table, names)
     facts: dict[str, Any] = {"data_root": table.attrs.get("root", None if data_root is None else str(data_root))}
-    out = Path(out_dir).expanduser().resolve()
+    out = Path(out_dir).expanduser().resolve() if chief else _worker_folder()
     with precision_policy(config.precision) as policy, seeded(config.seed):
         facts["dtype_policy"] = policy
         stored = _start_config(out, config, facts, table)
         config = config.replace(epochs=stored["epochs"])  # a resumed run keeps an end its time budget set
         start -= stored.get(BUDGET_SECONDS, 0.0)  # and the time its finished epochs took
         model = _train(out, labels, config, progress, callbacks, start)
+    if not chief:
+        shutil.rmtree(out)
+        return None
     if not (out / runs.BEST).is_file():
         runs.save_model(model, out / runs.BEST)
     shutil.rmtree(out / "backup", ignore_errors=True)
@@ -386,8 +443,20 @@ def fit(out_dir: str | Path, config: TrainConfig | None = None, *, data_root: st
     return run
 
 
+def _worker_folder() -> Path:
+    """A temporary run folder for a non-chief worker, removed at exit should training fail.
+
+    Every worker must save its models too (saving reads the variables collectively), so it
+    writes a copy that no one keeps, as in TensorFlow's multi-worker Keras tutorial.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="celebalib-worker-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
 def should_cache(cache: bool | str, n_images: int, image_size: int, crop: str = "center") -> bool:
-    """Decide whether to keep decoded images in memory ("auto": when they fit in CACHE_BUDGET; "on", "off")."""
+    """Decide whether to keep decoded images in memory ("auto": when their uint8 pixels, which the
+    cache and the shuffle buffer share, fit in CACHE_BUDGET; "on", "off")."""
     if cache == "auto":
         height, width = image_shape(image_size, crop)
         return n_images * height * width * 3 <= CACHE_BUDGET
@@ -423,6 +492,11 @@ def _train(out: Path, table: pd.DataFrame, config: TrainConfig, progress: bool |
         model = build_model(image_size=config.image_size, crop=config.crop, alpha=config.alpha, weights=config.weights,
                             dropout_rate=config.dropout_rate, augment=config.augment,
                             bn_momentum=config.bn_momentum, head=config.head)
+        if config.strategy == "multi-worker":
+            # Batch statistics over the global batch, as on one machine, so the workers' moving
+            # statistics stay equal (each would otherwise keep its own half's).
+            for layer in batch_norm_layers(model):
+                layer.synchronized = True
         monitor = CHECKPOINT_METRICS[config.checkpoint_metric]
         for phase in _phases(config):
             schedule = _compile(model, config, phase, steps, pos_weights)
@@ -486,6 +560,9 @@ def train_command(args: argparse.Namespace) -> int:
     recipe, data_root = resolve_from_args(args)
     print(recipe.describe(), flush=True)
     run = fit(args.out, recipe.config, data_root=data_root, progress=False if args.quiet else "epochs")
+    if run is None:
+        print(f"worker finished; the chief worker wrote the run folder {args.out}")
+        return 0
     monitor = CHECKPOINT_METRICS[run.config["checkpoint_metric"]]
     if "averaged" in run.config:
         first, last = run.config["averaged"]["epochs"]

@@ -12,6 +12,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CELEBALIB_FAST", "1")
 
 SHARED_CELEBA = Path(__file__).resolve().parents[2] / "shared" / "celeba"
+# Fixtures that train a model: every test that uses one, directly or through another fixture, is slow.
+TRAINING_FIXTURES = ("tiny_run",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark slow every test that needs a trained fixture, so ``-m "not slow"`` leaves them out."""
+    for item in items:
+        if any(name in getattr(item, "fixturenames", ()) for name in TRAINING_FIXTURES):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -106,6 +106,18 @@ def test_atomic_write_gives_the_usual_file_mode(tmp_path: Path) -> None:
     assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644
 
 
+def test_atomic_write_leaves_the_process_umask_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    # os.umask sets the mask for every thread at once, so an atomic write must never call it.
+    def refuse(mask: int) -> int:
+        raise AssertionError(f"os.umask({mask:o}) called")
+
+    monkeypatch.setattr(os, "umask", refuse)
+    io.write_text(tmp_path / "a" / "best.keras", "x")
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["best.keras"]
+
+
 def test_display_path_is_relative_inside_the_home_only(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert config.display_path(tmp_path / "data" / "synthetic-6000") == str(Path("data") / "synthetic-6000")
     outside = tmp_path.parent / "elsewhere"

@@ -70,6 +70,7 @@ def test_balanced_bce_round_trips_through_config() -> None:
 
 
 @pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.slow
 def test_every_loss_trains_a_small_model(name: str) -> None:
     x = RNG.normal(size=(64, 8)).astype("float32")
     y = (x[:, :1] @ np.ones((1, 40)) + RNG.normal(size=(64, 40)) > 0).astype("float32")

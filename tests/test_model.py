@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -12,8 +15,8 @@ import tensorflow as tf
 from celebalib.errors import ConfigError
 from celebalib.model import (
     SCRATCH_BN_MOMENTUM, BatchNormalization, Conv2D, augmentation, backbone_of, batch_norm_layers, build_backbone,
-    build_model, dtype_policy, feature_extractor, foldable_padding, imagenet_weights_file, layers_of_kind,
-    with_fast_layers,
+    FUSED_MIN_EPSILON, build_model, dtype_policy, export_keras_layers, feature_extractor, foldable_padding,
+    imagenet_weights_file, layers_of_kind, with_fast_layers, with_keras_layers,
 )
 
 SIZE = 32
@@ -353,3 +356,124 @@ def test_failed_download_names_the_file_and_folder(monkeypatch: pytest.MonkeyPat
         build_model(image_size=96, weights="imagenet")
     message = str(error.value)
     assert expected in message and str(tmp_path / "models") in message and "\n" not in message
+
+
+def fused_ops(layer: keras.layers.Layer, x: np.ndarray) -> int:
+    """How many fused batch-norm ops a traced training call of ``layer`` on ``x`` holds."""
+    graph = tf.function(lambda inputs: layer(inputs, training=True)).get_concrete_function(tf.constant(x)).graph
+    return sum(op.type.startswith("FusedBatchNorm") for op in graph.get_operations())
+
+
+def test_an_epsilon_too_small_for_the_fused_op_takes_keras_s_path() -> None:
+    x = np.random.default_rng(7).normal(3.0, 2.0, (6, 5, 5, 8)).astype("float32")
+    assert fused_ops(BatchNormalization(), x) == 1
+    small = BatchNormalization(epsilon=FUSED_MIN_EPSILON / 10, momentum=0.9)
+    assert fused_ops(small, x) == 0
+    small = BatchNormalization(epsilon=FUSED_MIN_EPSILON / 10, momentum=0.9)
+    keras_bn = keras.layers.BatchNormalization(epsilon=FUSED_MIN_EPSILON / 10, momentum=0.9)
+    for want, have in zip(train_twice(keras_bn, x), train_twice(small, x)):
+        np.testing.assert_allclose(have, want, rtol=1e-4, atol=1e-4)
+
+
+def test_fused_batch_norm_under_mixed_float16_matches_keras_s() -> None:
+    # float16 keeps about three significant digits: outputs and gradients of order one agree to 1e-2.
+    x = np.random.default_rng(8).normal(3.0, 2.0, (6, 5, 5, 8)).astype("float32")
+    with dtype_policy("mixed_float16"):
+        keras_bn, fused_bn = keras.layers.BatchNormalization(momentum=0.9), BatchNormalization(momentum=0.9)
+    results = []
+    for layer in (keras_bn, fused_bn):
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 1.5, 8).astype("float32"))
+        layer.beta.assign(np.linspace(-1.0, 1.0, 8).astype("float32"))
+        with tf.GradientTape() as tape:
+            inputs = tf.cast(tf.constant(x), "float16")
+            tape.watch(inputs)
+            outputs = layer(inputs, training=True)
+            loss = tf.reduce_sum(tf.sin(tf.cast(outputs, "float32")) * tf.range(1.0, 9.0))
+        assert outputs.dtype == tf.float16
+        grads = tape.gradient(loss, [inputs, layer.gamma.value, layer.beta.value])
+        results.append([outputs, *grads, layer.moving_mean, layer.moving_variance])
+    assert fused_ops(fused_bn, x.astype("float16")) == 1
+    for name, want, have in zip(["outputs", "d inputs", "d gamma", "d beta", "moving mean", "moving variance"], *results):
+        np.testing.assert_allclose(np.asarray(have, "float32"), np.asarray(want, "float32"), rtol=1e-2, atol=1e-2,
+                                   err_msg=name)
+
+
+def test_the_whole_model_with_every_swap_trains_as_keras_s_layers_do() -> None:
+    # All three swaps at once against Keras's own layers, same weights, one training step on 64 px
+    # images. Tolerances: probabilities to 1e-4; moving statistics to 1e-5; each gradient to 2% of
+    # the model's largest, since rounding differences compound through 52 training-mode batch norms
+    # (each alone matches Keras's to a relative 1e-4, test_fused_batch_norm_trains_as_keras_batch_norm_does).
+    keras.utils.set_random_seed(4)
+    images = np.random.default_rng(0).uniform(0, 255, (8, 64, 64, 3)).astype("float32")
+    kwargs = {"image_size": 64, "augment": "none", "dropout_rate": 0.0}
+    plain, fast = build_model(fast_layers=False, **kwargs), build_model(fast_layers=True, **kwargs)
+    assert len(layers_of_kind(fast, BatchNormalization)) == 52 and layers_of_kind(plain, BatchNormalization) == []
+    fast.set_weights(plain.get_weights())
+    results = []
+    for model in (plain, fast):
+        with tf.GradientTape() as tape:
+            outputs = model(tf.constant(images), training=True)
+            loss = tf.reduce_sum(outputs * tf.cos(3.0 * outputs))
+        grads = tape.gradient(loss, model.trainable_weights)
+        assert len(grads) == len(model.trainable_weights) > 100 and all(g is not None for g in grads)
+        results.append((outputs, [np.asarray(g) for g in grads], model.non_trainable_weights))
+    (want_out, want_grads, want_stats), (have_out, have_grads, have_stats) = results
+    np.testing.assert_allclose(np.asarray(have_out), np.asarray(want_out), atol=1e-4)
+    largest = max(float(np.abs(g).max()) for g in want_grads)
+    for want, have, weight in zip(want_grads, have_grads, plain.trainable_weights):
+        np.testing.assert_allclose(have, want, rtol=0, atol=2e-2 * largest, err_msg=weight.path)
+    for want, have in zip(want_stats, have_stats):
+        np.testing.assert_allclose(np.asarray(have), np.asarray(want), rtol=0, atol=1e-5)
+
+
+def test_the_swap_leaves_python_s_random_state_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    source = build_backbone(SIZE, 0.35, None, fast_layers=False)
+
+    def refuse(state: object) -> None:
+        raise AssertionError("random.setstate called")
+
+    monkeypatch.setattr(random, "setstate", refuse)
+    before = random.getstate()
+    fast = with_fast_layers(source)
+    assert random.getstate() == before
+    assert len(layers_of_kind(fast, BatchNormalization)) == 52
+
+
+def test_padding_that_feeds_two_layers_is_not_folded() -> None:
+    inputs = keras.Input((8, 8, 4))
+    padded = keras.layers.ZeroPadding2D(((0, 1), (0, 1)))(inputs)
+    outputs = keras.layers.Add()([keras.layers.DepthwiseConv2D(3, strides=2)(padded),
+                                  keras.layers.MaxPooling2D(3, strides=2)(padded)])
+    assert foldable_padding(keras.Model(inputs, outputs)) == {}
+
+
+def test_layers_of_kind_finds_layers_of_nested_models(model: keras.Model) -> None:
+    # Walked through the public ``layers`` of each nested model: the backbone's 52 and the head's one.
+    assert len(batch_norm_layers(model)) == 53
+    assert len(layers_of_kind(model, keras.layers.RandomFlip)) == 1  # inside the augmentation Sequential
+
+
+EXPORTED = """
+import sys
+import keras
+import numpy as np
+model = keras.models.load_model(sys.argv[1])
+assert not [name for name in sys.modules if name.split(".")[0] == "celebalib"], "celebalib was imported"
+np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
+"""
+
+
+@pytest.mark.slow
+def test_an_exported_model_loads_without_celebalib_and_predicts_the_same(images: np.ndarray, tmp_path: Path) -> None:
+    keras.utils.set_random_seed(6)
+    model = build_model(image_size=SIZE, head="depthwise")
+    model(images, training=True)  # moves the batch-norm statistics away from their start
+    plain = with_keras_layers(model)
+    assert layers_of_kind(plain, BatchNormalization) == [] and layers_of_kind(plain, Conv2D) == []
+    path = export_keras_layers(model, tmp_path / "portable.keras")
+    np.save(tmp_path / "images.npy", images)
+    # A fresh interpreter that never imports celebalib: Keras alone must know every layer.
+    subprocess.run([sys.executable, "-c", EXPORTED, str(path), str(tmp_path / "images.npy"), str(tmp_path / "out.npy")],
+                   check=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), np.asarray(model(images, training=False)), atol=1e-6)
