@@ -171,9 +171,9 @@ def test_bad_arguments_fail_before_any_work(tmp_path: Path, change: dict, messag
 @pytest.mark.parametrize(("argv", "message"), [
     (["--data", "{tmp}/nowhere", "--image-size", "32"], "data root {tmp}/nowhere not found"),
     (["--loss", "hinge"], "unknown loss 'hinge'"),
-    (["--image-size", "16"], "image size 16"),
+    (["--image-size", "16"], "image_size=16: expected a whole number of pixels, at least 32"),
     (["--preset", "celeba-tpu"], "unknown preset 'celeba-tpu'"),
-    (["--augment", "none", "--image-size", "16"], "image size 16"),
+    (["--augment", "none", "--image-size", "16"], "image_size=16: expected a whole number of pixels, at least 32"),
     (["--head", "max"], "head='max'"),
 ])
 def test_cli_prints_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture, argv: list, message: str) -> None:
