@@ -82,3 +82,47 @@ def test_heat_map_of_a_trained_run(tiny_run, synthetic_table) -> None:
     image = load_image(synthetic_table["path"].iloc[0], image_size=tiny_run.image_size)
     heat = grad_cam(tiny_run.model(), image, "Smiling")
     assert heat.shape == image.shape[:2] and 0.0 <= heat.min() <= heat.max() <= 1.0
+
+
+def test_an_earlier_layer_gives_a_finer_map_of_the_same_prediction(model_96, face_96) -> None:
+    import keras
+    import tensorflow as tf
+
+    from celebalib.gradcam import _explainer, feature_layer, grad_cam
+    from celebalib.model import backbone_of
+
+    backbone = backbone_of(model_96)
+    name = feature_layer(model_96, 6)
+    assert min(backbone.get_layer(name).output.shape[1:3]) >= 6
+    assert feature_layer(model_96, 3) != name  # a deeper map when fewer cells will do
+    # The copy's second output is the backbone's own output, so the score is the model's.
+    scaled = keras.layers.Rescaling(1 / 127.5, offset=-1)(face_96[None])
+    inner, outer = _explainer(backbone, name)(scaled, training=False)
+    np.testing.assert_allclose(np.asarray(outer), np.asarray(backbone(scaled, training=False)), atol=1e-5)
+    assert inner.shape[1:3] == backbone.get_layer(name).output.shape[1:3]
+    # A fine map varies within a cell of the 3x3 last block, which a bilinear 3x3 map cannot do as sharply.
+    heat = grad_cam(model_96, face_96, "Smiling", layer=name)
+    assert heat.shape == (96, 96) and 0.0 <= heat.min() and heat.max() <= 1.0
+    coarse = tf.image.resize(heat[..., None], (3, 3), method="area").numpy()[..., 0]
+    detail = heat - tf.image.resize(coarse[..., None], (96, 96), method="bilinear").numpy()[..., 0]
+    assert np.abs(detail).max() > 0.05 or heat.max() == 0.0
+    with pytest.raises(ConfigError, match="not in the backbone"):
+        grad_cam(model_96, face_96, "Smiling", layer="no_such_layer")
+    with pytest.raises(ConfigError, match="no feature map"):
+        feature_layer(model_96, 200)
+
+
+def test_explainer_follows_the_backbone_weights(model_96) -> None:
+    from celebalib.gradcam import _explainer
+    from celebalib.model import backbone_of
+
+    backbone = backbone_of(model_96)
+    first = _explainer(backbone, "out_relu")
+    weights = backbone.get_weights()
+    try:
+        backbone.set_weights([w * 0.5 for w in weights])
+        again = _explainer(backbone, "out_relu")
+        assert again is first  # built once, refreshed with the current weights
+        np.testing.assert_allclose(again.get_weights()[0], weights[0] * 0.5)
+    finally:
+        backbone.set_weights(weights)
