@@ -617,3 +617,13 @@ def evaluate_retrieval(index: GalleryIndex, table: pd.DataFrame, *, k: int = 10,
                             "same_person_at_k": same_person_rate(found, chosen, identities)}
                            for name, found in rankings.items()])
     return report.assign(k=k, max_hamming=max_hamming, queries=len(chosen), gallery=len(index), split=index.split)
+
+
+def save_retrieval_report(report: pd.DataFrame, run_dir: str | Path) -> Path:
+    """Write :func:`evaluate_retrieval`'s table to ``RUN/retrieval_<split>.json``, where ``demo`` reads it."""
+    from celebalib.io import write_json
+
+    split = str(report["split"].iloc[0]) if len(report) else "gallery"
+    path = Path(run_dir) / f"retrieval_{split}.json"
+    write_json(path, {"rankings": report.to_dict(orient="records")})
+    return path

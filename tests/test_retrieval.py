@@ -19,6 +19,7 @@ from celebalib.retrieval import (
     precision_at_k,
     random_neighbours,
     same_person_rate,
+    save_retrieval_report,
     threshold_centred,
     top_k,
 )
@@ -348,6 +349,18 @@ def test_evaluate_retrieval_ranks_oracle_above_random() -> None:
     assert report.loc["random", "precision_at_k"] < 0.5
     with pytest.raises(ConfigError, match="not in the table"):
         evaluate_retrieval(index, table.iloc[10:])
+
+
+def test_saved_retrieval_report_is_what_demo_reads(tmp_path) -> None:
+    from celebalib.demo import _retrieval_figures
+
+    report = pd.DataFrame({"ranking": ["predicted", "oracle (true labels)", "random"],
+                           "precision_at_k": [0.3, 0.6, 0.02], "same_person_at_k": [0.9, 1.0, 0.05],
+                           "k": 10, "split": "test"})
+    path = save_retrieval_report(report, tmp_path)
+    assert path == tmp_path / "retrieval_test.json"
+    assert _retrieval_figures(path) == {"precision_at_10": 0.3, "precision_at_10_oracle": 0.6,
+                                        "precision_at_10_random": 0.02}
 
 
 def test_threshold_centred_puts_each_threshold_at_one_half() -> None:
