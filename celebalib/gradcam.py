@@ -2,7 +2,7 @@
 
 The heat map weights the channels of a feature map inside the backbone (by default its
 last convolutional block, the MobileNetV2 output before pooling) by the mean gradient of
-the chosen attribute's output with respect to them (Selvaraju et al., 2017). At small
+the chosen attribute's logit with respect to them (Selvaraju et al., 2017). At small
 inputs the last block is only a few cells wide (2x2 at 64 px), so an earlier, larger map
 can be chosen by name; :func:`feature_layer` finds the deepest one of a given size.
 """
@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from celebalib.attributes import attribute_index
 from celebalib.errors import ConfigError
-from celebalib.model import backbone_of
+from celebalib.model import OUTPUT, backbone_of
 
 
 def _split_at_backbone(model: keras.Model) -> tuple[list, keras.Model, list]:
@@ -82,6 +82,8 @@ def grad_cam(model: keras.Model, image: np.ndarray, attribute: str | int, layer:
     if not 0 <= column < model.output_shape[-1]:
         raise ConfigError(f"attribute column {column}: expected 0 to {model.output_shape[-1] - 1}")
     before, backbone, after = _split_at_backbone(model)
+    if not after or after[-1].name != OUTPUT:
+        raise ConfigError(f"model {model.name!r} does not end in the {OUTPUT!r} layer; expected one from build_model")
     explainer = _explainer(backbone, layer) if layer is not None else None
     x = tf.convert_to_tensor(image[None])
     with tf.GradientTape() as tape:
@@ -92,9 +94,12 @@ def grad_cam(model: keras.Model, image: np.ndarray, attribute: str | int, layer:
         else:
             activations, y = explainer(x, training=False)
         tape.watch(activations)
-        for step in after:
+        for step in after[:-1]:
             y = step(y, training=False)
-        score = y[:, column]
+        # The attribute's logit, before the sigmoid (the paper's pre-softmax score): a confident
+        # prediction saturates the sigmoid, whose gradient then vanishes, and the map with it.
+        head = after[-1]
+        score = (keras.ops.matmul(y, head.kernel) + head.bias)[:, column]
     gradients = tape.gradient(score, activations)
     weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
     cam = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))[0]

@@ -126,3 +126,25 @@ def test_explainer_follows_the_backbone_weights(model_96) -> None:
         np.testing.assert_allclose(again.get_weights()[0], weights[0] * 0.5)
     finally:
         backbone.set_weights(weights)
+
+
+def test_a_saturated_prediction_still_has_a_map(model_96, face_96) -> None:
+    """The map follows the logit, so a probability of exactly 1.0 does not blank it."""
+    from celebalib.attributes import attribute_index
+    from celebalib.gradcam import grad_cam
+    from celebalib.model import OUTPUT
+
+    head, column = model_96.get_layer(OUTPUT), attribute_index("Black_Hair")
+    kernel, bias = (np.array(w) for w in head.get_weights())
+    heats = []
+    try:
+        for sign in (1, -1):  # one of the two signs raises the logit somewhere
+            saturated_kernel, saturated_bias = kernel.copy(), bias.copy()
+            saturated_kernel[:, column] *= sign
+            saturated_bias[column] = 60.0
+            head.set_weights([saturated_kernel, saturated_bias])
+            assert model_96.predict(face_96[None], verbose=0)[0, column] == 1.0
+            heats.append(grad_cam(model_96, face_96, "Black_Hair"))
+    finally:
+        head.set_weights([kernel, bias])
+    assert max(heat.max() for heat in heats) == pytest.approx(1.0, abs=0.02)
