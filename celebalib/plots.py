@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import textwrap
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def _as_array(image: str | Path | np.ndarray) -> np.ndarray:
 
 
 def image_grid(images_or_paths: Sequence[str | Path | np.ndarray], captions: Sequence[str] | None = None,
-               columns: int = 4, *, cell_width: float = 2.0, fontsize: float = 6.0,
+               columns: int = 4, *, cell_width: float = 2.0, fontsize: float = 8.0,
                caption_lines: int | None = None, title: str | None = None) -> Figure:
     """Show images (paths or arrays in [0, 255]) in a grid, each with an optional caption.
 
@@ -72,6 +73,15 @@ def image_grid(images_or_paths: Sequence[str | Path | np.ndarray], captions: Seq
     return fig
 
 
+def save_figure(figure: Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Write ``figure`` as a PNG at ``path`` (atomically, folders created) and return the path."""
+    from celebalib.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=dpi)
+    return Path(path)
+
+
 def _positive_caption(row: pd.Series, width: int = 34) -> str:
     """Return the positive attributes of a table row, wrapped to a few short lines."""
     names = [name.replace("_", " ") for name in ATTRIBUTES if row[name] == 1]
@@ -87,7 +97,7 @@ def contact_sheet(table: pd.DataFrame, n: int = 12, columns: int = 4, seed: int 
         raise ConfigError(f"contact_sheet: n={n} faces from a table of {len(table)} rows; expected both positive")
     sample = table.sample(n=min(n, len(table)), random_state=seed)
     captions = [_positive_caption(row) for _, row in sample.iterrows()]
-    return image_grid(list(sample["path"]), captions, columns=columns, fontsize=5.5)
+    return image_grid(list(sample["path"]), captions, columns=columns, cell_width=2.4, fontsize=7.5)
 
 
 # ---------------------------------------------------------------------------------------
@@ -163,11 +173,14 @@ def _bar_chart(long: pd.DataFrame, order: list[str], *, xlabel: str, title: str)
     """Horizontal grouped bars, one group per attribute in ``order``, x from 0 to 1."""
     import seaborn as sns
 
-    fig = Figure(figsize=(7, 0.8 + 0.25 * len(order)), layout="constrained")
+    fig = Figure(figsize=(7, 1.2 + 0.25 * len(order)), layout="constrained")
     ax = fig.subplots()
     sns.barplot(data=long, y="attribute", x="value", hue="measure", order=order, ax=ax)
-    ax.set(xlim=(0, 1), xlabel=xlabel, ylabel="", title=title)
-    ax.legend(loc="lower right", fontsize="small")
+    ax.set(xlim=(0, 1), xlabel=xlabel, ylabel="")
+    fig.suptitle(title)
+    # Above the bars, so that it covers none of them.
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+    ax.axvline(0.5, color="0.4", linestyle=":", linewidth=1)
     return fig
 
 
@@ -180,9 +193,7 @@ def accuracy_vs_baseline(table: pd.DataFrame) -> Figure:
 def rates_per_attribute(table: pd.DataFrame) -> Figure:
     """True-positive and true-negative rates per attribute, sorted by balanced accuracy."""
     long, order = _by_attribute(table, {"tpr": "true-positive rate", "tnr": "true-negative rate"}, "balanced_accuracy")
-    fig = _bar_chart(long, order, xlabel="rate", title="Rates per attribute (by balanced accuracy)")
-    fig.axes[0].axvline(0.5, color="0.4", linestyle=":", linewidth=1)
-    return fig
+    return _bar_chart(long, order, xlabel="rate", title="Rates per attribute (by balanced accuracy)")
 
 
 def prediction_marks(y_true: Sequence[int], y_pred: Sequence[int], names: Sequence[str] = ATTRIBUTES,
@@ -218,8 +229,16 @@ def prediction_grid(images: Sequence[str | Path | np.ndarray], y_true: np.ndarra
     return fig
 
 
-def training_curves(history: pd.DataFrame | str | Path) -> Figure:
-    """One panel per metric of ``history.csv``: training and validation against the epoch."""
+# Chance level of the threshold-free and balanced metrics, drawn on the training curves.
+CHANCE_LEVELS = {"mean_auc": 0.5, "mean_balanced_accuracy": 0.5}
+
+
+def training_curves(history: pd.DataFrame | str | Path, baseline: float | None = None) -> Figure:
+    """One panel per metric of ``history.csv``: training and validation against the epoch.
+
+    Dotted lines mark 0.5 (chance) on the balanced accuracy and ROC-AUC panels and, if
+    ``baseline`` is given, the majority baseline's mean accuracy on the binary accuracy panel.
+    """
     import seaborn as sns
 
     frame = pd.read_csv(history) if isinstance(history, (str, Path)) else history
@@ -236,9 +255,40 @@ def training_curves(history: pd.DataFrame | str | Path) -> Figure:
         long["split"] = np.where(long["split"].str.startswith("val_"), "val", "train")
         sns.lineplot(data=long, x="epoch", y="value", hue="split", marker="o", ax=ax)
         ax.set(title=metric.replace("_", " "), ylabel="")
+        reference = baseline if metric == "binary_accuracy" else CHANCE_LEVELS.get(metric)
+        if reference is not None:
+            label = "majority baseline" if metric == "binary_accuracy" else "chance"
+            ax.axhline(reference, color="0.3", linestyle=":", linewidth=1.2, label=label)
+            ax.legend(fontsize="small")
         for start in _phase_starts(frame):
             ax.axvline(start - 0.5, color="0.5", linestyle=":", linewidth=1)
     return fig
+
+
+def epoch_lines(epochs: int, metric: str = "mean_balanced_accuracy") -> object:
+    """A Keras callback that prints one short line per finished epoch: loss and ``metric``, train / val.
+
+    For notebooks, where Keras's own progress bar prints a line per update.
+    """
+    import keras
+
+    clock = [time.monotonic()]
+
+    def pair(logs: dict, name: str) -> str:
+        train, val = logs.get(name), logs.get(f"val_{name}")
+        text = f"{name.replace('_', ' ')} {train:.3f}" if train is not None else name.replace("_", " ")
+        return text + (f" / val {val:.3f}" if val is not None else "")
+
+    def line(epoch: int, logs: dict | None) -> None:
+        logs, now = logs or {}, time.monotonic()
+        took, clock[0] = now - clock[0], now
+        print(f"epoch {epoch + 1:>{len(str(epochs))}}/{epochs}  {pair(logs, 'loss')}  {pair(logs, metric)}"
+              f"  ({took:.0f} s)", flush=True)
+
+    def start(epoch: int, logs: dict | None) -> None:
+        clock[0] = time.monotonic()
+
+    return keras.callbacks.LambdaCallback(on_epoch_begin=start, on_epoch_end=line)
 
 
 def _phase_starts(frame: pd.DataFrame) -> list[int]:
@@ -263,7 +313,7 @@ def heatmap_overlay(image: str | Path | np.ndarray, heat: np.ndarray, *, alpha: 
     ax.imshow(heat, cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0)
     ax.axis("off")
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=10)
     return ax.figure
 
 

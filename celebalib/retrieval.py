@@ -225,6 +225,32 @@ def top_k(query: Any, gallery: Any, k: int, metric: str = "euclidean", *,
 # ---------------------------------------------------------------------------------------
 
 
+def threshold_centred(probabilities: Any, thresholds: Any) -> np.ndarray:
+    """Probabilities moved so that each attribute's threshold t lands on 0.5: sigmoid(logit p - logit t).
+
+    A class-balanced model pushes the probabilities of rare attributes up, and its tuned
+    thresholds follow them (0.8 or more). Comparing raw probabilities with a 0/1 description
+    would call a face at 0.75 a "yes" that its own threshold calls a "no"; after this map,
+    above 0.5 means above the threshold. The order within each attribute is unchanged.
+    """
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), 0.0, 1.0)
+    t = np.clip(np.asarray(thresholds, dtype=np.float64), 1e-6, 1 - 1e-6)
+    # sigmoid(logit p - logit t), written without logarithms so p = 0 and p = 1 stay exact.
+    yes, no = p * (1.0 - t), (1.0 - p) * t
+    return (yes / (yes + no)).astype(np.float32)
+
+
+def description_matches(table: pd.DataFrame, wanted: Mapping[str, float]) -> pd.Series:
+    """Whether each row's true labels agree with every attribute of a description, by image id."""
+    missing = [name for name in wanted if name not in table.columns]
+    if missing:
+        raise ConfigError(f"description names {missing}, which the table lacks; expected CelebA attribute names")
+    agree = np.ones(len(table), dtype=bool)
+    for name, value in wanted.items():
+        agree &= table[name].to_numpy() == int(round(float(value)))
+    return pd.Series(agree, index=table["image_id"].to_numpy(), name="matches")
+
+
 def parse_attributes(text: str) -> dict[str, int]:
     """Parse ``"Eyeglasses,Smiling,-Male"`` into ``{"Eyeglasses": 1, "Smiling": 1, "Male": 0}``."""
     from celebalib.attributes import attribute_index
@@ -383,9 +409,14 @@ class GalleryIndex:
 
     def query_attributes(self, wanted: Mapping[str, float], k: int = 10,
                          metric: str = "euclidean") -> pd.DataFrame:
-        """The k nearest images on the named attributes only (others are left out of the distance)."""
+        """The k nearest images on the named attributes only (others are left out of the distance).
+
+        The distance is taken over :func:`threshold_centred` probabilities, where 0.5 is each
+        attribute's decision threshold, so "yes" means "above this attribute's threshold".
+        """
         columns, values = self._attribute_query(wanted)
-        found, distances = top_k(values, self.probabilities[:, columns], k, metric)
+        centred = threshold_centred(self.probabilities[:, columns], self.thresholds[columns])
+        found, distances = top_k(values, centred, k, metric)
         return self._results(found, distances, values, columns)
 
     def _attribute_query(self, wanted: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -616,3 +647,13 @@ def evaluate_retrieval(index: GalleryIndex, table: pd.DataFrame, *, k: int = 10,
                             "same_person_at_k": same_person_rate(found, chosen, identities)}
                            for name, found in rankings.items()])
     return report.assign(k=k, max_hamming=max_hamming, queries=len(chosen), gallery=len(index), split=index.split)
+
+
+def save_retrieval_report(report: pd.DataFrame, run_dir: str | Path) -> Path:
+    """Write :func:`evaluate_retrieval`'s table to ``RUN/retrieval_<split>.json``, where ``demo`` reads it."""
+    from celebalib.io import write_json
+
+    split = str(report["split"].iloc[0]) if len(report) else "gallery"
+    path = Path(run_dir) / f"retrieval_{split}.json"
+    write_json(path, {"rankings": report.to_dict(orient="records")})
+    return path

@@ -82,3 +82,69 @@ def test_heat_map_of_a_trained_run(tiny_run, synthetic_table) -> None:
     image = load_image(synthetic_table["path"].iloc[0], image_size=tiny_run.image_size)
     heat = grad_cam(tiny_run.model(), image, "Smiling")
     assert heat.shape == image.shape[:2] and 0.0 <= heat.min() <= heat.max() <= 1.0
+
+
+def test_an_earlier_layer_gives_a_finer_map_of_the_same_prediction(model_96, face_96) -> None:
+    import keras
+    import tensorflow as tf
+
+    from celebalib.gradcam import _explainer, feature_layer, grad_cam
+    from celebalib.model import backbone_of
+
+    backbone = backbone_of(model_96)
+    name = feature_layer(model_96, 6)
+    assert min(backbone.get_layer(name).output.shape[1:3]) >= 6
+    assert feature_layer(model_96, 3) != name  # a deeper map when fewer cells will do
+    # The copy's second output is the backbone's own output, so the score is the model's.
+    scaled = keras.layers.Rescaling(1 / 127.5, offset=-1)(face_96[None])
+    inner, outer = _explainer(backbone, name)(scaled, training=False)
+    np.testing.assert_allclose(np.asarray(outer), np.asarray(backbone(scaled, training=False)), atol=1e-5)
+    assert inner.shape[1:3] == backbone.get_layer(name).output.shape[1:3]
+    # A fine map varies within a cell of the 3x3 last block, which a bilinear 3x3 map cannot do as sharply.
+    heat = grad_cam(model_96, face_96, "Smiling", layer=name)
+    assert heat.shape == (96, 96) and 0.0 <= heat.min() and heat.max() <= 1.0
+    coarse = tf.image.resize(heat[..., None], (3, 3), method="area").numpy()[..., 0]
+    detail = heat - tf.image.resize(coarse[..., None], (96, 96), method="bilinear").numpy()[..., 0]
+    assert np.abs(detail).max() > 0.05 or heat.max() == 0.0
+    with pytest.raises(ConfigError, match="not in the backbone"):
+        grad_cam(model_96, face_96, "Smiling", layer="no_such_layer")
+    with pytest.raises(ConfigError, match="no feature map"):
+        feature_layer(model_96, 200)
+
+
+def test_explainer_follows_the_backbone_weights(model_96) -> None:
+    from celebalib.gradcam import _explainer
+    from celebalib.model import backbone_of
+
+    backbone = backbone_of(model_96)
+    first = _explainer(backbone, "out_relu")
+    weights = backbone.get_weights()
+    try:
+        backbone.set_weights([w * 0.5 for w in weights])
+        again = _explainer(backbone, "out_relu")
+        assert again is first  # built once, refreshed with the current weights
+        np.testing.assert_allclose(again.get_weights()[0], weights[0] * 0.5)
+    finally:
+        backbone.set_weights(weights)
+
+
+def test_a_saturated_prediction_still_has_a_map(model_96, face_96) -> None:
+    """The map follows the logit, so a probability of exactly 1.0 does not blank it."""
+    from celebalib.attributes import attribute_index
+    from celebalib.gradcam import grad_cam
+    from celebalib.model import OUTPUT
+
+    head, column = model_96.get_layer(OUTPUT), attribute_index("Black_Hair")
+    kernel, bias = (np.array(w) for w in head.get_weights())
+    heats = []
+    try:
+        for sign in (1, -1):  # one of the two signs raises the logit somewhere
+            saturated_kernel, saturated_bias = kernel.copy(), bias.copy()
+            saturated_kernel[:, column] *= sign
+            saturated_bias[column] = 60.0
+            head.set_weights([saturated_kernel, saturated_bias])
+            assert model_96.predict(face_96[None], verbose=0)[0, column] == 1.0
+            heats.append(grad_cam(model_96, face_96, "Black_Hair"))
+    finally:
+        head.set_weights([kernel, bias])
+    assert max(heat.max() for heat in heats) == pytest.approx(1.0, abs=0.02)

@@ -60,3 +60,53 @@ def test_contact_sheet_writes_each_face_positive_attributes(synthetic_table: pd.
 def test_contact_sheet_needs_a_loaded_table() -> None:
     with pytest.raises(ConfigError, match="lacks columns"):
         plots.contact_sheet(pd.DataFrame({"path": ["x.jpg"]}))
+
+
+def _evaluation_table() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"accuracy": rng.uniform(0.6, 1.0, 40), "baseline": rng.uniform(0.5, 1.0, 40),
+                          "tpr": rng.uniform(0, 1, 40), "tnr": rng.uniform(0, 1, 40)}, index=ATTRIBUTES)
+    return table.assign(gain=table["accuracy"] - table["baseline"], balanced_accuracy=(table["tpr"] + table["tnr"]) / 2)
+
+
+@pytest.mark.parametrize("chart", [plots.accuracy_vs_baseline, plots.rates_per_attribute])
+def test_evaluation_legends_cover_no_bar(chart) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = chart(_evaluation_table())
+    FigureCanvasAgg(fig).draw()
+    ax = fig.axes[0]
+    legend = ax.get_legend().get_window_extent()
+    bars = [patch.get_window_extent() for patch in ax.patches if patch.get_width() > 0]
+    assert len(bars) == 80
+    assert not any(legend.overlaps(bar) for bar in bars)
+    assert any(line.get_xdata()[0] == 0.5 for line in ax.lines)  # the 0.5 reference
+
+
+def test_training_curves_draw_chance_and_baseline_lines() -> None:
+    history = pd.DataFrame({"epoch": [1, 2, 1, 2], "binary_accuracy": [0.6, 0.7, 0.6, 0.7],
+                            "mean_balanced_accuracy": [0.55, 0.6, 0.5, 0.6], "loss": [1.0, 0.8, 1.1, 0.9]})
+    history = history.iloc[:2].assign(**{f"val_{c}": history.iloc[2:][c].to_numpy()
+                                         for c in ("binary_accuracy", "mean_balanced_accuracy", "loss")})
+    fig = plots.training_curves(history, baseline=0.8)
+    flat = {ax.get_title(): [line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == ":"]
+            for ax in fig.axes}
+    assert flat == {"binary accuracy": [0.8], "mean balanced accuracy": [0.5], "loss": []}
+
+
+def test_save_figure_writes_a_png_and_creates_folders(tmp_path: Path) -> None:
+    fig = plots.image_grid([np.zeros((8, 8, 3))])
+    path = plots.save_figure(fig, tmp_path / "reports" / "grid.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in path.parent.iterdir()] == ["grid.png"]  # no temporary file left
+
+
+def test_epoch_lines_print_one_line_per_epoch(capsys) -> None:
+    callback = plots.epoch_lines(12)
+    callback.on_epoch_begin(2, {})
+    callback.on_epoch_end(2, {"loss": 0.96812, "val_loss": 1.0123, "mean_balanced_accuracy": 0.6704,
+                              "val_mean_balanced_accuracy": 0.655})
+    callback.on_epoch_end(3, {"loss": 0.9})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("epoch  3/12  loss 0.968 / val 1.012  mean balanced accuracy 0.670 / val 0.655  (")
+    assert lines[1].startswith("epoch  4/12  loss 0.900  mean balanced accuracy  (")

@@ -12,12 +12,15 @@ from celebalib.errors import ConfigError, RunError
 from celebalib.retrieval import (
     GalleryIndex,
     VectorSearch,
+    description_matches,
     evaluate_retrieval,
     neighbours_excluding_self,
     parse_attributes,
     precision_at_k,
     random_neighbours,
     same_person_rate,
+    save_retrieval_report,
+    threshold_centred,
     top_k,
 )
 
@@ -346,3 +349,78 @@ def test_evaluate_retrieval_ranks_oracle_above_random() -> None:
     assert report.loc["random", "precision_at_k"] < 0.5
     with pytest.raises(ConfigError, match="not in the table"):
         evaluate_retrieval(index, table.iloc[10:])
+
+
+def test_saved_retrieval_report_is_what_demo_reads(tmp_path) -> None:
+    from celebalib.demo import _retrieval_figures
+
+    report = pd.DataFrame({"ranking": ["predicted", "oracle (true labels)", "random"],
+                           "precision_at_k": [0.3, 0.6, 0.02], "same_person_at_k": [0.9, 1.0, 0.05],
+                           "k": 10, "split": "test"})
+    path = save_retrieval_report(report, tmp_path)
+    assert path == tmp_path / "retrieval_test.json"
+    assert _retrieval_figures(path) == {"precision_at_10": 0.3, "precision_at_10_oracle": 0.6,
+                                        "precision_at_10_random": 0.02}
+
+
+def test_threshold_centred_puts_each_threshold_at_one_half() -> None:
+    thresholds = np.array([0.9, 0.5, 0.2])
+    centred = threshold_centred(np.array([[0.9, 0.5, 0.2], [0.0, 0.7, 1.0]]), thresholds)
+    np.testing.assert_allclose(centred[0], 0.5, atol=1e-6)
+    np.testing.assert_allclose(centred[1, [0, 2]], [0.0, 1.0])
+    # sigmoid(logit p - logit t), checked against the logarithmic form.
+    logit = lambda x: np.log(x / (1 - x))  # noqa: E731
+    p = np.linspace(0.01, 0.99, 50)
+    expected = 1 / (1 + np.exp(-(logit(p) - logit(0.84))))
+    np.testing.assert_allclose(threshold_centred(p[:, None], [0.84])[:, 0], expected, rtol=1e-5)
+    # With every threshold at 0.5 it changes nothing.
+    np.testing.assert_allclose(threshold_centred(p[:, None], [0.5])[:, 0], p, rtol=1e-6)
+
+
+def description_index() -> GalleryIndex:
+    """Two faces: A just under Eyeglasses' high threshold and female; B above it, unsure of Male."""
+    probabilities = np.full((2, len(ATTRIBUTES)), 0.5, dtype=np.float32)
+    eyes, male = ATTRIBUTES.index("Eyeglasses"), ATTRIBUTES.index("Male")
+    probabilities[:, [eyes, male]] = [[0.85, 0.0], [0.95, 0.3]]
+    thresholds = np.full(len(ATTRIBUTES), 0.5, dtype=np.float32)
+    thresholds[eyes] = 0.9
+    return GalleryIndex(probabilities=probabilities, image_ids=["a.jpg", "b.jpg"], paths=["/a", "/b"],
+                        thresholds=thresholds)
+
+
+def test_description_query_means_above_the_tuned_threshold() -> None:
+    index = description_index()
+    wanted = {"Eyeglasses": 1, "Male": 0}
+    # On raw probabilities A (0.85, no glasses by its threshold) would come first: 0.15 < 0.30.
+    raw = np.linalg.norm(index.probabilities[:, [ATTRIBUTES.index("Eyeglasses"), ATTRIBUTES.index("Male")]]
+                         - np.array([1, 0]), axis=1)
+    assert raw[0] < raw[1]
+    results = index.query_attributes(wanted, k=2)
+    assert results["image_id"].tolist() == ["b.jpg", "a.jpg"]
+    assert results["differs"].tolist() == ["", "Eyeglasses"]
+    truth = pd.DataFrame({"image_id": ["a.jpg", "b.jpg"], "Eyeglasses": [0, 1], "Male": [0, 0]})
+    matches = description_matches(truth, wanted)
+    assert matches.tolist() == [False, True]
+    assert matches.reindex(results["image_id"].head(1)).mean() == 1.0
+
+
+def test_description_query_is_more_precise_than_raw_probabilities() -> None:
+    """A balanced model's inflated rare-attribute probabilities: the centred ranking finds the true matches."""
+    rng = np.random.default_rng(3)
+    n, eyes = 400, ATTRIBUTES.index("Eyeglasses")
+    truth = (rng.random(n) < 0.07).astype(int)
+    probabilities = rng.random((n, len(ATTRIBUTES))).astype(np.float32)
+    # Negatives spread up to 0.88, positives from 0.8 up: the tuned threshold sits near 0.85.
+    probabilities[:, eyes] = np.where(truth == 1, rng.uniform(0.8, 1.0, n), rng.uniform(0.3, 0.88, n))
+    thresholds = np.full(len(ATTRIBUTES), 0.5, dtype=np.float32)
+    thresholds[eyes] = 0.85
+    index = GalleryIndex(probabilities=probabilities, image_ids=[f"{i}.jpg" for i in range(n)],
+                         paths=[f"/{i}" for i in range(n)], thresholds=thresholds)
+    table = pd.DataFrame({"image_id": index.image_ids, "Eyeglasses": truth,
+                          "Smiling": (probabilities[:, ATTRIBUTES.index("Smiling")] >= 0.5).astype(int)})
+    wanted = {"Eyeglasses": 1, "Smiling": 1}
+    matches = description_matches(table, wanted)
+    centred = matches.reindex(index.query_attributes(wanted, k=8)["image_id"]).mean()
+    raw_found, _ = top_k(np.array([1.0, 1.0]), probabilities[:, [eyes, ATTRIBUTES.index("Smiling")]], 8)
+    raw = matches.iloc[raw_found].mean()
+    assert centred > raw
