@@ -265,32 +265,6 @@ def training_curves(history: pd.DataFrame | str | Path, baseline: float | None =
     return fig
 
 
-def epoch_lines(epochs: int, metric: str = "mean_balanced_accuracy") -> object:
-    """A Keras callback that prints one short line per finished epoch: loss and ``metric``, train / val.
-
-    For notebooks, where Keras's own progress bar prints a line per update.
-    """
-    import keras
-
-    clock = [time.monotonic()]
-
-    def pair(logs: dict, name: str) -> str:
-        train, val = logs.get(name), logs.get(f"val_{name}")
-        text = f"{name.replace('_', ' ')} {train:.3f}" if train is not None else name.replace("_", " ")
-        return text + (f" / val {val:.3f}" if val is not None else "")
-
-    def line(epoch: int, logs: dict | None) -> None:
-        logs, now = logs or {}, time.monotonic()
-        took, clock[0] = now - clock[0], now
-        print(f"epoch {epoch + 1:>{len(str(epochs))}}/{epochs}  {pair(logs, 'loss')}  {pair(logs, metric)}"
-              f"  ({took:.0f} s)", flush=True)
-
-    def start(epoch: int, logs: dict | None) -> None:
-        clock[0] = time.monotonic()
-
-    return keras.callbacks.LambdaCallback(on_epoch_begin=start, on_epoch_end=line)
-
-
 def _phase_starts(frame: pd.DataFrame) -> list[int]:
     """Epochs where a new training phase begins (e.g. fine-tuning after a warm-up)."""
     if "phase" not in frame or frame.empty:

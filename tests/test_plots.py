@@ -99,14 +99,3 @@ def test_save_figure_writes_a_png_and_creates_folders(tmp_path: Path) -> None:
     path = plots.save_figure(fig, tmp_path / "reports" / "grid.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["grid.png"]  # no temporary file left
-
-
-def test_epoch_lines_print_one_line_per_epoch(capsys) -> None:
-    callback = plots.epoch_lines(12)
-    callback.on_epoch_begin(2, {})
-    callback.on_epoch_end(2, {"loss": 0.96812, "val_loss": 1.0123, "mean_balanced_accuracy": 0.6704,
-                              "val_mean_balanced_accuracy": 0.655})
-    callback.on_epoch_end(3, {"loss": 0.9})
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("epoch  3/12  loss 0.968 / val 1.012  mean balanced accuracy 0.670 / val 0.655  (")
-    assert lines[1].startswith("epoch  4/12  loss 0.900  mean balanced accuracy  (")

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from celebalib import cli, runs, train
+from celebalib import cli, recipes, runs, train
 from celebalib.errors import ConfigError, RunError
 from celebalib.io import write_json
 from celebalib.data import load_celeba, make_dataset
@@ -551,3 +551,19 @@ def test_a_portrait_run_takes_taller_images_through_every_entry_point(synthetic_
     run.update_config(crop="center")
     with pytest.raises(RunError, match="image_size 32 and crop 'center' make 32x32 images but the model takes 32x40"):
         check_run_matches(runs.Run(run.path))
+
+
+@pytest.mark.slow
+def test_fit_or_reuse_opens_a_finished_run_and_retrains_on_a_changed_setting(synthetic_root: Path,
+                                                                            tmp_path: Path) -> None:
+    config = recipes.TrainConfig(epochs=1, image_size=32, batch_size=32, optimizer="adam", run_eagerly=True)
+    out = tmp_path / "reuse"
+    train.fit_or_reuse(out, config, data_root=synthetic_root, progress=False)
+    (out / "marker").write_text("kept while the run is reused")
+    train.fit_or_reuse(out, config, data_root=synthetic_root, progress=False)
+    assert (out / "marker").is_file()  # opened, not trained again
+    changed = train.fit_or_reuse(out, config.replace(seed=1), data_root=synthetic_root, progress=False)
+    assert not (out / "marker").exists() and changed.config["seed"] == 1
+    (out / "marker").write_text("gone once retrain is asked for")
+    train.fit_or_reuse(out, config.replace(seed=1), data_root=synthetic_root, retrain=True, progress=False)
+    assert not (out / "marker").exists()
