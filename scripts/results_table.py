@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 HEADER = ("| run | data and split | mean accuracy (majority baseline) | mean balanced accuracy | "
-          "mean ROC-AUC | retrieval precision@10 | hardware | reproduce with |\n"
-          "| --- | --- | --- | --- | --- | --- | --- | --- |")
+          "mean ROC-AUC | retrieval precision@10 | same person among the 10 closest | hardware | reproduce with |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 COPIED = ("config.json", "eval_test.json", "eval_val.json", "retrieval_test.json", "retrieval_val.json", "about.json")
 N_BEST = 3
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -57,17 +57,18 @@ def data_text(config: dict[str, Any], result: dict[str, Any]) -> str:
     return f"{source}, {result['split']} split, {int(result['n_images']):,} images"
 
 
-def precision_text(run: Path, split: str) -> str:
-    """Precision@10 of the predicted ranking, with the true-label and random rankings beside it."""
+def retrieval_text(run: Path, split: str, figure: str) -> str:
+    """``figure`` (precision_at_k or same_person_at_k) at k = 10 of the predicted ranking, with the
+    true-label and random rankings beside it."""
     found = read_json(run / f"retrieval_{split}.json")
     if found is None:
         return "-"
-    by_name = {row["ranking"]: row["precision_at_k"] for row in found["rankings"] if int(row["k"]) == 10}
-    if "predicted" not in by_name:
+    by_name = {row["ranking"]: row.get(figure) for row in found["rankings"] if int(row["k"]) == 10}
+    if by_name.get("predicted") is None:
         return "-"
     text = f"{by_name['predicted']:.3f}"
     extra = [f"{label} {by_name[name]:.3f}" for name, label in (("oracle (true labels)", "true labels"),
-                                                                 ("random", "random")) if name in by_name]
+                                                                 ("random", "random")) if by_name.get(name) is not None]
     return text + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -82,7 +83,8 @@ def row(run: Path) -> str:
         f"{at['accuracy']:.3f} at 0.5, {tuned['accuracy']:.3f} tuned ({at['baseline']:.3f})",
         f"{at['balanced_accuracy']:.3f} at 0.5, {tuned['balanced_accuracy']:.3f} tuned (0.500)",
         f"{at['roc_auc']:.3f}",
-        precision_text(run, result["split"]),
+        retrieval_text(run, result["split"], "precision_at_k"),
+        retrieval_text(run, result["split"], "same_person_at_k"),
         about.get("hardware", "-"),
         f"`{about['command']}`" if about.get("command") else "-",
     ]
@@ -111,6 +113,11 @@ def copy_summaries(run: Path, target: Path) -> list[Path]:
     for name in COPIED:
         if (run / name).is_file():
             copied.append(Path(shutil.copyfile(run / name, target / name)))
+    for path in copied:  # keep the data folder's name, not a path of this machine
+        values = read_json(path)
+        if isinstance(values, dict) and values.get("data_root"):
+            values["data_root"] = Path(values["data_root"]).name
+            path.write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
     return copied
 
 

@@ -12,7 +12,6 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from celebalib import app
 
 pytestmark = pytest.mark.browser
 
@@ -63,18 +64,6 @@ def port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def stop(process: subprocess.Popen) -> None:
-    """Stop the app (which stops Voila and its kernel): SIGTERM to its process group, SIGKILL after 15 s."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
-    except ProcessLookupError:
-        pass
 
 
 def folder_digest(folder: Path) -> dict[str, str]:
@@ -122,7 +111,7 @@ def served_app(tmp_path: Path, tiny_index, tiny_run) -> Iterator[str]:
         assert url == f"http://127.0.0.1:{port}/"
         yield url
     finally:
-        stop(process)
+        app.stop(process)
     assert not port_open(port), f"port {port} still open after stopping the app"
     assert folder_digest(run_dir) == before, "the app changed the run folder"
 
