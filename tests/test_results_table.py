@@ -72,8 +72,8 @@ def _fake_run(folder: Path, accuracy: float) -> Path:
     (folder / "eval_val.json").write_text(json.dumps({"split": "val", "n_images": 1234, "means": {
         "at_0.5": means, "tuned": {**means, "accuracy": accuracy + 0.01}}, "per_attribute": per_attribute}))
     (folder / "retrieval_val.json").write_text(json.dumps({"rankings": [
-        {"ranking": "predicted", "k": 10, "precision_at_k": 0.25},
-        {"ranking": "random", "k": 10, "precision_at_k": 0.015}]}))
+        {"ranking": "predicted", "k": 10, "precision_at_k": 0.25, "same_person_at_k": 0.5},
+        {"ranking": "random", "k": 10, "precision_at_k": 0.015, "same_person_at_k": 0.01}]}))
     (folder / "config.json").write_text(json.dumps({"data_root": "/data/synthetic-6000"}))
     (folder / "about.json").write_text(json.dumps({"hardware": "2 CPU cores", "command": "make demo"}))
     return folder
@@ -83,7 +83,8 @@ def test_the_script_reads_the_run_files(tmp_path: Path) -> None:
     run = _fake_run(tmp_path / "course", 0.8)
     text = _script().table([run])
     assert ("| `course` | synthetic (6,000 faces), val split, 1,234 images | 0.800 at 0.5, 0.810 tuned (0.500) | "
-            "0.750 at 0.5, 0.750 tuned (0.500) | 0.812 | 0.250 (random 0.015) | 2 CPU cores | `make demo` |") in text
+            "0.750 at 0.5, 0.750 tuned (0.500) | 0.812 | 0.250 (random 0.015) | 0.500 (random 0.010) | 2 CPU cores | "
+            "`make demo` |") in text
     assert "best Smiling 0.900, Young 0.800, Bald 0.700; worst Male 0.600, Bald 0.700, Young 0.800." in text
 
 
