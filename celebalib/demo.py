@@ -241,6 +241,9 @@ def _handle(args: argparse.Namespace) -> int:
         # Kernels inherit this process's environment, so every notebook sees fast mode.
         os.environ["CELEBALIB_FAST"] = "1"
     settings = get_settings()
+    if settings.celeba_root is not None:
+        # The kernels run in the notebooks' folder, where a relative CELEBA_ROOT would point elsewhere.
+        os.environ["CELEBA_ROOT"] = str(settings.celeba_root)
     out_dir = Path(args.out).expanduser().resolve() if args.out else settings.reports_dir
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {args.out}: expected a folder, found a file")

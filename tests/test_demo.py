@@ -162,3 +162,19 @@ def test_the_kernels_own_stderr_goes_to_its_log_not_the_console(
     assert "Kernel is running over TCP" not in console.err
     assert "cpu_feature_guard" in log.read_text()
     assert executed.cells[1].outputs[0]["text"] == "a cell output\n"
+
+
+def test_a_relative_celeba_root_reaches_the_kernels_resolved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "celeba").mkdir()
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    checked = _write_notebook(folder / "01-root.ipynb", "import os, pathlib\n"
+                              "root = pathlib.Path(os.environ['CELEBA_ROOT'])\n"
+                              "assert root.is_absolute() and root.is_dir(), root")
+    monkeypatch.chdir(tmp_path)  # the kernels run in the notebooks' folder, not here
+    monkeypatch.setenv("CELEBA_ROOT", "celeba")
+    monkeypatch.setenv("CELEBALIB_HOME", str(tmp_path / "home"))
+    cli.main(["demo", "--notebooks", str(folder), "--out", str(tmp_path / "out")])
+    assert f"{checked}: cell" not in capsys.readouterr().err  # the cell passed; no run folder follows
