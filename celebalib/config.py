@@ -108,7 +108,7 @@ def gpu_available() -> bool:
 
 
 def recipe_default(name: str, *, fast: bool, real_data: bool) -> int:
-    """Setting ``name`` (image_size or batch_size) of the recipe the data would train with
+    """Setting ``name`` (image_size, batch_size or epochs) of the recipe the data would train with
     (``recipes.resolve_recipe``): ``course`` for the synthetic set, ``celeba-gpu`` for real
     CelebA where a GPU is present, else ``celeba-cpu``; shrunk in fast mode."""
     from celebalib.recipes import FAST_CHANGES, RECIPES
@@ -140,7 +140,7 @@ def get_settings() -> Settings:
             "image_size", fast=fast, real_data=bool(root)),
         batch_size=_env_int("CELEBALIB_BATCH_SIZE", 0) if batch_override else recipe_default(
             "batch_size", fast=fast, real_data=bool(root)),
-        epochs=_env_int("CELEBALIB_EPOCHS", 2 if fast else 24),
+        epochs=_env_int("CELEBALIB_EPOCHS", recipe_default("epochs", fast=fast, real_data=bool(root))),
         gallery_limit=400 if fast else None,
         seed=0,
     )
