@@ -495,19 +495,23 @@ def decode_image(image_bytes: tf.Tensor | bytes, *, image_size: int, crop: str =
     return tf.ensure_shape(image, (height, width, 3))
 
 
+def read_image_bytes(path_or_bytes: str | Path | bytes | bytearray | memoryview) -> tuple[bytes, Path]:
+    """An image file's bytes (or uploaded bytes as given) and the path that errors should name."""
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        return bytes(path_or_bytes), Path("<uploaded bytes>")
+    source = Path(path_or_bytes)
+    if not source.is_file():
+        raise CelebAFormatError(source, "image not found")
+    return source.read_bytes(), source
+
+
 def load_image(path_or_bytes: str | Path | bytes | bytearray | memoryview, *, image_size: int,
                crop: str = "center") -> np.ndarray:
     """Load one image file or uploaded bytes as the model sees it: (H, W, 3) float32 in [0, 255]
     (``image_shape(image_size, crop)``)."""
     import tensorflow as tf
 
-    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        data, source = bytes(path_or_bytes), Path("<uploaded bytes>")
-    else:
-        source = Path(path_or_bytes)
-        if not source.is_file():
-            raise CelebAFormatError(source, "image not found")
-        data = source.read_bytes()
+    data, source = read_image_bytes(path_or_bytes)
     _check_image_args(image_size, crop)
     try:
         return decode_image(data, image_size=image_size, crop=crop).numpy()

@@ -75,15 +75,9 @@ def read_photo(source: str | Path | bytes | bytearray | memoryview, *, max_pixel
     transparent; raise CelebAFormatError for a missing, unreadable, truncated or too large image."""
     from PIL import Image, UnidentifiedImageError
 
-    from celebalib.data import DECODABLE_FORMATS
+    from celebalib.data import DECODABLE_FORMATS, read_image_bytes
 
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data, where = bytes(source), Path("<uploaded bytes>")
-    else:
-        where = Path(source)
-        if not where.is_file():
-            raise CelebAFormatError(where, "image not found")
-        data = where.read_bytes()
+    data, where = read_image_bytes(source)
     try:
         with Image.open(io.BytesIO(data)) as image:  # reads the header only
             width, height = image.size
