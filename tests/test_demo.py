@@ -178,3 +178,24 @@ def test_a_relative_celeba_root_reaches_the_kernels_resolved(
     monkeypatch.setenv("CELEBALIB_HOME", str(tmp_path / "home"))
     cli.main(["demo", "--notebooks", str(folder), "--out", str(tmp_path / "out")])
     assert f"{checked}: cell" not in capsys.readouterr().err  # the cell passed; no run folder follows
+
+
+def test_the_cell_timeout_outlasts_the_recipes_expected_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from celebalib import config, recipes
+
+    real = tmp_path / "celeba"  # no synthetic marker: read as real CelebA
+    real.mkdir()
+    monkeypatch.setenv("CELEBA_ROOT", str(real))
+    monkeypatch.delenv("CELEBALIB_FAST", raising=False)
+    monkeypatch.setattr(config, "gpu_available", lambda: False)
+    recipe = recipes.resolve_recipe(real, fast=False, gpu=False)
+    assert recipe.name == "celeba-cpu" and recipe.minutes is not None
+    # notebook 03's training cell runs the whole 80-minute budget: an hour per cell would kill it
+    assert demo.cell_timeout() >= 2 * recipe.minutes * 60 > demo.CELL_TIMEOUT
+    # the synthetic default is not generated to find its recipe (notebook 01 does that)
+    monkeypatch.delenv("CELEBA_ROOT")
+    monkeypatch.setenv("CELEBALIB_HOME", str(tmp_path / "home"))
+    demo.cell_timeout()
+    assert not (tmp_path / "home").exists() or not any((tmp_path / "home").rglob("*.jpg"))
