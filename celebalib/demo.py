@@ -84,9 +84,33 @@ def _error_text(error: Exception) -> str:
     return f"{type(error).__name__}: {first[0] if first else ''}".strip().rstrip(":")
 
 
+# A cell with this tag shows its printed lines on the demo's console as they arrive (notebook 03's
+# recipe and training lines), so a long training is not a silent wait.
+ECHO_TAG = "progress"
+
+
+def _echoing_client(notebook: Any, **options: Any) -> Any:
+    """A NotebookClient that also prints the standard output of cells tagged ``ECHO_TAG``."""
+    from nbclient import NotebookClient
+
+    class EchoingClient(NotebookClient):
+        def output(self, outs, msg, display_id, cell_index):  # type: ignore[no-untyped-def]
+            out = super().output(outs, msg, display_id, cell_index)
+            tags = self.nb.cells[cell_index].get("metadata", {}).get("tags", [])
+            if out is not None and out.get("output_type") == "stream" and out.get("name") == "stdout" \
+                    and ECHO_TAG in tags:
+                for line in out.text.splitlines():
+                    print(f"      {line}", flush=True)
+            return out
+
+    return EchoingClient(notebook, **options)
+
+
 def execute_notebook(path: Path, *, timeout: int | None = CELL_TIMEOUT,
                      kernel_log: Path | None = None) -> Any:
-    """Execute a notebook in a fresh kernel (working folder: its own) and return it.
+    """Execute a notebook in a fresh kernel (working folder: its own) and return it, with each
+    cell's consecutive printed outputs merged into one; cells tagged ``ECHO_TAG`` also print
+    their lines here as they come.
 
     Args:
         path: the notebook.
@@ -98,11 +122,11 @@ def execute_notebook(path: Path, *, timeout: int | None = CELL_TIMEOUT,
         RunError: naming the notebook, the cell (1-based, as Jupyter counts) and the error.
     """
     import nbformat
-    from nbclient import NotebookClient
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
     notebook = nbformat.read(path, as_version=4)
     current = {"index": None}
-    client = NotebookClient(
+    client = _echoing_client(
         notebook, timeout=timeout, kernel_name="python3", record_timing=False,
         resources={"metadata": {"path": str(path.parent)}},
         # TensorFlow's C++ start-up lines (no GPU found, CPU features) would otherwise land
@@ -122,6 +146,8 @@ def execute_notebook(path: Path, *, timeout: int | None = CELL_TIMEOUT,
             # A cell's own error says everything; a dead or silent kernel may have said more in its log.
             see = f" (kernel log: {kernel_log})" if kernel_log is not None and not getattr(error, "ename", None) else ""
             raise RunError(f"{path}: {where}: {_error_text(error)}{see}") from None
+    # Each flushed print arrives as its own output; merged, they read as one block (no blank lines).
+    notebook, _ = CoalesceStreamsPreprocessor().preprocess(notebook, {})
     return notebook
 
 

@@ -164,6 +164,23 @@ def test_the_kernels_own_stderr_goes_to_its_log_not_the_console(
     assert executed.cells[1].outputs[0]["text"] == "a cell output\n"
 
 
+@pytest.mark.slow
+def test_tagged_cells_print_live_and_flushed_lines_are_one_output(
+    tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    loop = "for i in range(3):\n    print(f'{name} {i}', flush=True)"
+    notebook = _write_notebook(tmp_path / "01-echo.ipynb", "name = 'quiet'\n" + loop, "name = 'epoch'\n" + loop)
+    written = nbformat.read(notebook, as_version=4)
+    written.cells[1].metadata["tags"] = [demo.ECHO_TAG]
+    nbformat.write(written, notebook)
+    executed = demo.execute_notebook(notebook)
+    console = capfd.readouterr().out
+    assert "      epoch 0\n      epoch 1\n      epoch 2\n" in console
+    assert "quiet" not in console  # untagged cells stay in the notebook
+    for cell, name in zip(executed.cells, ("quiet", "epoch")):
+        assert [o["text"] for o in cell.outputs] == [f"{name} 0\n{name} 1\n{name} 2\n"]
+
+
 def test_a_relative_celeba_root_reaches_the_kernels_resolved(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from celebalib import demo
+
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]-*.ipynb"))
 # A decimal figure with two or more decimals (0.868, 12.40), not part of a word, version or path.
 FIGURE = re.compile(r"(?<![\w.])\d+\.\d{2,}(?![\w.])")
@@ -54,6 +56,10 @@ def test_notebook_is_one_clean_run(path: Path) -> None:
     assert [cell["execution_count"] for cell in code] == list(range(1, len(code) + 1))
     errors = [o for cell in code for o in cell["outputs"] if o["output_type"] == "error"]
     assert not errors, f"{path.name}: error outputs committed"
+    # one print per flush is one output each; unmerged, they render with a gap between lines
+    split = sorted({n for n, cell in enumerate(code, 1) for a, b in zip(cell["outputs"], cell["outputs"][1:])
+             if a["output_type"] == b["output_type"] == "stream" and a["name"] == b["name"]})
+    assert not split, f"{path.name}: code cells {split} hold unmerged printed outputs (run it with demo.execute_notebook)"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
@@ -77,6 +83,11 @@ def tagged_source(path: Path, tag: str) -> str:
     found = [source(cell) for cell in cells(path, "code") if tag in cell["metadata"].get("tags", [])]
     assert len(found) == 1, f"{path.name}: expected one cell tagged {tag!r}, found {len(found)}"
     return found[0]
+
+
+def test_the_training_shows_on_the_demo_console() -> None:
+    training = [cell for path in NOTEBOOKS for cell in cells(path, "code") if "fit_or_reuse" in source(cell)]
+    assert len(training) == 1 and demo.ECHO_TAG in training[0]["metadata"].get("tags", [])
 
 
 def test_written_out_model_equals_build_model() -> None:
