@@ -344,8 +344,9 @@ def load_celeba(root: str | Path, *, images: bool = True, strict: bool = False) 
     return table
 
 
-def default_root() -> Path:
-    """Return ``CELEBA_ROOT`` if set, else the synthetic dataset (generated on first use)."""
+def default_root(*, progress: bool = True) -> Path:
+    """Return ``CELEBA_ROOT`` if set, else the synthetic dataset (generated on first use, with a
+    progress bar unless ``progress`` is False)."""
     from celebalib.config import get_settings
 
     settings = get_settings()
@@ -353,7 +354,8 @@ def default_root() -> Path:
         return settings.celeba_root
     from celebalib.synthetic import ensure_generated
 
-    return Path(ensure_generated(settings.synthetic_dir, settings.synthetic_size, settings.synthetic_seed))
+    return Path(ensure_generated(settings.synthetic_dir, settings.synthetic_size, settings.synthetic_seed,
+                                 progress=progress))
 
 
 # ---------------------------------------------------------------------------------------
@@ -412,7 +414,7 @@ def _check_command(args: argparse.Namespace) -> int:
     """Validate a root fully, decode every image, and print the summary."""
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: expected a positive number of threads")
-    root = Path(args.root) if args.root else default_root()
+    root = Path(args.root) if args.root else default_root(progress=not args.quiet)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MissingImagesWarning)
         table = load_celeba(root, images=not args.annotations_only, strict=args.strict)

@@ -505,3 +505,21 @@ def test_one_image_size_rule_for_the_pipeline_and_the_model() -> None:
             data.check_image_size(bad)
     with pytest.raises(ConfigError, match="image_size=31: expected a whole number of pixels, at least 32"):
         model_check(31)
+
+
+def test_check_quiet_draws_the_default_faces_without_a_bar(
+    flat_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from celebalib import synthetic
+
+    drawn: list[bool] = []
+
+    def ensure_generated(out_dir, n, seed=0, progress=True):  # type: ignore[no-untyped-def]
+        drawn.append(progress)
+        return flat_root
+
+    monkeypatch.delenv("CELEBA_ROOT", raising=False)
+    monkeypatch.setattr(synthetic, "ensure_generated", ensure_generated)
+    assert main(["check", "--quiet"]) == 0 and main(["check"]) == 0
+    assert drawn == [False, True]
+    assert "Layout: flat" in capsys.readouterr().out
