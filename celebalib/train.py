@@ -447,16 +447,19 @@ def fit_or_reuse(out_dir: str | Path, config: TrainConfig, *, data_root: str | P
                  progress: bool | str = "epochs") -> runs.Run:
     """Open the finished run in ``out_dir`` if it trained ``config`` on ``data_root``, else train it there.
 
-    A run of the same settings that did not finish resumes from its last epoch. The stored run's
-    epochs may differ (a time budget can end it early) and so may its dtype policy (which changes
-    speed, not what is learnt); any other difference, or ``retrain``, trains the folder afresh.
+    A run of the same settings that did not finish resumes from its last epoch. The stored run may
+    have ended before ``config.epochs`` only when its time budget ended it (config.json then records
+    the ``planned_epochs``), and its dtype policy may differ (which changes speed, not what is learnt);
+    any other difference, such as a quick one-epoch stand-in, or ``retrain``, trains the folder afresh.
     """
     out = Path(out_dir).expanduser().resolve()
     if (out / runs.CONFIG).is_file() and not retrain:
         stored = runs.read_config(out)
         same_data = Path(stored.get("data_root") or "").resolve() == Path(data_root).expanduser().resolve()
         wanted = config.replace(learning_rate=config.learning_rate_used)  # as config.json records it
-        changed = set(TrainConfig.from_json(stored, out / runs.CONFIG).changes(wanted)) - {"epochs", "precision"}
+        changed = set(TrainConfig.from_json(stored, out / runs.CONFIG).changes(wanted)) - {"precision"}
+        if stored.get("planned_epochs") == config.epochs:  # its time budget ended it early
+            changed.discard("epochs")
         if same_data and not changed and stored.get("finished"):
             if progress:
                 print(f"Reusing the finished run {stored.get('run_id')} in {out} (retrain=True trains it again).")

@@ -562,6 +562,14 @@ def test_fit_or_reuse_opens_a_finished_run_and_retrains_on_a_changed_setting(syn
     (out / "marker").write_text("kept while the run is reused")
     train.fit_or_reuse(out, config, data_root=synthetic_root, progress=False)
     assert (out / "marker").is_file()  # opened, not trained again
+    stored = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**stored, "planned_epochs": 3}))  # as a time budget ends a run
+    train.fit_or_reuse(out, config.replace(epochs=3), data_root=synthetic_root, progress=False)
+    assert (out / "marker").is_file()  # ended early by its budget: still the run asked for
+    (out / "config.json").write_text(json.dumps(stored))
+    longer = train.fit_or_reuse(out, config.replace(epochs=2), data_root=synthetic_root, progress=False)
+    assert not (out / "marker").exists() and longer.config["epochs"] == 2  # a shorter run is not reused
+    (out / "marker").write_text("kept while the run is reused")
     changed = train.fit_or_reuse(out, config.replace(seed=1), data_root=synthetic_root, progress=False)
     assert not (out / "marker").exists() and changed.config["seed"] == 1
     (out / "marker").write_text("gone once retrain is asked for")
