@@ -131,7 +131,7 @@ def get_settings() -> Settings:
         fast=fast,
         celeba_root=Path(root).expanduser().resolve() if root else None,
         data_dir=data_dir,
-        runs_dir=home / "runs",
+        runs_dir=home / ("runs-fast" if fast else "runs"),  # a fast run never replaces a full one
         reports_dir=home / "reports",
         synthetic_dir=data_dir / f"synthetic-{synthetic_size}",
         synthetic_size=synthetic_size,

@@ -42,6 +42,8 @@ def test_home_places_data_runs_and_reports(clean_env: pytest.MonkeyPatch, tmp_pa
         home / "data", home / "runs", home / "reports")
     assert not settings.uses_real_data and settings.data_root == settings.synthetic_dir
     assert "synthetic" in settings.describe()
+    clean_env.setenv("CELEBALIB_FAST", "1")  # fast runs go elsewhere, so they never replace a full one
+    assert config.get_settings().runs_dir == home / "runs-fast"
 
 
 def test_celeba_root_selects_real_data(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:

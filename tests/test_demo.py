@@ -93,7 +93,7 @@ def test_course_run_opens_an_existing_run_or_trains_a_quick_one(
     assert demo.course_run(settings) == "trained"
     assert "No trained run" in capsys.readouterr().out
     kind, out, options = calls[-1]
-    assert (kind, out, options["epochs"], options["data_root"]) == ("fit", tmp_path / "runs" / "course", 1,
+    assert (kind, out, options["epochs"], options["data_root"]) == ("fit", settings.runs_dir / "course", 1,
                                                                    tmp_path / "faces")
     assert options["config"] == recipes.resolve_recipe(tmp_path / "faces", fast=settings.fast).config
     (out).mkdir(parents=True)
@@ -117,7 +117,7 @@ def test_demo_runs_notebooks_writes_reports_and_prints_figures(
     folder = tmp_path / "nbs"
     folder.mkdir()
     # The notebook writes an evaluation file into the course run, as notebook 04 does.
-    run_dir = tmp_path / "home" / "runs" / "course"
+    run_dir = tmp_path / "home" / "runs-fast" / "course"
     _write_notebook(folder / "01-ok.ipynb", "import json, pathlib, os",
                     f"d = pathlib.Path({str(run_dir)!r}); d.mkdir(parents=True)\n"
                     f"(d / 'eval_test.json').write_text(json.dumps({_eval_json()!r}))",
