@@ -66,8 +66,9 @@ STANDALONE_BENCHMARKS := bench_data bench_fast_layers bench_metrics bench_retrie
 bench: setup ## Run the benchmark scripts that need no trained run and print their figures.
 	@for name in $(STANDALONE_BENCHMARKS); do echo "== benchmarks/$$name.py"; $(PY) benchmarks/$$name.py || exit 1; done
 
-celeba-cpu: setup ## Train and evaluate the CPU recipe on real CelebA (CELEBA_ROOT, default ../shared/celeba).
-	$(PY) -m celebalib train --data $(or $(CELEBA_ROOT),../shared/celeba) --preset celeba-cpu --out runs/celeba-cpu
+celeba-cpu: setup ## Train (or resume) and evaluate the CPU recipe on real CelebA (CELEBA_ROOT, default ../shared/celeba).
+	@if [ -f runs/celeba-cpu/model.keras ]; then echo "runs/celeba-cpu is trained already: evaluating it."; else \
+	  $(PY) -m celebalib train --data $(or $(CELEBA_ROOT),../shared/celeba) --recipe celeba-cpu --out runs/celeba-cpu; fi
 	$(PY) -m celebalib evaluate --run runs/celeba-cpu --data $(or $(CELEBA_ROOT),../shared/celeba) --split val --objective accuracy --quiet
 	$(PY) -m celebalib evaluate --run runs/celeba-cpu --data $(or $(CELEBA_ROOT),../shared/celeba) --split val --quiet
 
