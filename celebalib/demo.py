@@ -195,21 +195,27 @@ def _eval_figures(path: Path, data: dict[str, Any]) -> dict[str, Any]:
             "balanced_accuracy": float(means["at_0.5"]["balanced_accuracy"]),
             "accuracy_tuned": float(means["tuned"]["accuracy"]),
             "balanced_accuracy_tuned": float(means["tuned"]["balanced_accuracy"]),
+            **({"roc_auc": float(means["at_0.5"]["roc_auc"])} if "roc_auc" in means["at_0.5"] else {}),
         }
     except (KeyError, TypeError, ValueError) as error:
         raise RunError(f"{path}: expected the mean figures of celebalib.evaluate (missing {error})") from None
 
 
 def _retrieval_figures(path: Path, k: int = 10) -> dict[str, float]:
-    """Precision@k of the predicted, oracle and random rankings from ``retrieval_<split>.json``."""
+    """Precision@k, and the same-person rate where identities were known, of the predicted, oracle
+    and random rankings from ``retrieval_<split>.json``."""
     data = _read_json(path)
     if data is None:
         return {}
-    names = {"predicted": "precision_at_10", "oracle (true labels)": "precision_at_10_oracle",
-             "random": "precision_at_10_random"}
+    names = {"predicted": "", "oracle (true labels)": "_oracle", "random": "_random"}
+    figures: dict[str, float] = {}
     try:
-        return {names[row["ranking"]]: float(row["precision_at_k"])
-                for row in data["rankings"] if row["ranking"] in names and int(row["k"]) == k}
+        for row in data["rankings"]:
+            if row["ranking"] in names and int(row["k"]) == k:
+                figures[f"precision_at_10{names[row['ranking']]}"] = float(row["precision_at_k"])
+                if row.get("same_person_at_k") is not None:
+                    figures[f"same_person_at_10{names[row['ranking']]}"] = float(row["same_person_at_k"])
+        return figures
     except (KeyError, TypeError, ValueError) as error:
         raise RunError(f"{path}: expected rankings with ranking, k and precision_at_k "
                        f"(missing {error})") from None
@@ -221,7 +227,8 @@ def headline_figures(run_dir: Path) -> dict[str, Any]:
     Returns:
         ``split``, ``n_images``, ``baseline``, ``accuracy`` and ``balanced_accuracy`` (at
         0.5, and ``_tuned`` at the val-tuned thresholds), and the retrieval ``precision_at_10``
-        (with ``_oracle`` and ``_random``) when notebook 05 wrote it; empty when nothing was evaluated.
+        and ``same_person_at_10`` (each with ``_oracle`` and ``_random``) when notebook 05 wrote
+        them; empty when nothing was evaluated.
     """
     found = _eval_summary(run_dir)
     if found is None:
@@ -236,18 +243,21 @@ def format_headline(figures: dict[str, Any], run_dir: Path, out_dir: Path) -> st
     lines = []
     if "accuracy" in figures:
         lines += [
-            f"{figures['split']} split, {figures['n_images']} images:",
+            f"{figures['split']} split, {figures['n_images']:,} images:",
             f"  mean accuracy           {figures['accuracy']:.3f} at 0.5, {figures['accuracy_tuned']:.3f} "
             f"with val-tuned thresholds (majority baseline {figures['baseline']:.3f})",
             f"  mean balanced accuracy  {figures['balanced_accuracy']:.3f} at 0.5, "
             f"{figures['balanced_accuracy_tuned']:.3f} with val-tuned thresholds (baseline 0.500)",
         ]
+        if "roc_auc" in figures:
+            lines.append(f"  mean ROC-AUC            {figures['roc_auc']:.3f} (chance 0.500)")
     else:
         lines.append(f"No evaluation found in {run_dir} (notebook 04 writes it).")
-    if "precision_at_10" in figures:
-        references = (("true labels", "precision_at_10_oracle"), ("random", "precision_at_10_random"))
-        extra = ", ".join(f"{name} {figures[key]:.3f}" for name, key in references if key in figures)
-        lines.append(f"  retrieval precision@10 {figures['precision_at_10']:.3f}" + (f" ({extra})" if extra else ""))
+    for key, label in (("precision_at_10", "retrieval precision@10"), ("same_person_at_10", "same person in top 10")):
+        if key in figures:
+            references = (("true labels", f"{key}_oracle"), ("random", f"{key}_random"))
+            extra = ", ".join(f"{name} {figures[ref]:.3f}" for name, ref in references if ref in figures)
+            lines.append(f"  {label:<24}{figures[key]:.3f}" + (f" ({extra})" if extra else ""))
     lines.append(f"Executed notebooks and HTML copies: {out_dir}")
     lines.append(f"Trained run (model, history, evaluation): {run_dir}")
     return "\n".join(lines)

@@ -22,7 +22,7 @@ def _write_notebook(path: Path, *sources: str) -> Path:
 
 def _eval_json(split: str = "test", accuracy: float = 0.91) -> dict:
     """A small evaluation summary shaped like celebalib.evaluate's eval_<split>.json."""
-    means = {"at_0.5": {"accuracy": accuracy, "balanced_accuracy": 0.7, "baseline": 0.8},
+    means = {"at_0.5": {"accuracy": accuracy, "balanced_accuracy": 0.7, "baseline": 0.8, "roc_auc": 0.85},
              "tuned": {"accuracy": 0.88, "balanced_accuracy": 0.83, "baseline": 0.8}}
     return {"split": split, "n_images": 120, "means": means, "per_attribute": []}
 
@@ -50,17 +50,18 @@ def test_course_notebooks_errors_name_the_folder(tmp_path: Path) -> None:
 def test_headline_figures_read_eval_and_retrieval_files(tmp_path: Path) -> None:
     assert demo.headline_figures(tmp_path) == {}
     _write_eval(tmp_path, split="val")
-    rankings = [{"ranking": "predicted", "precision_at_k": 0.625, "k": 10},
-                {"ranking": "random", "precision_at_k": 0.05, "k": 10},
+    rankings = [{"ranking": "predicted", "precision_at_k": 0.625, "same_person_at_k": 0.25, "k": 10},
+                {"ranking": "random", "precision_at_k": 0.05, "same_person_at_k": None, "k": 10},
                 {"ranking": "predicted", "precision_at_k": 0.9, "k": 5}]
     (tmp_path / "retrieval_val.json").write_text(json.dumps({"rankings": rankings}))
     figures = demo.headline_figures(tmp_path)
     assert figures == {"split": "val", "n_images": 120, "baseline": 0.8, "accuracy": 0.91,
-                       "balanced_accuracy": 0.7, "accuracy_tuned": 0.88, "balanced_accuracy_tuned": 0.83,
-                       "precision_at_10": 0.625, "precision_at_10_random": 0.05}
+                       "balanced_accuracy": 0.7, "accuracy_tuned": 0.88, "balanced_accuracy_tuned": 0.83, "roc_auc": 0.85,
+                       "precision_at_10": 0.625, "precision_at_10_random": 0.05, "same_person_at_10": 0.25}
     text = demo.format_headline(figures, tmp_path, tmp_path / "reports")
     assert "0.910 at 0.5, 0.880 with val-tuned thresholds (majority baseline 0.800)" in text
-    assert "precision@10 0.625 (random 0.050)" in text
+    assert "retrieval precision@10  0.625 (random 0.050)" in text and "mean ROC-AUC            0.850" in text
+    assert "same person in top 10   0.250\n" in text  # no identities for the random row: no reference
 
 
 def test_headline_figures_prefer_test_and_reject_damaged_files(tmp_path: Path) -> None:
