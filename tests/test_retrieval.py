@@ -360,7 +360,8 @@ def test_saved_retrieval_report_is_what_demo_reads(tmp_path) -> None:
     path = save_retrieval_report(report, tmp_path)
     assert path == tmp_path / "retrieval_test.json"
     assert _retrieval_figures(path) == {"precision_at_10": 0.3, "precision_at_10_oracle": 0.6,
-                                        "precision_at_10_random": 0.02}
+                                        "precision_at_10_random": 0.02, "same_person_at_10": 0.9,
+                                        "same_person_at_10_oracle": 1.0, "same_person_at_10_random": 0.05}
 
 
 def test_threshold_centred_puts_each_threshold_at_one_half() -> None:
