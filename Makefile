@@ -6,12 +6,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-test
 TEST_HOME := build/test-home
-# Genuine CelebA files beside the checkout; `make test` runs the notebooks on them too where present.
-REAL_CELEBA ?= $(abspath $(CURDIR)/../shared/celeba)
+# With CELEBA_ROOT set, `make test` also runs the notebooks on those genuine files (fast mode).
 REAL_TEST_HOME := build/test-home-celeba
 
 .DEFAULT_GOAL := help
-.PHONY: help setup browser demo app test test-fast lab check bench celeba-cpu clean
+.PHONY: help setup browser demo app test test-fast lab check bench celeba-root celeba-cpu clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -38,16 +37,17 @@ demo: $(VENV)/.installed-course ## Generate the synthetic faces, run notebooks 0
 app: $(VENV)/.installed-app ## Serve the retrieval explorer over runs/course (RUN=runs/NAME, PORT=8866).
 	$(PY) -m celebalib app --run $(or $(RUN),runs/course) --port $(or $(PORT),8866)
 
-test: setup browser ## Run the unit tests, the browser test and the notebooks (fast mode; also on real CelebA if present).
+test: setup browser ## Run the unit tests, the browser test and the notebooks (fast mode; also on CELEBA_ROOT when set).
 	rm -rf $(TEST_HOME) && mkdir -p $(TEST_HOME)
-	CELEBALIB_FAST=1 CELEBALIB_HOME=$(abspath $(TEST_HOME)) $(PY) -m pytest -q -p no:cacheprovider tests notebooks --nbval-lax
-	@if [ -d "$(REAL_CELEBA)" ]; then \
-	  echo "Notebooks on the genuine CelebA files in $(REAL_CELEBA) (fast mode):"; \
+	CELEBA_ROOT= CELEBALIB_TEST_CELEBA=$(if $(CELEBA_ROOT),$(abspath $(CELEBA_ROOT))) \
+	  CELEBALIB_FAST=1 CELEBALIB_HOME=$(abspath $(TEST_HOME)) $(PY) -m pytest -q -p no:cacheprovider tests notebooks --nbval-lax
+	@if [ -n "$(CELEBA_ROOT)" ]; then \
+	  echo "Notebooks on the genuine CelebA files in $(CELEBA_ROOT) (fast mode):"; \
 	  rm -rf $(REAL_TEST_HOME) && mkdir -p $(REAL_TEST_HOME) && \
-	  CELEBA_ROOT=$(REAL_CELEBA) CELEBALIB_FAST=1 CELEBALIB_HOME=$(abspath $(REAL_TEST_HOME)) \
+	  CELEBA_ROOT="$(abspath $(CELEBA_ROOT))" CELEBALIB_FAST=1 CELEBALIB_HOME=$(abspath $(REAL_TEST_HOME)) \
 	    $(PY) -m pytest -q -p no:cacheprovider notebooks --nbval-lax; \
 	else \
-	  echo "Skipping the notebooks on real CelebA: $(REAL_CELEBA) not found."; \
+	  echo "Notebooks on real CelebA skipped: set CELEBA_ROOT=/path/to/celeba to run them too."; \
 	fi
 
 test-fast: setup ## Run the unit tests only (no notebooks).
@@ -66,11 +66,14 @@ STANDALONE_BENCHMARKS := bench_data bench_fast_layers bench_metrics bench_retrie
 bench: setup ## Run the benchmark scripts that need no trained run and print their figures.
 	@for name in $(STANDALONE_BENCHMARKS); do echo "== benchmarks/$$name.py"; $(PY) benchmarks/$$name.py || exit 1; done
 
-celeba-cpu: setup ## Train (or resume) and evaluate the CPU recipe on real CelebA (CELEBA_ROOT, default ../shared/celeba).
+celeba-root:
+	@test -n "$(CELEBA_ROOT)" || { echo "make: this target needs real CelebA: set CELEBA_ROOT, e.g. make celeba-cpu CELEBA_ROOT=/path/to/celeba" >&2; exit 2; }
+
+celeba-cpu: celeba-root setup ## Train (or resume) and evaluate the CPU recipe on real CelebA (needs CELEBA_ROOT=/path/to/celeba).
 	@if [ -f runs/celeba-cpu/model.keras ]; then echo "runs/celeba-cpu is trained already: evaluating it."; else \
-	  $(PY) -m celebalib train --data $(or $(CELEBA_ROOT),../shared/celeba) --recipe celeba-cpu --out runs/celeba-cpu; fi
-	$(PY) -m celebalib evaluate --run runs/celeba-cpu --data $(or $(CELEBA_ROOT),../shared/celeba) --split val --objective accuracy --quiet
-	$(PY) -m celebalib evaluate --run runs/celeba-cpu --data $(or $(CELEBA_ROOT),../shared/celeba) --split val --quiet
+	  $(PY) -m celebalib train --data "$(CELEBA_ROOT)" --recipe celeba-cpu --out runs/celeba-cpu; fi
+	$(PY) -m celebalib evaluate --run runs/celeba-cpu --data "$(CELEBA_ROOT)" --split val --objective accuracy --quiet
+	$(PY) -m celebalib evaluate --run runs/celeba-cpu --data "$(CELEBA_ROOT)" --split val --quiet
 
 clean: ## Remove build output (keeps .venv, data/ and runs/).
 	rm -rf build reports .pytest_cache

@@ -11,7 +11,6 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CELEBALIB_FAST", "1")
 
-SHARED_CELEBA = Path(__file__).resolve().parents[2] / "shared" / "celeba"
 # Fixtures that train a model: every test that uses one, directly or through another fixture, is slow.
 TRAINING_FIXTURES = ("tiny_run",)
 
@@ -25,8 +24,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def celeba_shared() -> Path:
-    """The genuine CelebA files beside the project, or a skip where they are absent."""
-    root = Path(os.environ.get("CELEBALIB_SHARED_CELEBA", SHARED_CELEBA))
+    """The genuine CelebA files (flat layout) named by CELEBALIB_TEST_CELEBA, or a skip.
+
+    ``make test`` sets it from CELEBA_ROOT, which it clears for the tests themselves so that
+    they run on synthetic data.
+    """
+    named = os.environ.get("CELEBALIB_TEST_CELEBA", "").strip()
+    if not named:
+        pytest.skip("genuine CelebA not named: make test CELEBA_ROOT=/path/to/celeba runs these tests")
+    root = Path(named)
     if not (root / "list_attr_celeba.txt").is_file():
         pytest.skip(f"genuine CelebA files not found at {root}")
     return root
