@@ -11,12 +11,13 @@ template) and for the canvas centre-cropped to 178x218; how often the run's yes/
 with those on the genuine image; and seconds per photo of ``predict.predict_photos``. The
 test split is never read.
 
-    python benchmarks/bench_align.py --run runs/celeba-cpu [--images 200] [--data ../shared/celeba]
+    python benchmarks/bench_align.py --run runs/celeba-cpu [--images 200] [--data /path/to/celeba; default CELEBA_ROOT]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -45,7 +46,8 @@ def main() -> None:
     """Run the round trip and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="run folder (best.keras is used)")
-    parser.add_argument("--data", type=Path, default=Path("../shared/celeba"), help="a CelebA root with val images")
+    parser.add_argument("--data", type=Path, default=os.environ.get("CELEBA_ROOT") or None,
+                        required=not os.environ.get("CELEBA_ROOT"), help="a CelebA root with val images (default: CELEBA_ROOT)")
     parser.add_argument("--images", type=int, default=200, help="val images to use (default 200)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", type=int, default=512, help="canvas side in pixels")

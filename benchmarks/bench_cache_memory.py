@@ -24,7 +24,6 @@ import time
 import warnings
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "celeba"
 VARIANTS = ("before", "after")
 
 
@@ -81,7 +80,8 @@ def run_variant(variant: str, root: Path, epochs: int, image_size: int, batch_si
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=SHARED, help="CelebA root (default: the genuine files)")
+    parser.add_argument("--root", type=Path, default=os.environ.get("CELEBA_ROOT") or None, required=not os.environ.get("CELEBA_ROOT"),
+                        help="CelebA root (default: CELEBA_ROOT)")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--epochs", type=int, default=2, help="passes over the train split (default 2)")
     parser.add_argument("--image-size", type=int, default=96)

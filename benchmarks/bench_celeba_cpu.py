@@ -10,12 +10,13 @@ tuned for it (both cross-fitted over identity-grouped folds, so no image is scor
 thresholds tuned on it), mean ROC-AUC, and the majority baseline. The test split is never
 read. Thresholds stored in the runs are left as they are.
 
-    python benchmarks/bench_celeba_cpu.py runs/celeba-cpu [more run folders] [--data ../shared/celeba]
+    python benchmarks/bench_celeba_cpu.py runs/celeba-cpu [more run folders] [--data /path/to/celeba; default CELEBA_ROOT]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import datetime as dt
 import warnings
 from pathlib import Path
@@ -45,7 +46,7 @@ class ValSplit:
 
     def __init__(self, data: Path) -> None:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", MissingImagesWarning)  # the shared folder holds train and val only
+            warnings.simplefilter("ignore", MissingImagesWarning)  # a partial root may hold train and val only
             table = load_celeba(data)
         self.rows = table[table["split"] == "val"]
         self.y_true = self.rows[list(ATTRIBUTES)].to_numpy()
@@ -72,7 +73,8 @@ def main() -> None:
     """Print one line per run and set of test-time views."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (a stopped run is scored by its best.keras)")
-    parser.add_argument("--data", type=Path, default=Path("../shared/celeba"), help="a CelebA root with val images")
+    parser.add_argument("--data", type=Path, default=os.environ.get("CELEBA_ROOT") or None,
+                        required=not os.environ.get("CELEBA_ROOT"), help="a CelebA root with val images (default: CELEBA_ROOT)")
     args = parser.parse_args()
     val = ValSplit(args.data)
     print(val.describe())

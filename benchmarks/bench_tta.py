@@ -7,12 +7,13 @@ the same val figures as ``bench_celeba_cpu.py``: mean accuracy at 0.5, mean accu
 balanced accuracy at thresholds tuned for each (cross-fitted over identity-grouped folds) and
 mean ROC-AUC. The test split is never read.
 
-    python benchmarks/bench_tta.py runs/celeba-cpu [more run folders] [--shift 3] [--data ../shared/celeba]
+    python benchmarks/bench_tta.py runs/celeba-cpu [more run folders] [--shift 3] [--data /path/to/celeba; default CELEBA_ROOT]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -27,7 +28,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (best.keras is scored)")
     parser.add_argument("--shift", type=int, default=3, help="pixels each shifted view moves (default 3)")
-    parser.add_argument("--data", type=Path, default=Path("../shared/celeba"), help="a CelebA root with val images")
+    parser.add_argument("--data", type=Path, default=os.environ.get("CELEBA_ROOT") or None,
+                        required=not os.environ.get("CELEBA_ROOT"), help="a CelebA root with val images (default: CELEBA_ROOT)")
     args = parser.parse_args()
     val = ValSplit(args.data)
     every = prediction_views(flip=True, shift=args.shift)

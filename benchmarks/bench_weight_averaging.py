@@ -6,13 +6,14 @@ config and history, and a ``best.keras`` holding the mean of the last W epochs' 
 batch-norm statistics measured again on ``averaging.BN_IMAGES`` training images, as ``fit`` does.
 Score the folders on val with ``bench_celeba_cpu.py`` (the test split is never read):
 
-    python benchmarks/bench_weight_averaging.py runs/celeba-cpu --windows 2,4,6,8 [--data ../shared/celeba]
+    python benchmarks/bench_weight_averaging.py runs/celeba-cpu --windows 2,4,6,8 [--data /path/to/celeba; default CELEBA_ROOT]
     python benchmarks/bench_celeba_cpu.py runs/celeba-cpu runs/celeba-cpu-avg2 runs/celeba-cpu-avg4 ...
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import time
@@ -30,7 +31,8 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a finished run folder")
     parser.add_argument("--windows", default="2,4,6,8", help="comma-separated numbers of last epochs to average")
     parser.add_argument("--weights", type=Path, help="folder of epoch-NN.weights.h5 files (default: RUN/averaging)")
-    parser.add_argument("--data", type=Path, default=Path("../shared/celeba"), help="a CelebA root with train images")
+    parser.add_argument("--data", type=Path, default=os.environ.get("CELEBA_ROOT") or None,
+                        required=not os.environ.get("CELEBA_ROOT"), help="a CelebA root with train images (default: CELEBA_ROOT)")
     args = parser.parse_args()
     run = runs.open_run(args.run)
     folder = args.weights or run.path / train.AVERAGING_FOLDER
@@ -39,7 +41,7 @@ def main() -> None:
     if not kept:
         raise SystemExit(f"{folder}: no epoch-NN.weights.h5 files; train with --average-epochs N")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MissingImagesWarning)  # the shared folder holds train and val only
+        warnings.simplefilter("ignore", MissingImagesWarning)  # a partial root may hold train and val only
         table = load_celeba(args.data)
     batch_size = int(run.config["batch_size"])
     last = kept[-1]

@@ -7,12 +7,13 @@ within part divides the squared deviations from each identity's mean by images -
 person's photos as between people. Rows of unknown identity are left out; the val and test
 splits are never read.
 
-    python benchmarks/label_agreement.py [--data ../shared/celeba]
+    python benchmarks/label_agreement.py [--data /path/to/celeba; default CELEBA_ROOT]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import warnings
 from pathlib import Path
 
@@ -35,10 +36,11 @@ def between_share(rows: pd.DataFrame) -> pd.DataFrame:
 def main() -> None:
     """Print one row per attribute, the least person-consistent first."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/celeba"), help="a CelebA root with identities")
+    parser.add_argument("--data", type=Path, default=os.environ.get("CELEBA_ROOT") or None,
+                        required=not os.environ.get("CELEBA_ROOT"), help="a CelebA root with identities (default: CELEBA_ROOT)")
     args = parser.parse_args()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MissingImagesWarning)  # the shared root holds a part of the images
+        warnings.simplefilter("ignore", MissingImagesWarning)  # a partial root may hold a part of the images
         table = load_celeba(args.data)
     rows = split_rows(table, "train")
     rows = rows[rows["identity"] >= 0]

@@ -433,7 +433,7 @@ def _check_command(args: argparse.Namespace) -> int:
 
 def configure_check_parser(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``celebalib check``."""
-    parser.epilog = "example:\n  python -m celebalib check ../shared/celeba --annotations-only"
+    parser.epilog = "example:\n  python -m celebalib check /path/to/celeba --annotations-only"
     parser.add_argument("root", nargs="?", help="CelebA root in any layout (default: CELEBA_ROOT, "
                         "else the synthetic dataset, generated first if missing)")
     parser.add_argument("--strict", action="store_true", help="a listed image without a file is an error")

@@ -526,7 +526,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def configure_train_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``train`` arguments: data, output, recipe, and one option per TrainConfig field."""
-    parser.epilog = ("example:\n  python -m celebalib train --data ../shared/celeba --out runs/celeba-cpu\n\n"
+    parser.epilog = ("example:\n  python -m celebalib train --data /path/to/celeba --out runs/celeba-cpu\n\n"
                      "Without --recipe, the recipe follows the data and the machine: course for the synthetic "
                      "faces, celeba-cpu or celeba-gpu for real CelebA; CELEBALIB_FAST=1 shrinks it. Recipes:\n"
                      + recipe_table())

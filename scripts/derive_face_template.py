@@ -7,12 +7,13 @@ to ``celebalib/resources/celeba_landmarks.csv``. Only those ten numbers enter th
 It also prints how far the images' eyes scatter around the mean, which bounds
 ``faces.ALIGNED_EYE_TOLERANCE``.
 
-Usage: python scripts/derive_face_template.py --root ../shared/celeba [--images 400] [--seed 0]
+Usage: python scripts/derive_face_template.py --root /path/to/celeba [--images 400] [--seed 0]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,6 @@ from celebalib.data import load_celeba, split_rows
 from celebalib.io import atomic_path
 
 PROJECT = Path(__file__).resolve().parents[1]
-DEFAULT_ROOT = PROJECT.parent / "shared" / "celeba"
 
 
 def measure(paths: list[str]) -> tuple[np.ndarray, int]:
@@ -42,7 +42,8 @@ def measure(paths: list[str]) -> tuple[np.ndarray, int]:
 def main() -> None:
     """Measure the template and write it atomically into celebalib/resources/."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="CelebA root with aligned images")
+    parser.add_argument("--root", type=Path, default=os.environ.get("CELEBA_ROOT") or None, required=not os.environ.get("CELEBA_ROOT"),
+                        help="CelebA root with aligned images (default: CELEBA_ROOT)")
     parser.add_argument("--images", type=int, default=400, help="how many train images to measure")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=faces.TEMPLATE_FILE)

@@ -5,12 +5,13 @@ Reads ``list_attr_celeba.txt`` of the CelebA release and writes two small tables
 matrix of a Gaussian copula whose thresholded samples reproduce every pairwise
 co-occurrence rate. The annotation file itself never enters the repository.
 
-Usage: python scripts/derive_label_stats.py [--attr ../shared/celeba/list_attr_celeba.txt]
+Usage: python scripts/derive_label_stats.py [--attr /path/to/celeba/list_attr_celeba.txt; default: CELEBA_ROOT's]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,6 @@ from celebalib.io import atomic_path
 
 PROJECT = Path(__file__).resolve().parents[1]
 RESOURCES = PROJECT / "celebalib" / "resources"
-DEFAULT_ATTR = PROJECT.parent / "shared" / "celeba" / "list_attr_celeba.txt"
 
 
 def read_labels(path: Path) -> np.ndarray:
@@ -68,7 +68,9 @@ def derive(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def main() -> None:
     """Derive the statistics and write them atomically into celebalib/resources/."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--attr", type=Path, default=DEFAULT_ATTR)
+    root = os.environ.get("CELEBA_ROOT")
+    parser.add_argument("--attr", type=Path, default=Path(root) / "list_attr_celeba.txt" if root else None,
+                        required=not root, help="list_attr_celeba.txt (default: the one in CELEBA_ROOT)")
     args = parser.parse_args()
     labels = read_labels(args.attr)
     rates, corr = derive(labels)

@@ -36,7 +36,7 @@ def astronaut() -> np.ndarray:
 @pytest.fixture(scope="module")
 def val_paths(celeba_shared: Path) -> list[str]:
     """20 genuine aligned val images drawn at random."""
-    with pytest.warns(UserWarning):  # the shared folder holds part of the images
+    with pytest.warns(UserWarning):  # a partial root holds part of the images
         rows = split_rows(load_celeba(celeba_shared), "val")
     return rows["path"].sample(n=20, random_state=1).tolist()
 
