@@ -127,7 +127,7 @@ def serve(run_dir: Path, index: Path, *, port: int = DEFAULT_PORT, k: int = DEFA
     import importlib.util
 
     if importlib.util.find_spec("voila") is None:
-        raise ConfigError("Voila is not installed; install the app's extra: pip install 'celebalib[app]'")
+        raise ConfigError("Voila is not installed; in the celebalib folder run pip install -e '.[app]' (or make setup)")
     if port_in_use(port):
         raise ConfigError(f"--port {port}: something already listens there; pass another port")
     env = {**os.environ, ENV_RUN: str(run_dir), ENV_INDEX: str(index), ENV_K: str(k)}

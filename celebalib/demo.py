@@ -289,7 +289,7 @@ def _handle(args: argparse.Namespace) -> int:
     missing = [name for name in ("nbclient", "nbconvert", "ipykernel") if importlib.util.find_spec(name) is None]
     if missing:
         raise ConfigError(f"the demo runs notebooks, which needs {', '.join(missing)}: "
-                          "pip install 'celebalib[course]'")
+                          "in the celebalib folder run pip install -e '.[course]' (or make setup)")
     if args.fast:
         # Kernels inherit this process's environment, so every notebook sees fast mode.
         os.environ["CELEBALIB_FAST"] = "1"

@@ -100,7 +100,7 @@ class VectorSearch:
         if backend not in ("numpy", "faiss"):
             raise ConfigError(f"unknown backend {backend!r}; expected 'numpy' or 'faiss'")
         if backend == "faiss" and not faiss_available():
-            raise ConfigError("backend 'faiss' needs the optional package: pip install 'celebalib[faiss]'")
+            raise ConfigError("backend 'faiss' needs the optional package; in the celebalib folder run pip install -e '.[faiss]'")
         self.rows = _as_matrix(gallery, "gallery")
         self.metric, self.backend = metric, backend
         scaled = self.rows.astype(np.float32)

@@ -5,6 +5,8 @@ Reads ``list_attr_celeba.txt`` of the CelebA release and writes two small tables
 matrix of a Gaussian copula whose thresholded samples reproduce every pairwise
 co-occurrence rate. The annotation file itself never enters the repository.
 
+Needs SciPy, which the test extra installs (`pip install -e ".[test]"` from the clone).
+
 Usage: python scripts/derive_label_stats.py [--attr /path/to/celeba/list_attr_celeba.txt; default: CELEBA_ROOT's]
 """
 

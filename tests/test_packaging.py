@@ -1,8 +1,10 @@
-"""Packaging: the library's runtime set is lean, the extras are complete, environment.yml mirrors
-pyproject.toml, one version source, a LICENSE."""
+"""Packaging: the library's runtime set is lean and imported, the extras are complete, environment.yml
+mirrors pyproject.toml, one Python range and one version source, an SPDX licence with its file."""
 
 from __future__ import annotations
 
+import ast
+import re
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -65,13 +67,61 @@ def test_every_dependency_has_a_lower_and_an_upper_bound() -> None:
         assert operators & {"<", "<=", "~=", "=="}, f"{name} has no upper bound"
 
 
-def test_python_floor_agrees() -> None:
+PYTHONS = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13", "3.14", "3.15")
+
+
+def _supported(spec: SpecifierSet) -> list[str]:
+    """The minor Pythons (of PYTHONS) a specifier admits."""
+    return [v for v in PYTHONS if spec.contains(f"{v}.0")]
+
+
+def test_one_python_range_in_pyproject_environment_yml_and_readme() -> None:
+    project = _supported(SpecifierSet(_pyproject()["project"]["requires-python"]))
     conda_lines = (ROOT / "environment.yml").read_text(encoding="utf-8").splitlines()
     python = next(line.strip()[2:] for line in conda_lines if line.strip().startswith("- python"))
-    candidates = ("3.8", "3.9", "3.10", "3.11", "3.12", "3.13")
-    conda = SpecifierSet(python.removeprefix("python"))
-    project = SpecifierSet(_pyproject()["project"]["requires-python"])
-    assert next(v for v in candidates if v in conda) == next(v for v in candidates if v in project)
+    assert _supported(SpecifierSet(python.removeprefix("python"))) == project
+    stated = re.findall(r"Python (3\.\d+) to (3\.\d+)", (ROOT / "README.md").read_text(encoding="utf-8"))
+    assert stated == [(project[0], project[-1])], f"README states {stated}; pyproject admits {project}"
+    classifiers = {c.rsplit(" :: ", 1)[1] for c in _pyproject()["project"]["classifiers"]
+                   if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)}
+    assert sorted(classifiers, key=PYTHONS.index) == project
+
+
+def test_the_python_range_has_an_upper_bound() -> None:
+    assert _supported(SpecifierSet(_pyproject()["project"]["requires-python"]))[-1] != PYTHONS[-1]
+
+
+IMPORT_NAMES = {"pillow": "PIL", "scikit-learn": "sklearn", "scikit-image": "skimage"}
+
+
+def _imported(folder: Path) -> set[str]:
+    """Top-level module names imported anywhere (module level or inside functions) under ``folder``."""
+    names: set[str] = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_every_runtime_dependency_is_imported_by_the_library() -> None:
+    imported = _imported(ROOT / "celebalib")
+    for name in _requirements(_pyproject()["project"]["dependencies"]):
+        assert IMPORT_NAMES.get(name, name.replace("-", "_")) in imported, f"{name} is declared but celebalib never imports it"
+
+
+def test_install_hints_work_from_a_clone() -> None:
+    """No hint to install celebalib from an index it is not on: extras come from the clone (pip install -e)."""
+    for path in [*(ROOT / "celebalib").rglob("*.py"), ROOT / "README.md"]:
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"pip install[^\n]*?['\" ]celebalib(\[|['\" ]|$)", text, re.M), f"{path}: pip install celebalib"
+
+
+def test_project_metadata_names_its_urls() -> None:
+    urls = _pyproject()["project"]["urls"]
+    assert {"Repository", "Dataset"} <= set(urls) and all(u.startswith("https://") for u in urls.values())
 
 
 def test_console_script_points_at_the_cli() -> None:
@@ -106,4 +156,9 @@ def test_the_version_has_one_source() -> None:
 def test_license_file_is_the_mit_license_pyproject_names() -> None:
     text = (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert text.startswith("MIT License") and "Copyright (c) 2026 celebalib authors" in text
-    assert _pyproject()["project"]["license"] == {"text": "MIT"}
+    project = _pyproject()["project"]
+    assert project["license"] == "MIT" and project["license-files"] == ["LICENSE"]
+    assert not any(c.startswith("License ::") for c in project["classifiers"]), "PEP 639: the expression replaces classifiers"
+    # setuptools reads an SPDX expression and license-files from version 77 on.
+    setuptools = next(Requirement(r) for r in _pyproject()["build-system"]["requires"] if Requirement(r).name == "setuptools")
+    assert not setuptools.specifier.contains("76.9") and setuptools.specifier.contains("77.0")
