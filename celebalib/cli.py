@@ -50,9 +50,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """Show each option's default and keep the description's and example's line breaks."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        """Add "(default: X)" only where there is a default worth showing."""
+        """Add "(default: X)" where there is a default worth showing: not for flags, which take no
+        value (a --no-x flag's default True would read as if --no-x were on), nor for None; a 0 shows."""
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+        if action.nargs == 0 or action.default is None or action.default is argparse.SUPPRESS or "default" in text:
             return text
         return super()._get_help_string(action)
 

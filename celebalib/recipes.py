@@ -460,8 +460,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training settings (default: the recipe's; 'none' clears an optional one)")
     for field in dataclasses.fields(TrainConfig):
         kind, flag = hints[field.name], f"--{field.name.replace('_', '-')}"
-        default = {True: "on", False: "off", None: "none"}.get(field.default, field.default)
-        text = f"{field.metadata['help']} (TrainConfig default: {default})"
+        text = f"{field.metadata['help']} ({recipe_values(field.name)})"
         options: dict[str, Any] = {"default": None, "help": text, "dest": field.name}
         allowed = choices(field.name) if typing.get_origin(kind) is Literal else None
         if allowed:
@@ -476,6 +475,21 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, **options)
     group.add_argument("--no-augment", dest="augment", action="store_const", const="none",
                        help="the same as --augment none")
+
+
+def _shown(value: Any) -> str:
+    """A setting as the command line spells it: on/off for booleans, none for None."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "none" if value is None else str(value)
+
+
+def recipe_values(name: str) -> str:
+    """What each recipe sets ``name`` to, for --help: "every recipe: 32" or "course 64, celeba-cpu 96, ..."."""
+    values = {recipe: _shown(getattr(config, name)) for recipe, config in RECIPES.items()}
+    if len(set(values.values())) == 1:
+        return f"every recipe: {next(iter(values.values()))}"
+    return ", ".join(f"{recipe} {value}" for recipe, value in values.items())
 
 
 def given_settings(args: argparse.Namespace) -> dict[str, Any]:

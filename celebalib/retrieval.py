@@ -524,7 +524,7 @@ def configure_query_parser(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--like", metavar="ID", help="a gallery image id, e.g. 182638.jpg")
     what.add_argument("--attributes", help='wanted attributes, e.g. "Eyeglasses,Smiling,-Male"')
     parser.add_argument("-k", type=int, default=10, help="how many results")
-    parser.add_argument("--split", default="test", choices=SPLITS, help="which default index to use")
+    parser.add_argument("--split", default="test", choices=SPLITS, help="the split whose index to use, RUN/index_<split>.npz")
     parser.add_argument("--index", default=None, help=".npz index (default: RUN/index_<split>.npz)")
     parser.add_argument("--metric", default="euclidean", choices=METRICS, help="distance between "
                         "probability vectors")
