@@ -111,3 +111,18 @@ def test_write_replaces_only_the_block(tmp_path: Path) -> None:
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "stale" not in text
     assert_same_figures(_block(text, readme), _script().table([run]))
+
+
+def test_the_results_log_gives_the_course_run_s_committed_figures() -> None:
+    """docs/experiments/results-log.md's synthetic rows are the figures of docs/results/course."""
+    log = (ROOT / "docs" / "experiments" / "results-log.md").read_text(encoding="utf-8")
+    result = json.loads((RESULTS / "course" / "eval_test.json").read_text(encoding="utf-8"))
+    at, tuned = result["means"]["at_0.5"], result["means"]["tuned"]
+    assert (f"{at['accuracy']:.3f} at threshold 0.5, {tuned['accuracy']:.3f} at val-tuned thresholds; "
+            f"majority baseline {at['baseline']:.3f}") in log
+    assert (f"{at['balanced_accuracy']:.3f} at threshold 0.5, {tuned['balanced_accuracy']:.3f} at val-tuned thresholds "
+            f"(baseline 0.500); mean ROC-AUC {at['roc_auc']:.3f}") in log
+    rankings = json.loads((RESULTS / "course" / "retrieval_test.json").read_text(encoding="utf-8"))["rankings"]
+    predicted = next(r for r in rankings if r["ranking"] == "predicted" and int(r["k"]) == 10)
+    assert f"{predicted['precision_at_k']:.3f} on predicted probabilities" in log
+    assert f"{predicted['same_person_at_k']:.3f} predicted" in log
