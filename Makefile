@@ -51,7 +51,7 @@ test: setup browser ## Run the unit tests, the browser test and the notebooks (f
 	fi
 
 test-fast: setup ## Run the unit tests only (no notebooks).
-	CELEBALIB_FAST=1 $(PY) -m pytest -q -p no:cacheprovider tests
+	CELEBA_ROOT= CELEBALIB_TEST_CELEBA=$(if $(CELEBA_ROOT),$(abspath $(CELEBA_ROOT))) CELEBALIB_FAST=1 $(PY) -m pytest -q -p no:cacheprovider tests
 
 lab: $(VENV)/.installed-course ## Open JupyterLab on the notebooks.
 	$(PY) -m jupyter lab notebooks
