@@ -59,7 +59,7 @@ def test_each_default_shown_is_the_real_one_and_flags_show_none(
         if action.nargs == 0:  # a flag: "--no-align ... (default: True)" would read as if it were on
             assert appended is None, f"{command} {action.option_strings[0]}: a flag shows a default: {text}"
         elif action.default is not None:
-            assert "default" in text or "recipe" in text, f"{command} {action.option_strings[0]} hides its default {action.default!r}"
+            assert "default" in text, f"{command} {action.option_strings[0]} hides its default {action.default!r}"
             if appended and "(default: " not in (action.help or ""):
                 assert appended.group(1) == str(action.default), f"{command} {action.option_strings[0]}: {text}"
 
