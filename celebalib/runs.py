@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -79,9 +80,15 @@ class RunFiles:
             raise RunError(f"model {which!r}: expected 'best' or 'final'")
         return self.best if which == "best" else self.final
 
-    def epoch_weights(self, epoch: int) -> Path:
-        """The weights after ``epoch`` (1-based) that weight averaging keeps."""
-        return self.averaging / f"epoch-{epoch:02d}.weights.h5"
+    def epoch_weights(self, epoch: int, folder: Path | None = None) -> Path:
+        """The weights after ``epoch`` (1-based) that weight averaging keeps (in ``averaging``, or ``folder``)."""
+        return (folder or self.averaging) / f"epoch-{epoch:02d}.weights.h5"
+
+    def kept_epochs(self, folder: Path | None = None) -> list[int]:
+        """The epochs whose weights ``averaging`` (or ``folder``) holds, in order."""
+        found = (re.fullmatch(r"epoch-(\d+)\.weights\.h5", path.name)
+                 for path in (folder or self.averaging).glob("epoch-*.weights.h5"))
+        return sorted(int(match.group(1)) for match in found if match)
 
     def predictions(self, name: str) -> Path:
         """Stored predictions of one split (``Run.predict_stored``)."""

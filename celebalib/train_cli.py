@@ -132,7 +132,7 @@ def train_command(args: argparse.Namespace) -> int:
 
 def configure_train_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``train`` arguments: data, output, recipe or saved config, and one option per TrainConfig field."""
-    parser.epilog = ("examples:\n  python -m celebalib train --data ../shared/celeba --out runs/celeba-cpu\n"
+    parser.epilog = ("example:\n  python -m celebalib train --data ../shared/celeba --out runs/celeba-cpu\n"
                      "  python -m celebalib train --config runs/celeba-cpu/config.json --out runs/again --seed 1\n\n"
                      "Without --recipe or --config, the recipe follows the data and the machine: course for the "
                      "synthetic faces, celeba-cpu or celeba-gpu for real CelebA; CELEBALIB_FAST=1 shrinks it. Recipes:\n"

@@ -70,7 +70,7 @@ def test_two_workers_end_with_the_same_weights_and_one_run_folder(synthetic_root
         np.testing.assert_array_equal(first[name], second[name])
     # The chief wrote the one run folder; the other worker's temporary copy is gone.
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["multi"]
-    assert (out / "model.keras").is_file() and json.loads((out / "config.json").read_text())["strategy"] == "multi-worker"
+    assert (out / "model.keras").is_file() and json.loads((out / "config.json").read_text())["settings"]["strategy"] == "multi-worker"
     assert list((tmp_path / "tmp1").iterdir()) == []
 
 
