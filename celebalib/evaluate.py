@@ -333,7 +333,7 @@ def evaluate_run(
 ) -> EvaluationResult:
     """Predict ``split`` and tabulate every attribute at 0.5 and at tuned thresholds.
 
-    On val, thresholds are tuned, stored in the run's config.json, and the tuned figures
+    On val, thresholds are tuned, stored in the run's record (``Run.record_thresholds``), and the tuned figures
     are cross-fitted (each fold scored with thresholds tuned on the others). On train or
     test, the stored thresholds are applied unchanged (0.5 where none are stored).
     ``flip`` and ``shift`` choose the test-time views (None: as the run's config says; see

@@ -133,7 +133,7 @@ class TrainConfig:
         return values
 
     @classmethod
-    def from_json(cls, values: Mapping[str, Any], source: str | Path = "config.json") -> TrainConfig:
+    def from_json(cls, values: Mapping[str, Any], source: str | Path = "settings") -> TrainConfig:
         """The settings ``to_json`` wrote: every field must be there; errors name ``source``.
 
         Run records of older schemas reach this through ``runs.migrate``, which gives them the
@@ -141,7 +141,7 @@ class TrainConfig:
         """
         names = [f.name for f in dataclasses.fields(cls)]
         if missing := [name for name in names if name not in values]:
-            raise ConfigError(f"{source}: settings without {', '.join(sorted(missing))}")
+            raise ConfigError(f"{source}: no {', '.join(sorted(missing))} among the settings")
         try:
             return cls.from_dict({k: v for k, v in values.items() if k in names})
         except ConfigError as error:

@@ -58,7 +58,7 @@ def test_json_round_trip_keeps_every_field() -> None:
         runs.RunRecord.from_json({**json.loads(text), "schema_version": 99})
     incomplete = config.to_json()
     del incomplete["head"]
-    with pytest.raises(ConfigError, match="without head"):
+    with pytest.raises(ConfigError, match="no head"):
         TrainConfig.from_json(incomplete)
 
 
