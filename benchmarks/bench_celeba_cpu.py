@@ -26,18 +26,18 @@ import numpy as np
 from celebalib.attributes import ATTRIBUTES
 from celebalib.data import MissingImagesWarning, load_celeba, majority_baseline
 from celebalib.evaluate import attribute_table, cross_fitted_table, table_means, threshold_folds
-from celebalib.runs import Run
+from celebalib.runs import Run, RunRecord
 from celebalib.recipes import CHECKPOINT_METRICS
 
 SETTINGS = ("image_size", "crop", "alpha", "augment", "head", "optimizer", "learning_rate", "lr_schedule", "loss", "label_smoothing", "weight_decay", "batch_size",
             "epoch_images", "time_budget")
 
 
-def minutes(config: dict) -> str:
+def minutes(record: RunRecord) -> str:
     """Wall minutes from the run's creation to its finish ("unfinished" for a stopped run)."""
-    if "finished" not in config:
+    if not record.progress.finished:
         return "unfinished"
-    start, end = (dt.datetime.fromisoformat(config[key]) for key in ("created", "finished"))
+    start, end = (dt.datetime.fromisoformat(when) for when in (record.created, record.progress.finished))
     return f"{(end - start).total_seconds() / 60:.1f}"
 
 
@@ -85,18 +85,18 @@ def main() -> None:
         settings = ", ".join(f"{key} {getattr(recorded, key)}" for key in SETTINGS)
         history = run.history()
         monitor = CHECKPOINT_METRICS[recorded.checkpoint_metric]
-        if "averaged" in run.config:  # best.keras averages epochs instead of keeping one
-            first, last = run.config["averaged"]["epochs"]
+        if run.record.progress.averaged:  # best.keras averages epochs instead of keeping one
+            first, last = run.record.progress.averaged["epochs"]
             chosen = f"average of {first}-{last}"
         else:
             chosen = str(int(history.loc[history[monitor].idxmax(), "epoch"]))
-        epochs = f"{len(history)} of {run.config['epochs']} ({chosen})"
-        if "planned_epochs" in run.config:  # its time budget shortened the run
-            epochs += f", {run.config['planned_epochs']} planned"
+        epochs = f"{len(history)} of {run.record.end_epoch} ({chosen})"
+        if run.record.progress.budget_end:  # its time budget shortened the run
+            epochs += f", {recorded.epochs} planned"
         choices = [(False, 0), (True, 0)] + ([(True, run.shift_pixels)] if run.shift_pixels else [])
         for flip, shift in choices:
             y_prob = run.predict(val.rows, progress=False, flip=flip, shift=shift)
-            print(f"{folder.name} | {settings} | {epochs} | {minutes(run.config)} | "
+            print(f"{folder.name} | {settings} | {epochs} | {minutes(run.record)} | "
                   f"{len(run.views(flip, shift))} | {val.figures(y_prob)}", flush=True)
 
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import time
 import warnings
 from pathlib import Path
 
-from celebalib import runs, train
+from celebalib import runs
 from celebalib.averaging import average_epochs
 from celebalib.data import MissingImagesWarning, load_celeba, make_dataset
 
@@ -35,15 +34,14 @@ def main() -> None:
                         required=not os.environ.get("CELEBA_ROOT"), help="a CelebA root with train images (default: CELEBA_ROOT)")
     args = parser.parse_args()
     run = runs.open_run(args.run)
-    folder = args.weights or run.path / train.AVERAGING_FOLDER
-    kept = sorted(int(m.group(1)) for f in folder.glob("epoch-*.weights.h5")
-                  if (m := re.fullmatch(r"epoch-(\d+)\.weights\.h5", f.name)))
+    folder = args.weights or run.files.averaging
+    kept = run.files.kept_epochs(folder)
     if not kept:
-        raise SystemExit(f"{folder}: no epoch-NN.weights.h5 files; train with --average-epochs N")
+        raise SystemExit(f"{folder}: no kept epoch weights; train with --average-epochs N")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MissingImagesWarning)  # a partial root may hold train and val only
         table = load_celeba(args.data)
-    batch_size = int(run.config["batch_size"])
+    batch_size = run.train_config.batch_size
     last = kept[-1]
     for window in (int(w) for w in args.windows.split(",")):
         epochs = list(range(last - window + 1, last + 1))
@@ -51,18 +49,20 @@ def main() -> None:
             print(f"window {window}: epochs {missing} not kept in {folder}; skipped")
             continue
         started = time.perf_counter()
-        model = runs.load_model(run.path / runs.FINAL)
+        model = runs.load_model(run.files.final)
         images = make_dataset(table, "train", image_size=run.image_size, batch_size=batch_size, training=True,
-                              crop=run.crop, seed=int(run.config.get("seed", 0)), limit=run.config.get("limit"))
-        used = average_epochs(model, [train.epoch_weights_file(folder, e) for e in epochs], images, batch_size)
+                              crop=run.crop, seed=run.train_config.seed, limit=run.train_config.limit)
+        files = [run.files.epoch_weights(e, folder) for e in epochs]
+        used = average_epochs(model, files, images, batch_size)
         out = run.path.with_name(f"{run.path.name}-avg{window}")
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir()
-        for name in (runs.CONFIG, runs.HISTORY):
-            shutil.copy(run.path / name, out / name)
-        runs.save_model(model, out / runs.BEST)
-        runs.save_model(model, out / runs.FINAL)
-        runs.Run(out).update_config(averaged={"epochs": [epochs[0], last]})
+        averaged = runs.RunFiles(out)
+        shutil.copy(run.files.config, averaged.config)
+        shutil.copy(run.files.history, averaged.history)
+        runs.save_model(model, averaged.best)
+        runs.save_model(model, averaged.final)
+        runs.Run(out).record_averaged(epochs[0], last, {})
         print(f"window {window}: epochs {epochs[0]}-{last} averaged, batch norm measured on {used} batches of "
               f"{batch_size}, {time.perf_counter() - started:.0f} s -> {out}", flush=True)
 

@@ -37,9 +37,10 @@ class Model:
 
 def epoch_end_times(run: Path) -> list[float]:
     """Wall times (seconds since the epoch) at which each epoch's validation was logged."""
-    files = sorted((run / "logs" / "validation").glob("events.out.tfevents.*"))
+    folder = runs.RunFiles(run).logs / "validation"
+    files = sorted(folder.glob("events.out.tfevents.*"))
     if len(files) != 1:
-        raise SystemExit(f"{run / 'logs' / 'validation'}: expected the event file of one process, found {len(files)}")
+        raise SystemExit(f"{folder}: expected the event file of one process, found {len(files)}")
     times = {}
     for event in EventFileLoader(str(files[0])).Load():
         if any(value.tag == "epoch_loss" for value in event.summary.value):
@@ -70,16 +71,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a finished run folder trained by one process, with its logs/")
     parser.add_argument("--budget", type=float, help="minutes (default: the run's time_budget)")
-    parser.add_argument("--epochs", type=int, help="planned epochs (default: the run's planned_epochs)")
+    parser.add_argument("--epochs", type=int, help="planned epochs (default: the epochs the run asked for)")
     args = parser.parse_args()
-    config = runs.read_config(args.run)
-    minutes = args.budget or config.get("time_budget")
-    planned = args.epochs or config.get("planned_epochs") or config["epochs"]
+    record = runs.read_record(args.run)
+    minutes = args.budget or record.settings.time_budget
+    planned = args.epochs or record.settings.epochs
     if not minutes:
         raise SystemExit(f"{args.run}: no time_budget in its config; give --budget MINUTES")
     ends = epoch_end_times(args.run)
-    # The budget counts from fit()'s start: the last recorded epoch ended budget_seconds after it.
-    start = ends[-1] - float(config[train.BUDGET_SECONDS])
+    # The budget counts from fit()'s start: the last recorded epoch ended progress.seconds after it.
+    start = ends[-1] - record.progress.seconds
     recorded = [b - a for a, b in zip([start] + ends[:-1], ends)]
     extra = statistics.median(recorded[-3:])
     durations = recorded + [extra] * max(planned - len(recorded), 0)

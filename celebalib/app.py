@@ -34,8 +34,11 @@ START_TIMEOUT = 90.0  # seconds for Voila to answer; it imports Jupyter's server
 
 
 def default_run() -> Path:
-    """The course run that ``make demo`` trains: ``runs/course`` under CELEBALIB_HOME."""
-    return get_settings().runs_dir / "course"
+    """The run that ``make demo`` trains for the settings' data: ``runs/<recipe name>`` under CELEBALIB_HOME."""
+    from celebalib.recipes import recipe_name
+
+    settings = get_settings()
+    return settings.runs_dir / recipe_name(settings.data_root)
 
 
 def find_index(run_dir: str | Path, index: str | Path | None = None) -> Path:
@@ -46,11 +49,13 @@ def find_index(run_dir: str | Path, index: str | Path | None = None) -> Path:
             raise RunError(f"{path}: index not found; build one with "
                            f"`python -m celebalib index --run {run_dir} --split val`")
         return path
+    from celebalib.runs import RunFiles
+
+    files = RunFiles(Path(run_dir))
     for split in ("test", "val"):
-        path = Path(run_dir) / f"index_{split}.npz"
-        if path.is_file():
-            return path
-    raise RunError(f"{run_dir}: no index_test.npz or index_val.npz; build one with "
+        if files.index(split).is_file():
+            return files.index(split)
+    raise RunError(f"{run_dir}: no {files.index('test').name} or {files.index('val').name}; build one with "
                    f"`python -m celebalib index --run {run_dir} --split val` (notebook 05 of `make demo` "
                    "builds the course's)")
 

@@ -28,7 +28,7 @@ from celebalib.errors import CelebalibError
 COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("celebalib.data", "validate a CelebA root and print a summary"),
     "synth": ("celebalib.synthetic", "draw the procedural CelebA-format dataset"),
-    "train": ("celebalib.recipes", "train the MobileNetV2 attribute model"),
+    "train": ("celebalib.train_cli", "train the MobileNetV2 attribute model"),
     "evaluate": ("celebalib.evaluate", "per-attribute evaluation of a trained run"),
     "index": ("celebalib.retrieval", "build a retrieval index over a split"),
     "query": ("celebalib.retrieval", "find the faces closest to a query"),

@@ -2,37 +2,21 @@
 
 Every notebook, command and test reads its data location, image size, epochs and the
 like from :func:`get_settings`, so the same code runs on a laptop, in CI and on a GPU box.
-
-Environment variables:
-    CELEBA_ROOT: a real CelebA root in any supported layout; unset means the embedded
-        synthetic dataset, generated on first use.
-    CELEBALIB_FAST: ``1`` shrinks images, epochs and galleries for headless runs.
-    CELEBALIB_HOME: where ``data/``, ``runs/`` and ``reports/`` live (default: the project root).
-    CELEBALIB_IMAGE_SIZE, CELEBALIB_EPOCHS, CELEBALIB_BATCH_SIZE: override single settings.
+The environment variables are read by :mod:`celebalib.environment` (see there); the image
+size, batch and epochs are those of the recipe the data would train with
+(``recipes.default_config``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
-from celebalib.errors import ConfigError
+from celebalib import recipes
+from celebalib.environment import PACKAGE_DIR, gpu_available, project_home, read_environment
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def _default_home() -> Path:
-    """Return the project root for a source checkout, else a per-user cache folder."""
-    checkout = PACKAGE_DIR.parent
-    if (checkout / "pyproject.toml").is_file():
-        return checkout
-    return Path.home() / ".cache" / "celebalib"
-
-
-def project_home() -> Path:
-    """Return where data/, runs/ and reports/ live: CELEBALIB_HOME, else the default."""
-    return Path(os.environ.get("CELEBALIB_HOME") or _default_home()).expanduser().resolve()
+__all__ = ["PACKAGE_DIR", "Settings", "display_path", "get_settings", "gpu_available", "project_home",
+           "seed_everything"]
 
 
 def display_path(path: str | Path) -> str:
@@ -42,25 +26,6 @@ def display_path(path: str | Path) -> str:
         return str(resolved.relative_to(project_home()))
     except ValueError:
         return str(resolved)
-
-
-def _env_int(name: str, default: int) -> int:
-    """Read a positive integer from the environment, with a clear error for anything else."""
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"environment variable {name}={raw!r}: expected a whole number") from None
-    if value <= 0:
-        raise ConfigError(f"environment variable {name}={raw!r}: expected a positive number")
-    return value
-
-
-def _env_flag(name: str) -> bool:
-    """Read a yes/no switch from the environment (1, true, yes, on mean yes)."""
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,66 +47,42 @@ class Settings:
     seed: int
 
     @property
-    def uses_real_data(self) -> bool:
-        """True when CELEBA_ROOT points at a real CelebA root."""
-        return self.celeba_root is not None
-
-    @property
     def data_root(self) -> Path:
         """The dataset root in use: CELEBA_ROOT, or the embedded synthetic set."""
         return self.celeba_root if self.celeba_root is not None else self.synthetic_dir
+
+    @property
+    def uses_real_data(self) -> bool:
+        """True when the data root is real CelebA (``recipes.is_synthetic``, the one test)."""
+        return not recipes.is_synthetic(self.data_root)
 
     def describe(self) -> str:
         """One line saying which data and mode are in use, for notebooks and logs."""
         source = f"real CelebA at {self.celeba_root}" if self.uses_real_data else (
             f"the embedded synthetic dataset ({self.synthetic_size} faces, seed {self.synthetic_seed})"
+            if self.celeba_root is None else f"the synthetic faces at {self.celeba_root}"
         )
         mode = "fast mode" if self.fast else "full mode"
         return f"Data: {source}; {mode}, {self.image_size} px, {self.epochs} epochs, batch {self.batch_size}."
 
 
-def gpu_available() -> bool:
-    """True when TensorFlow sees a GPU (imports TensorFlow, so only asked for real data)."""
-    import tensorflow as tf
-
-    return bool(tf.config.list_physical_devices("GPU"))
-
-
-def recipe_default(name: str, *, fast: bool, real_data: bool) -> int:
-    """Setting ``name`` (image_size, batch_size or epochs) of the recipe the data would train with
-    (``recipes.resolve_recipe``): ``course`` for the synthetic set, ``celeba-gpu`` for real
-    CelebA where a GPU is present, else ``celeba-cpu``; shrunk in fast mode."""
-    from celebalib.recipes import FAST_CHANGES, RECIPES
-
-    recipe = "course" if not real_data else "celeba-gpu" if gpu_available() else "celeba-cpu"
-    config = RECIPES[recipe].replace(**FAST_CHANGES[recipe]) if fast else RECIPES[recipe]
-    return getattr(config, name)
-
-
 def get_settings() -> Settings:
     """Build the settings from defaults and environment variables."""
-    fast = _env_flag("CELEBALIB_FAST")
-    root = os.environ.get("CELEBA_ROOT", "").strip()
-    size_override = os.environ.get("CELEBALIB_IMAGE_SIZE", "").strip()
-    batch_override = os.environ.get("CELEBALIB_BATCH_SIZE", "").strip()
-    home = project_home()
-    data_dir = home / "data"
-    synthetic_size = 1200 if fast else 6000
+    env = read_environment()
+    config = recipes.default_config(env)
     return Settings(
-        fast=fast,
-        celeba_root=Path(root).expanduser().resolve() if root else None,
-        data_dir=data_dir,
-        runs_dir=home / ("runs-fast" if fast else "runs"),  # a fast run never replaces a full one
-        reports_dir=home / "reports",
-        synthetic_dir=data_dir / f"synthetic-{synthetic_size}",
-        synthetic_size=synthetic_size,
-        synthetic_seed=0,
-        image_size=_env_int("CELEBALIB_IMAGE_SIZE", 0) if size_override else recipe_default(
-            "image_size", fast=fast, real_data=bool(root)),
-        batch_size=_env_int("CELEBALIB_BATCH_SIZE", 0) if batch_override else recipe_default(
-            "batch_size", fast=fast, real_data=bool(root)),
-        epochs=_env_int("CELEBALIB_EPOCHS", recipe_default("epochs", fast=fast, real_data=bool(root))),
-        gallery_limit=400 if fast else None,
+        fast=env.fast,
+        celeba_root=env.celeba_root,
+        data_dir=env.data_dir,
+        runs_dir=env.home / ("runs-fast" if env.fast else "runs"),  # a fast run never replaces a full one
+        reports_dir=env.home / "reports",
+        synthetic_dir=env.synthetic_dir,
+        synthetic_size=env.synthetic_size,
+        synthetic_seed=env.synthetic_seed,
+        image_size=config.image_size,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        gallery_limit=400 if env.fast else None,
         seed=0,
     )
 

@@ -347,15 +347,14 @@ def load_celeba(root: str | Path, *, images: bool = True, strict: bool = False) 
 def default_root(*, progress: bool = True) -> Path:
     """Return ``CELEBA_ROOT`` if set, else the synthetic dataset (generated on first use, with a
     progress bar unless ``progress`` is False)."""
-    from celebalib.config import get_settings
+    from celebalib.environment import read_environment
 
-    settings = get_settings()
-    if settings.celeba_root is not None:
-        return settings.celeba_root
+    env = read_environment()
+    if env.celeba_root is not None:
+        return env.celeba_root
     from celebalib.synthetic import ensure_generated
 
-    return Path(ensure_generated(settings.synthetic_dir, settings.synthetic_size, settings.synthetic_seed,
-                                 progress=progress))
+    return Path(ensure_generated(env.synthetic_dir, env.synthetic_size, env.synthetic_seed, progress=progress))
 
 
 # ---------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ def course_run(settings: Settings | None = None) -> Any:
     root = data.default_root()
     recipe = recipes.resolve_recipe(root, fast=settings.fast)
     run_dir = settings.runs_dir / recipe.name
-    if (run_dir / runs.FINAL).is_file():
+    if runs.RunFiles(run_dir).final.is_file():
         return runs.open_run(run_dir)
     print(f"No trained run in {run_dir}: training a quick one-epoch run of the {recipe.name} recipe "
           "(notebook 03 trains the real one).")
@@ -66,10 +66,7 @@ def cell_timeout(settings: Settings | None = None) -> int | None:
     from celebalib import recipes
 
     settings = settings or get_settings()
-    if settings.celeba_root is None:  # the synthetic faces, which notebook 01 generates: not yet here
-        recipe = recipes.named_recipe("course", settings.synthetic_dir, fast=settings.fast)
-    else:
-        recipe = recipes.resolve_recipe(settings.celeba_root, fast=settings.fast)
+    recipe = recipes.resolve_recipe(settings.data_root, fast=settings.fast)  # the data need not be drawn yet
     if recipe.minutes is None:
         return None
     return max(CELL_TIMEOUT, round(2 * recipe.minutes * 60))
@@ -176,8 +173,10 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _eval_summary(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     """Return (path, contents) of the run's evaluation JSON, test split first."""
+    from celebalib.runs import RunFiles
+
     for split in ("test", "val"):
-        path = run_dir / f"eval_{split}.json"
+        path = RunFiles(run_dir).evaluation(split)
         data = _read_json(path)
         if data is not None:
             return path, data
@@ -234,7 +233,9 @@ def headline_figures(run_dir: Path) -> dict[str, Any]:
     if found is None:
         return {}
     figures = _eval_figures(*found)
-    figures.update(_retrieval_figures(run_dir / f"retrieval_{figures['split']}.json"))
+    from celebalib.runs import RunFiles
+
+    figures.update(_retrieval_figures(RunFiles(run_dir).retrieval(figures["split"])))
     return figures
 
 

@@ -29,7 +29,7 @@ import pandas as pd
 from celebalib.attributes import ATTRIBUTES, NUM_ATTRIBUTES, SPLITS
 from celebalib.config import display_path
 from celebalib.errors import ConfigError, RunError
-from celebalib.runs import describe_views
+from celebalib.runs import Run, RunFiles, describe_views
 
 OBJECTIVES: tuple[str, ...] = ("balanced_accuracy", "accuracy")
 SUMMARY_METRICS: tuple[str, ...] = ("accuracy", "balanced_accuracy", "roc_auc", "f1", "baseline")
@@ -259,8 +259,8 @@ class EvaluationResult:
 
 def check_run_matches(run: Any) -> None:
     """Raise RunError unless the run predicts the 40 attributes at its recorded image size."""
-    config_path = Path(run.path) / "config.json"
-    attributes = list(run.config.get("attributes") or [])
+    config_path = RunFiles(Path(run.path)).config
+    attributes = list(run.record.attributes)
     if attributes != list(ATTRIBUTES):
         raise RunError(
             f"{config_path}: the model predicts {len(attributes)} attributes "
@@ -299,22 +299,23 @@ def _tune_on_val(run: Any, rows: pd.DataFrame, y_true: np.ndarray, y_prob: np.nd
                  baseline: pd.Series, folds: int) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame, str]:
     """Tune and store thresholds on val; return them, the cross-fitted and in-sample tables."""
     thresholds = tune_thresholds(y_true, y_prob, objective)
-    run.update_config(thresholds={"objective": objective, "values": dict(zip(ATTRIBUTES, map(float, thresholds)))})
+    run.record_thresholds(objective, dict(zip(ATTRIBUTES, map(float, thresholds))))
     n_folds, groups = threshold_folds(rows, folds)
     crossed = cross_fitted_table(y_true, y_prob, baseline, objective=objective, folds=n_folds, groups=groups)
     in_sample = attribute_table(y_true, y_prob, thresholds, baseline)
-    source = f"tuned on val ({objective}), stored in config.json; tuned figures cross-fitted over {n_folds} folds"
+    source = (f"tuned on val ({objective}), stored in {run.files.config.name}; tuned figures cross-fitted over "
+              f"{n_folds} folds")
     return thresholds, crossed, in_sample, source
 
 
 def _stored_thresholds(run: Any, objective: str) -> tuple[np.ndarray, str, str]:
     """The thresholds stored in the run, their objective and a note on where they came from."""
-    stored = run.config.get("thresholds")
+    stored = run.record.thresholds
     if not stored:
         note = "0.5 for every attribute: none stored yet (evaluate the val split first)"
         return np.full(NUM_ATTRIBUTES, 0.5), objective, note
-    return np.asarray(run.thresholds, dtype=np.float64), stored.get("objective", objective), (
-        f"tuned on val ({stored.get('objective')}), read from config.json"
+    return np.asarray(run.thresholds, dtype=np.float64), stored.objective, (
+        f"tuned on val ({stored.objective}), read from {run.files.config.name}"
     )
 
 
@@ -332,7 +333,7 @@ def evaluate_run(
 ) -> EvaluationResult:
     """Predict ``split`` and tabulate every attribute at 0.5 and at tuned thresholds.
 
-    On val, thresholds are tuned, stored in the run's config.json, and the tuned figures
+    On val, thresholds are tuned, stored in the run's record (``Run.record_thresholds``), and the tuned figures
     are cross-fitted (each fold scored with thresholds tuned on the others). On train or
     test, the stored thresholds are applied unchanged (0.5 where none are stored).
     ``flip`` and ``shift`` choose the test-time views (None: as the run's config says; see
@@ -349,7 +350,7 @@ def evaluate_run(
     y_prob = np.asarray(y_prob, dtype=np.float64)
     views = run.views(flip, shift)
     predicted = f"{len(views)} view{'s' if len(views) > 1 else ''} averaged ({describe_views(views)})" + (
-        f"; reused from predictions_{split}.npz (same model file and views)" if reused else "")
+        f"; reused from {run.files.predictions(split).name} (same model file and views)" if reused else "")
     y_true = rows[list(ATTRIBUTES)].to_numpy()
     baseline = run_baseline(run, table, rows)
     in_sample = None
@@ -402,14 +403,19 @@ def evaluation_json(result: EvaluationResult) -> dict[str, Any]:
 
 
 def write_evaluation(result: EvaluationResult, run_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``eval_<split>.csv`` and ``eval_<split>.json`` atomically into ``run_dir``."""
+    """Write the split's report (``RunFiles.evaluation``: a CSV table and a JSON summary) atomically into
+    ``run_dir``, and its mean figures into the run's record where the folder holds one."""
     from celebalib.io import atomic_path, write_json
 
-    run_dir = Path(run_dir)
-    csv_path, json_path = run_dir / f"eval_{result.split}.csv", run_dir / f"eval_{result.split}.json"
+    files = RunFiles(Path(run_dir))
+    csv_path, json_path = files.evaluation(result.split, ".csv"), files.evaluation(result.split, ".json")
     with atomic_path(csv_path) as tmp:
         flat_table(result).to_csv(tmp, float_format="%.6g")
-    write_json(json_path, evaluation_json(result))
+    summary = evaluation_json(result)
+    write_json(json_path, summary)
+    if files.config.is_file():
+        Run(files.path).record_results(result.split, {key: summary[key] for key in (
+            "n_images", "data_root", "objective", "thresholds_source", "means")})
     return csv_path, json_path
 
 

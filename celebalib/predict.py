@@ -113,9 +113,9 @@ def save_pixels(pixels: np.ndarray, path: str | Path) -> None:
 
 def thresholds_note(run: Run) -> str:
     """Say where the run's decision thresholds come from: tuned by ``evaluate``, or 0.5 for want of them."""
-    stored = run.config.get("thresholds") or {}
-    if stored.get("values"):
-        return f"thresholds tuned on val for {stored.get('objective', 'an unnamed objective')}"
+    stored = run.record.thresholds
+    if stored is not None and stored.values:
+        return f"thresholds tuned on val for {stored.objective or 'an unnamed objective'}"
     return (f"threshold 0.5 for every attribute: {run.path.name} has no tuned thresholds "
             f"(python -m celebalib evaluate --run {run.path} tunes them)")
 

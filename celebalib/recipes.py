@@ -1,26 +1,27 @@
-"""Training settings: one validated ``TrainConfig``, the named recipes, and the ``train`` options built from them.
+"""Training settings: one validated ``TrainConfig``, the named recipes, and the choice of recipe for the data.
 
-``TrainConfig`` is what ``train.fit`` takes, what a run's config.json records (with
-``SCHEMA_VERSION``) and what the ``train`` command line is generated from: each field carries
-its help text and whether a resumed run must keep it. A recipe is a ``TrainConfig`` chosen for
-the data and the machine (:func:`resolve_recipe`). This module imports neither TensorFlow nor
-Keras, so ``python -m celebalib train --help`` answers at once.
+``TrainConfig`` is what ``train.fit`` takes, what a run's record keeps (``runs.RunRecord``)
+and what the ``train`` command line is generated from (:mod:`celebalib.train_cli`): each field
+carries its help text and whether a resumed run must keep it. A recipe is a ``TrainConfig``
+chosen for the data and the machine (:func:`resolve_recipe`, the one place that choice is
+made, with :func:`is_synthetic` the one test for real data). This module imports neither
+TensorFlow nor Keras, and only modules below it (environment, data, synthetic).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import os
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
+import numpy as np
+
 from celebalib.attributes import ATTRIBUTES, PERSON_ATTRIBUTES, attribute_index
+from celebalib.environment import Environment, gpu_available, read_environment
 from celebalib.errors import ConfigError, check_fraction
 
-SCHEMA_VERSION = 1
 MIN_IMAGE_SIZE = 32  # MobileNetV2's smallest input (``model.MIN_IMAGE_SIZE``)
 # Adadelta adapts its own step sizes; the paper's learning rate is 1.0. Keras's default of 0.001
 # shrinks every step a thousandfold and barely moves the weights.
@@ -125,32 +126,24 @@ class TrainConfig:
         return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form config.json records: the fields, the learning rate actually used, the schema version."""
+        """The fields exactly as given, in JSON's types (``learning_rate`` may be None)."""
         values = self.to_dict()
-        values["learning_rate"] = self.learning_rate_used
         if isinstance(self.identity_targets, tuple):
             values["identity_targets"] = list(self.identity_targets)
-        return {"schema_version": SCHEMA_VERSION, **values}
+        return values
 
     @classmethod
-    def from_json(cls, config: Mapping[str, Any], source: str | Path = "config.json") -> TrainConfig:
-        """The settings recorded in a config.json (other keys, such as run_id, are ignored).
+    def from_json(cls, values: Mapping[str, Any], source: str | Path = "settings") -> TrainConfig:
+        """The settings ``to_json`` wrote: every field must be there; errors name ``source``.
 
-        A config without ``schema_version`` was written before it existed: it loads through
-        :func:`migrate_v0`, whose defaults are those of that time. A config of this schema must
-        hold every field, so adding a field means a new ``SCHEMA_VERSION`` and a migration that
-        gives older configs the value they trained with.
+        Run records of older schemas reach this through ``runs.migrate``, which gives them the
+        values they trained with.
         """
-        version = config.get("schema_version")
-        if version is None:
-            config = migrate_v0(config)
-        elif version != SCHEMA_VERSION:
-            raise ConfigError(f"{source}: schema_version {version!r}; this celebalib reads {SCHEMA_VERSION}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        if missing := [name for name in names if name not in config]:
-            raise ConfigError(f"{source}: schema_version {SCHEMA_VERSION} but no {', '.join(sorted(missing))}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        if missing := [name for name in names if name not in values]:
+            raise ConfigError(f"{source}: no {', '.join(sorted(missing))} among the settings")
         try:
-            return cls(**{k: v for k, v in config.items() if k in names})
+            return cls.from_dict({k: v for k, v in values.items() if k in names})
         except ConfigError as error:
             raise ConfigError(f"{source}: {error}") from None
 
@@ -268,32 +261,36 @@ def _validate(config: TrainConfig) -> None:
 def _check_shift(config: TrainConfig) -> None:
     """A test-time shift is a whole number of pixels, fewer than the image's shorter side."""
     from celebalib.data import image_shape  # light: TensorFlow is imported inside its functions
-    from celebalib.runs import prediction_views
 
     prediction_views(config.test_time_flip, config.test_time_shift, min(image_shape(config.image_size, config.crop)))
 
 
 # ---------------------------------------------------------------------------------------
-# Old run folders
-
-# fit()'s defaults when config.json had no schema_version, frozen here: changing a default
-# later must never change what an old run means.
-V0_DEFAULTS: dict[str, Any] = {
-    "alpha": 0.35, "weights": None, "loss": "bce", "label_smoothing": 0.0, "optimizer": "adadelta",
-    "learning_rate": None, "lr_schedule": None, "limit": None, "seed": 0, "crop": "center", "dropout_rate": 0.2,
-    "weight_decay": 0.0, "augment": True, "bn_momentum": None, "head": "average", "warmup_epochs": 2,
-    "strategy": "default", "test_time_flip": False, "test_time_shift": 0, "checkpoint_metric": "balanced_accuracy",
-    "epoch_images": None, "val_images": None, "time_budget": None, "average_epochs": 0, "identity_targets": None,
-    "cache": "auto", "run_eagerly": False,
-}
+# The test-time views a config implies
 
 
-def migrate_v0(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A config.json written before ``schema_version`` existed, in the current schema: the settings
-    it lacks take the defaults of that time, and its ``mixed_precision`` flag becomes ``precision``."""
-    out = {**V0_DEFAULTS, **config, "schema_version": SCHEMA_VERSION}
-    out["precision"] = "mixed_float16" if config.get("mixed_precision") else "float32"
-    return out
+def prediction_views(flip: bool, shift: int, image_size: int | None = None) -> list[tuple[int, int, bool]]:
+    """Test-time views as (dx, dy, mirrored): the image, with ``shift`` > 0 also moved by that many
+    pixels left, right, up and down, and with ``flip`` the mirror image of each (1, 2, 5 or 10 views).
+
+    A shift must be a whole number of pixels, below ``image_size`` where given.
+    """
+    if not isinstance(shift, (int, np.integer)) or isinstance(shift, bool) or shift < 0:
+        raise ConfigError(f"test-time shift {shift!r}: expected a whole number of pixels, 0 for none")
+    if image_size is not None and shift >= image_size:
+        raise ConfigError(f"test-time shift {shift}: expected fewer pixels than the image size, {image_size}")
+    moves = [(0, 0)] + ([(-shift, 0), (shift, 0), (0, -shift), (0, shift)] if shift else [])
+    return [(dx, dy, mirrored) for dx, dy in moves for mirrored in ((False, True) if flip else (False,))]
+
+
+def describe_views(views: list[tuple[int, int, bool]]) -> str:
+    """Words for ``prediction_views``' list, e.g. "the image and shifts by 3 px, each also mirrored"."""
+    shift = max(max(abs(dx), abs(dy)) for dx, dy, _ in views)
+    mirrored = any(flipped for _, _, flipped in views)
+    words = "the image" + (f" and shifts by {shift} px left, right, up and down" if shift else "")
+    if mirrored:
+        words += ", each also mirrored" if shift else " and its mirror image"
+    return words
 
 
 # ---------------------------------------------------------------------------------------
@@ -365,10 +362,34 @@ class Recipe:
 
 
 def is_synthetic(data_root: str | Path) -> bool:
-    """Whether ``data_root`` holds celebalib's synthetic faces (``synthetic.MARKER`` is there)."""
+    """The one test for real data: whether ``data_root`` holds celebalib's synthetic faces (their
+    marker file is there) or is the folder the synthetic set is drawn into when CELEBA_ROOT is unset."""
     from celebalib.synthetic import MARKER
 
-    return (Path(data_root).expanduser() / MARKER).is_file()
+    root = Path(data_root).expanduser()
+    return (root / MARKER).is_file() or root.resolve() == read_environment().synthetic_dir
+
+
+def recipe_name(data_root: str | Path, *, gpu: bool | None = None) -> str:
+    """The recipe for the data and the machine: ``course`` for the synthetic faces, ``celeba-gpu``
+    for real CelebA where a GPU is present (``gpu`` None asks TensorFlow), else ``celeba-cpu``."""
+    if is_synthetic(data_root):
+        return "course"
+    return "celeba-gpu" if (gpu_available() if gpu is None else gpu) else "celeba-cpu"
+
+
+def recipe_config(name: str, *, fast: bool, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Recipe ``name``'s settings, shrunk in fast mode (``FAST_CHANGES``), with ``overrides``."""
+    if name not in RECIPES:
+        raise ConfigError(f"recipe {name!r}: expected one of {', '.join(RECIPES)}")
+    config = RECIPES[name].replace(**FAST_CHANGES[name]) if fast else RECIPES[name]
+    return config.replace(**overrides) if overrides else config
+
+
+def default_config(env: Environment | None = None) -> TrainConfig:
+    """The settings the environment's data trains with: its recipe, fast mode and single overrides."""
+    env = env or read_environment()
+    return recipe_config(recipe_name(env.data_root), fast=env.fast, overrides=env.overrides)
 
 
 def _train_rows(data_root: Path) -> int | None:
@@ -393,7 +414,9 @@ def _expected_minutes(config: TrainConfig, data_root: Path, name: str) -> tuple[
         return None, "the train split could not be counted"
     if config.limit is not None:
         images = min(images, config.limit)
-    height = round(config.image_size * 208 / 178 / 8) * 8 if config.crop == "portrait" else config.image_size
+    from celebalib.data import image_shape
+
+    height = image_shape(config.image_size, config.crop)[0]
     # The course's measured cost per image, scaled by pixels and, above alpha 0.5, by about 3 for the width.
     per_image = COURSE_SECONDS_PER_IMAGE * height * config.image_size / 64 ** 2 * (3 if config.alpha > 0.5 else 1)
     return (config.epochs * images * per_image / 60,
@@ -402,153 +425,23 @@ def _expected_minutes(config: TrainConfig, data_root: Path, name: str) -> tuple[
             "start-up and graph tracing come on top")
 
 
+def saved_recipe(name: str, config: TrainConfig, data_root: str | Path) -> Recipe:
+    """``config`` (e.g. a saved run's settings) as a recipe called ``name``, with its expected time."""
+    minutes, how = _expected_minutes(config, Path(data_root).expanduser(), name)
+    return Recipe(name, config, minutes, how)
+
+
 def named_recipe(name: str, data_root: str | Path, *, fast: bool) -> Recipe:
     """Recipe ``name`` (one of ``RECIPES``), shrunk in fast mode, with the environment's single
-    overrides (``environment_overrides``) applied."""
-    if name not in RECIPES:
-        raise ConfigError(f"recipe {name!r}: expected one of {', '.join(RECIPES)}")
-    config = RECIPES[name].replace(**FAST_CHANGES[name]) if fast else RECIPES[name]
+    overrides (CELEBALIB_EPOCHS and the like) applied."""
+    config = recipe_config(name, fast=fast)
     minutes, how = _expected_minutes(config, Path(data_root).expanduser(), name)
-    return Recipe(name, config, minutes, how, fast).with_changes(data_root, **environment_overrides())
+    return Recipe(name, config, minutes, how, fast).with_changes(data_root, **read_environment().overrides)
 
 
 def resolve_recipe(data_root: str | Path, *, fast: bool, gpu: bool | None = None) -> Recipe:
-    """The recipe for the data given and this machine: ``course`` for the synthetic faces,
-    ``celeba-cpu`` or ``celeba-gpu`` for real CelebA; ``fast`` shrinks it to about a minute.
+    """The recipe for the data given and this machine (``recipe_name``); ``fast`` shrinks it to about a minute.
 
-    Real or synthetic is read from the root itself (the synthetic set's marker file), not from
-    CELEBA_ROOT. ``gpu`` None asks TensorFlow, for real data only.
+    Real or synthetic is read from the root itself (``is_synthetic``), not from CELEBA_ROOT.
     """
-    if is_synthetic(data_root):
-        return named_recipe("course", data_root, fast=fast)
-    if gpu is None:
-        from celebalib.config import gpu_available
-
-        gpu = gpu_available()
-    return named_recipe("celeba-gpu" if gpu else "celeba-cpu", data_root, fast=fast)
-
-
-# ---------------------------------------------------------------------------------------
-# The ``train`` command line, generated from the fields
-
-
-# What an optional setting given as "none" parses to, so "--time-budget none" can clear a recipe's budget.
-CLEARED = object()
-
-
-def _optional(kind: type) -> Any:
-    """An argparse type that also accepts "none" (as ``CLEARED``) for None."""
-    def convert(text: str) -> Any:
-        return CLEARED if text.lower() == "none" else kind(text)
-    convert.__name__ = kind.__name__
-    return convert
-
-
-def _on_off(text: str) -> bool:
-    """on/off (also true/false, yes/no, 1/0) as a bool."""
-    value = text.strip().lower()
-    if value in ("on", "true", "yes", "1"):
-        return True
-    if value in ("off", "false", "no", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r}: expected on or off")
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one option per TrainConfig field (``--image-size`` for image_size); unset options stay None."""
-    hints = typing.get_type_hints(TrainConfig)
-    group = parser.add_argument_group("training settings (default: the recipe's; 'none' clears an optional one)")
-    for field in dataclasses.fields(TrainConfig):
-        kind, flag = hints[field.name], f"--{field.name.replace('_', '-')}"
-        text = f"{field.metadata['help']} ({recipe_values(field.name)})"
-        options: dict[str, Any] = {"default": None, "help": text, "dest": field.name}
-        allowed = choices(field.name) if typing.get_origin(kind) is Literal else None
-        if allowed:
-            options["choices"] = allowed
-        elif kind is bool:
-            options.update(type=_on_off, metavar="{on,off}")
-        elif field.name in ("weights", "identity_targets"):
-            options["type"] = _optional(str)
-        else:
-            base = next(t for t in typing.get_args(kind) or (kind,) if t is not type(None))
-            options["type"] = _optional(base) if type(None) in typing.get_args(kind) else base
-        group.add_argument(flag, **options)
-    group.add_argument("--no-augment", dest="augment", action="store_const", const="none",
-                       help="the same as --augment none")
-
-
-def _shown(value: Any) -> str:
-    """A setting as the command line spells it: on/off for booleans, none for None."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return "none" if value is None else str(value)
-
-
-def recipe_values(name: str) -> str:
-    """What each recipe sets ``name`` to, for --help: "every recipe: 32" or "course 64, celeba-cpu 96, ..."."""
-    values = {recipe: _shown(getattr(config, name)) for recipe, config in RECIPES.items()}
-    if len(set(values.values())) == 1:
-        return f"every recipe: {next(iter(values.values()))}"
-    return ", ".join(f"{recipe} {value}" for recipe, value in values.items())
-
-
-def given_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The TrainConfig fields given on the command line (those not None)."""
-    names = [f.name for f in dataclasses.fields(TrainConfig)]
-    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-    return {name: None if value is CLEARED else value for name, value in given.items()}
-
-
-def recipe_table() -> str:
-    """One line per recipe with its settings that differ from TrainConfig's defaults, for --help."""
-    return "\n".join(f"  {name}: " + ", ".join(f"{k}={v}" for k, v in config.changes().items())
-                     for name, config in RECIPES.items())
-
-
-def environment_overrides() -> dict[str, Any]:
-    """CELEBALIB_EPOCHS, CELEBALIB_IMAGE_SIZE and CELEBALIB_BATCH_SIZE where set (single overrides)."""
-    from celebalib.config import _env_int
-
-    names = {"CELEBALIB_EPOCHS": "epochs", "CELEBALIB_IMAGE_SIZE": "image_size", "CELEBALIB_BATCH_SIZE": "batch_size"}
-    return {field: _env_int(var, 1) for var, field in names.items() if os.environ.get(var, "").strip()}
-
-
-def resolve_from_args(args: argparse.Namespace) -> tuple[Recipe, Path | None]:
-    """The recipe a ``train`` command line asks for and its ``--data`` root (None: the settings' data):
-    ``--recipe``, else the one for the data and machine (``resolve_recipe``), then the flags given."""
-    from celebalib.config import get_settings
-
-    settings = get_settings()
-    root = Path(args.data).expanduser() if args.data else settings.data_root
-    if args.data and not root.is_dir():
-        raise ConfigError(f"data root {root} not found; expected a CelebA folder (or omit it for the synthetic set)")
-    if args.recipe:
-        recipe = named_recipe(args.recipe, root, fast=settings.fast)
-    elif not args.data and not settings.uses_real_data:  # the synthetic set, drawn when training starts
-        recipe = named_recipe("course", root, fast=settings.fast)
-    else:
-        recipe = resolve_recipe(root, fast=settings.fast)
-    return recipe.with_changes(root, **given_settings(args)), (root if args.data else None)
-
-
-def _run_train(args: argparse.Namespace) -> int:
-    """The ``train`` handler: TensorFlow is imported here, after the arguments are parsed."""
-    from celebalib.train import train_command
-
-    return train_command(args)
-
-
-def configure_train_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the ``train`` arguments: data, output, recipe, and one option per TrainConfig field."""
-    parser.epilog = ("example:\n  python -m celebalib train --data /path/to/celeba --out runs/celeba-cpu\n\n"
-                     "Without --recipe, the recipe follows the data and the machine: course for the synthetic "
-                     "faces, celeba-cpu or celeba-gpu for real CelebA; CELEBALIB_FAST=1 shrinks it. Recipes:\n"
-                     + recipe_table())
-    parser.add_argument("--data", help="CelebA root (default: CELEBA_ROOT, else the synthetic set)")
-    parser.add_argument("--out", required=True, help="run folder to create, or to resume")
-    parser.add_argument("--recipe", "--preset", dest="recipe", choices=tuple(RECIPES),
-                        help="named settings (default: the recipe for the data and machine); flags override it")
-    parser.add_argument("--quiet", action="store_true", help="no line per epoch")
-    parser.add_argument("--no-progress", dest="quiet", action="store_true", help=argparse.SUPPRESS)
-    add_config_arguments(parser)
-    parser.set_defaults(handler=_run_train)
+    return named_recipe(recipe_name(data_root, gpu=gpu), data_root, fast=fast)

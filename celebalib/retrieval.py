@@ -476,8 +476,10 @@ class GalleryIndex:
 
 
 def default_index_path(run_dir: str | Path, split: str) -> Path:
-    """Where ``celebalib index`` writes by default: ``RUN/index_<split>.npz``."""
-    return Path(run_dir) / f"index_{split}.npz"
+    """Where ``celebalib index`` writes by default: ``RUN/index_<split>.npz`` (``RunFiles.index``)."""
+    from celebalib.runs import RunFiles
+
+    return RunFiles(Path(run_dir)).index(split)
 
 
 def configure_index_parser(parser: argparse.ArgumentParser) -> None:
@@ -652,8 +654,9 @@ def evaluate_retrieval(index: GalleryIndex, table: pd.DataFrame, *, k: int = 10,
 def save_retrieval_report(report: pd.DataFrame, run_dir: str | Path) -> Path:
     """Write :func:`evaluate_retrieval`'s table to ``RUN/retrieval_<split>.json``, where ``demo`` reads it."""
     from celebalib.io import write_json
+    from celebalib.runs import RunFiles
 
     split = str(report["split"].iloc[0]) if len(report) else "gallery"
-    path = Path(run_dir) / f"retrieval_{split}.json"
+    path = RunFiles(Path(run_dir)).retrieval(split)
     write_json(path, {"rankings": report.to_dict(orient="records")})
     return path

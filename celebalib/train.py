@@ -1,16 +1,15 @@
-"""Training: ``fit`` for notebooks and ``python -m celebalib train`` for the command line.
+"""Training: ``fit``, which notebooks and ``python -m celebalib train`` (:mod:`celebalib.train_cli`) call.
 
-A run writes into its own folder (see :mod:`celebalib.runs`). Keras's ``BackupAndRestore``
+A run writes into its own folder (see :mod:`celebalib.runs`), its record through ``runs.Run``'s named writes. Keras's ``BackupAndRestore``
 keeps the last finished epoch in ``backup/``, so a run killed mid-epoch resumes at that
 epoch when the same command runs again; finished epochs are not repeated.
 """
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import contextlib
-import datetime as dt
+import dataclasses
 import functools
 import json
 import math
@@ -32,16 +31,14 @@ import tensorflow as tf
 
 import celebalib
 from celebalib import runs
-from celebalib.attributes import ATTRIBUTES
 from celebalib.averaging import average_epochs
 from celebalib.data import image_shape
 from celebalib.errors import ConfigError, RunError, check_fraction
-from celebalib.io import atomic_path, write_json, write_text
+from celebalib.io import atomic_path, write_text
 from celebalib.losses import get_loss
 from celebalib.metrics import MeanBalancedAccuracy
 from celebalib.model import batch_norm_layers, build_model, dtype_policy, set_backbone_trainable
-from celebalib.recipes import (CHECKPOINT_METRICS, DEFAULT_LEARNING_RATES, TrainConfig, choices, fixed_on_resume,
-                               resolve_from_args)
+from celebalib.recipes import CHECKPOINT_METRICS, DEFAULT_LEARNING_RATES, TrainConfig, choices, fixed_on_resume
 from celebalib.schedules import CosineSchedule
 
 # Variables (matched by name) that weight decay leaves alone: batch-norm scales and offsets, biases.
@@ -53,11 +50,6 @@ MONITOR = CHECKPOINT_METRICS["balanced_accuracy"]
 # after batching), so the cache's bytes are what the input pipeline holds, beside a few batches
 # in flight (benchmarks/bench_cache_memory.py measures it).
 CACHE_BUDGET = 2 << 30
-# Weight averaging keeps each epoch's weights here (``epoch-NN.weights.h5``).
-AVERAGING_FOLDER = "averaging"
-# config.json key: seconds of the time budget spent when the last finished epoch ended, so a
-# resumed run goes on with what is left rather than a whole new budget.
-BUDGET_SECONDS = "budget_seconds"
 
 
 def make_optimizer(name: str, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule | None = None,
@@ -273,20 +265,25 @@ class EpochWeights(keras.callbacks.Callback):
     Each is written atomically (``io.atomic_path``), so a crash never leaves half a file.
     """
 
-    def __init__(self, folder: Path, count: int, end: Callable[[], int]) -> None:
+    def __init__(self, files: runs.RunFiles, count: int, end: Callable[[], int]) -> None:
         super().__init__()
-        self.folder, self.count, self.end = folder, count, end
+        self.files, self.count, self.end = files, count, end
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if epoch + 1 > self.end() - self.count:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            with atomic_path(epoch_weights_file(self.folder, epoch + 1)) as tmp:
+            with atomic_path(self.files.epoch_weights(epoch + 1)) as tmp:
                 self.model.save_weights(str(tmp))
 
 
-def epoch_weights_file(folder: Path, epoch: int) -> Path:
-    """Where ``EpochWeights`` keeps the weights after ``epoch`` (1-based)."""
-    return folder / f"epoch-{epoch:02d}.weights.h5"
+class EpochRecorder(keras.callbacks.Callback):
+    """Record each finished epoch in the run's record (``Run.record_epoch``)."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder = folder
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        runs.Run(self.folder).record_epoch(epoch + 1)
 
 
 def _load_table(data_root: str | Path | None, table: pd.DataFrame | None) -> pd.DataFrame:
@@ -301,37 +298,32 @@ def _load_table(data_root: str | Path | None, table: pd.DataFrame | None) -> pd.
     return load_celeba(root)
 
 
-def _start_config(out: Path, config: TrainConfig, run_facts: dict[str, Any],
-                  table: pd.DataFrame) -> dict[str, Any]:
-    """Write config.json for a new run, or check a resumed run's one against ``config``; return it.
+def _start_record(out: Path, config: TrainConfig, facts: runs.Facts, table: pd.DataFrame) -> runs.RunRecord:
+    """Write the record of a new run, or check a resumed run's against ``config`` and update it; return it.
 
-    ``run_facts`` (data root, dtype policy) are recorded beside the settings; a new run also
-    records the train split's label rates from ``table``'s annotations (``runs.train_label_rates``).
+    A new run also records the train split's label rates from ``table``'s annotations
+    (``runs.train_label_rates``); a resumed one keeps its own. A resumed run asking for the epochs
+    it asked for before keeps the end its time budget set; asking for others drops it.
     """
-    config_path = out / runs.CONFIG
-    if config_path.is_file():
-        if (out / runs.FINAL).is_file() and not (out / "backup").exists():
+    files = runs.RunFiles(out)
+    if files.config.is_file():
+        if files.final.is_file() and not files.backup.exists():
             raise RunError(f"{out}: already holds a finished run; choose another output folder")
-        stored = runs.read_config(out)
-        recorded = TrainConfig.from_json(stored, config_path)
+        recorded = runs.read_record(out)
         for key in fixed_on_resume():
-            if getattr(recorded, key) != getattr(config, key):
-                raise RunError(f"{config_path}: {key} is {getattr(recorded, key)!r} but this command asks for "
-                               f"{getattr(config, key)!r}; resume with the same settings or use another folder")
-        stored.update(recorded.to_json())  # an old run's config.json gains its migrated settings
-        if config.epochs != stored.get("planned_epochs"):  # else keep the end its time budget set
-            stored.update(epochs=config.epochs)
-            stored.pop("planned_epochs", None)
-        stored.update(run_facts)
-    elif out.exists() and any(out.iterdir()):
+            if getattr(recorded.settings, key) != getattr(config, key):
+                raise RunError(f"{files.config}: {key} is {getattr(recorded.settings, key)!r} but this command asks "
+                               f"for {getattr(config, key)!r}; resume with the same settings or use another folder")
+        run = runs.Run(out)
+        if recorded.settings.epochs != config.epochs and recorded.progress.budget_end is not None:
+            run.record_budget_end(None)
+        return run.record_resumed(config, facts)
+    if out.exists() and any(out.iterdir()):
         raise RunError(f"{out}: folder is not empty and holds no run; choose another output folder")
-    else:
-        created = dt.datetime.now(dt.timezone.utc)
-        stored = {"run_id": f"{out.name}-{created:%Y%m%dT%H%M%S}", "created": created.isoformat(timespec="seconds"),
-                  "attributes": list(ATTRIBUTES), **config.to_json(), **run_facts,
-                  runs.TRAIN_LABEL_RATES: runs.train_label_rates(table), "thresholds": None, "versions": _versions()}
-    write_json(config_path, stored)
-    return stored
+    record = runs.RunRecord.new(out.name, config,
+                                dataclasses.replace(facts, train_label_rates=runs.train_label_rates(table)))
+    runs.write_record(out, record)
+    return record
 
 
 def _versions() -> dict[str, str]:
@@ -376,13 +368,15 @@ def training_metrics(n_labels: int) -> list[keras.metrics.Metric]:
 
 
 def _callbacks(out: Path, phase: str, monitor: str, extra: Sequence[keras.callbacks.Callback]) -> list:
-    """Best checkpoint (by ``monitor``), history, then backup: a crash between them repeats the epoch at worst."""
-    history = out / runs.HISTORY
+    """Best checkpoint (by ``monitor``), history, backup, then the record's epoch count: a crash
+    between them repeats the epoch at worst."""
+    files = runs.RunFiles(out)
     return [
-        BestCheckpoint(out / runs.BEST, history, monitor),
-        HistoryWriter(history, phase),
-        keras.callbacks.BackupAndRestore(str(out / "backup" / phase), delete_checkpoint=False),
-        keras.callbacks.TensorBoard(str(out / "logs"), write_graph=False),
+        BestCheckpoint(files.best, files.history, monitor),
+        HistoryWriter(files.history, phase),
+        keras.callbacks.BackupAndRestore(str(files.backup / phase), delete_checkpoint=False),
+        keras.callbacks.TensorBoard(str(files.logs), write_graph=False),
+        EpochRecorder(out),
         *extra,
     ]
 
@@ -411,7 +405,7 @@ def fit(out_dir: str | Path, config: TrainConfig | None = None, *, data_root: st
         callbacks: extra Keras callbacks, run after the run folder's own.
 
     A time budget counts from this call; a resumed run counts on from the time its finished
-    epochs had taken (config.json records ``budget_seconds``). Python's and NumPy's global random
+    epochs had taken (the record's ``progress.seconds``). Python's and NumPy's global random
     generators are left as they were (see ``seeded``).
     """
     start = monotonic()
@@ -424,23 +418,39 @@ def fit(out_dir: str | Path, config: TrainConfig | None = None, *, data_root: st
         from celebalib.data import identity_mean_labels
 
         labels = identity_mean_labels(table, names)
-    facts: dict[str, Any] = {"data_root": table.attrs.get("root", None if data_root is None else str(data_root))}
+    root = table.attrs.get("root", None if data_root is None else str(data_root))
     out = Path(out_dir).expanduser().resolve() if chief else _worker_folder()
     with precision_policy(config.precision) as policy, seeded(config.seed):
-        facts["dtype_policy"] = policy
-        stored = _start_config(out, config, facts, table)
-        config = config.replace(epochs=stored["epochs"])  # a resumed run keeps an end its time budget set
-        start -= stored.get(BUDGET_SECONDS, 0.0)  # and the time its finished epochs took
-        model = _train(out, labels, config, progress, callbacks, start)
+        facts = runs.Facts(data_root=root, data_kind=_data_kind(root), images=_split_sizes(table, config),
+                           learning_rate=config.learning_rate_used, dtype_policy=policy, versions=_versions())
+        record = _start_record(out, config, facts, table)
+        start -= record.progress.seconds  # a resumed run counts on from the time its finished epochs took
+        model = _train(out, labels, config, progress, callbacks, start, end=record.end_epoch)
+    files = runs.RunFiles(out)
     if not chief:
         shutil.rmtree(out)
         return None
-    if not (out / runs.BEST).is_file():
-        runs.save_model(model, out / runs.BEST)
-    shutil.rmtree(out / "backup", ignore_errors=True)
+    if not files.best.is_file():
+        runs.save_model(model, files.best)
+    shutil.rmtree(files.backup, ignore_errors=True)
     run = runs.Run(out)
-    run.update_config(finished=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    run.record_finished()
     return run
+
+
+def _data_kind(root: str | None) -> str | None:
+    """"synthetic" or "celeba" for a data root (``recipes.is_synthetic``), None for a table without one."""
+    from celebalib.recipes import is_synthetic
+
+    return None if root is None else "synthetic" if is_synthetic(root) else "celeba"
+
+
+def _split_sizes(table: pd.DataFrame, config: TrainConfig) -> dict[str, int]:
+    """The train and val images training draws from, after ``limit`` and ``val_images``."""
+    from celebalib.data import split_rows
+
+    return {"train": len(split_rows(table, "train", config.limit)),
+            "val": len(split_rows(table, "val", _smaller(config.limit, config.val_images)))}
 
 
 def fit_or_reuse(out_dir: str | Path, config: TrainConfig, *, data_root: str | Path, retrain: bool = False,
@@ -448,21 +458,20 @@ def fit_or_reuse(out_dir: str | Path, config: TrainConfig, *, data_root: str | P
     """Open the finished run in ``out_dir`` if it trained ``config`` on ``data_root``, else train it there.
 
     A run of the same settings that did not finish resumes from its last epoch. The stored run may
-    have ended before ``config.epochs`` only when its time budget ended it (config.json then records
-    the ``planned_epochs``), and its dtype policy may differ (which changes speed, not what is learnt);
-    any other difference, such as a quick one-epoch stand-in, or ``retrain``, trains the folder afresh.
+    have ended before ``config.epochs`` (its time budget ended it: its settings still say what was
+    asked), and its dtype policy may differ (which changes speed, not what is learnt); any other
+    difference, such as a quick one-epoch stand-in, or ``retrain``, trains the folder afresh.
     """
     out = Path(out_dir).expanduser().resolve()
-    if (out / runs.CONFIG).is_file() and not retrain:
-        stored = runs.read_config(out)
-        same_data = Path(stored.get("data_root") or "").resolve() == Path(data_root).expanduser().resolve()
-        wanted = config.replace(learning_rate=config.learning_rate_used)  # as config.json records it
-        changed = set(TrainConfig.from_json(stored, out / runs.CONFIG).changes(wanted)) - {"precision"}
-        if stored.get("planned_epochs") == config.epochs:  # its time budget ended it early
-            changed.discard("epochs")
-        if same_data and not changed and stored.get("finished"):
+    if runs.RunFiles(out).config.is_file() and not retrain:
+        record = runs.read_record(out)
+        same_data = Path(record.facts.data_root or "").resolve() == Path(data_root).expanduser().resolve()
+        # An old record keeps the learning rate used, not the one asked for: compare those.
+        used = record.settings.replace(learning_rate=record.settings.learning_rate_used)
+        changed = set(used.changes(config.replace(learning_rate=config.learning_rate_used))) - {"precision"}
+        if same_data and not changed and record.progress.finished:
             if progress:
-                print(f"Reusing the finished run {stored.get('run_id')} in {out} (retrain=True trains it again).")
+                print(f"Reusing the finished run {record.run_id} in {out} (retrain=True trains it again).")
             return runs.open_run(out)
         if same_data and not changed:
             return fit(out, config, data_root=data_root, progress=progress)
@@ -496,18 +505,19 @@ def _smaller(a: int | None, b: int | None) -> int | None:
 
 
 def _train(out: Path, table: pd.DataFrame, config: TrainConfig, progress: bool | str,
-           callbacks: Sequence[keras.callbacks.Callback], start: float) -> keras.Model:
-    """Build the model under the strategy and run each phase; return the trained model.
+           callbacks: Sequence[keras.callbacks.Callback], start: float, end: int) -> keras.Model:
+    """Build the model under the strategy and run each phase up to epoch ``end``; return the trained model.
 
-    ``start`` is when fit() was called (``monotonic``), from which a time budget counts.
+    ``start`` is when fit() was called (``monotonic``), from which a time budget counts; ``end`` is
+    ``config.epochs``, or the earlier end a resumed run's time budget set.
     """
-    from celebalib.data import make_dataset, positive_weights, split_rows
+    from celebalib.data import make_dataset, positive_weights
 
-    n_train = len(split_rows(table, "train", config.limit))
-    val_limit = _smaller(config.limit, config.val_images)
-    n_val = len(split_rows(table, "val", val_limit))
-    common = {"image_size": config.image_size, "batch_size": config.batch_size, "crop": config.crop,
-              "seed": config.seed, "cache": should_cache(config.cache, n_train + n_val, config.image_size, config.crop)}
+    sizes, val_limit = _split_sizes(table, config), _smaller(config.limit, config.val_images)
+    files, asked = runs.RunFiles(out), config.epochs
+    config = config.replace(epochs=end)  # the phases and the schedule end where training ends
+    common = {"image_size": config.image_size, "batch_size": config.batch_size, "crop": config.crop, "seed": config.seed,
+              "cache": should_cache(config.cache, sizes["train"] + sizes["val"], config.image_size, config.crop)}
     train_ds = make_dataset(table, "train", training=True, limit=config.limit, **common)
     val_ds = make_dataset(table, "val", training=False, limit=val_limit, **common)
     steps, steps_per_epoch = int(train_ds.cardinality()), None
@@ -529,15 +539,15 @@ def _train(out: Path, table: pd.DataFrame, config: TrainConfig, progress: bool |
             schedule = _compile(model, config, phase, steps, pos_weights)
             budget = None
             if config.time_budget is not None:
-                budget = _time_budget(out, config, phase, steps, schedule, start, progress)
+                budget = _time_budget(out, config, asked, phase, steps, schedule, start, progress)
             end = (lambda b=budget, e=phase[2]: b.end if b is not None else e)
             # The time budget decides an epoch's end before EpochWeights asks for it.
             extra = [budget] if budget is not None else []
             if config.average_epochs:
                 count = min(config.average_epochs, phase[2] - phase[1])
-                extra.append(EpochWeights(out / AVERAGING_FOLDER, count, end))
+                extra.append(EpochWeights(files, count, end))
             if progress == "epochs":
-                extra.append(EpochLine(config.epochs, monitor))
+                extra.append(EpochLine(asked, monitor))
             extra += list(callbacks)
             # The dataset shuffles itself (make_dataset), so Keras must not try to.
             model.fit(train_ds, validation_data=val_ds, initial_epoch=phase[1], epochs=phase[2], shuffle=False,
@@ -545,56 +555,31 @@ def _train(out: Path, table: pd.DataFrame, config: TrainConfig, progress: bool |
                       verbose=1 if progress is True else 0)
             if model.stop_training:  # the time budget ended the run
                 break
-        runs.save_model(model, out / runs.FINAL)
+        runs.save_model(model, files.final)
         if config.average_epochs:
             first = max(end() - config.average_epochs, phase[1]) + 1
-            files = [epoch_weights_file(out / AVERAGING_FOLDER, epoch) for epoch in range(first, end() + 1)]
-            average_epochs(model, files, train_ds, config.batch_size)
+            average_epochs(model, [files.epoch_weights(epoch) for epoch in range(first, end() + 1)], train_ds,
+                           config.batch_size)
             figures = model.evaluate(val_ds, return_dict=True, verbose=0)
-            runs.save_model(model, out / runs.BEST)
-            runs.Run(out).update_config(averaged={"epochs": [first, end()],
-                                                  **{f"val_{k}": float(v) for k, v in figures.items()}})
+            runs.save_model(model, files.best)
+            runs.Run(out).record_averaged(first, end(), figures)
     return model
 
 
-def _time_budget(out: Path, config: TrainConfig, phase: tuple[str, int, int], steps: int,
+def _time_budget(out: Path, config: TrainConfig, asked: int, phase: tuple[str, int, int], steps: int,
                  schedule: CosineSchedule | None, start: float, progress: bool | str) -> TimeBudget:
-    """A TimeBudget for ``phase`` that records a shortened end in config.json (and says so)."""
-    planned = config.epochs
+    """A TimeBudget for ``phase`` that records the time spent and a shortened end (and says so);
+    the record's settings keep the ``asked`` epochs."""
 
     def spent(seconds: float) -> None:
-        runs.Run(out).update_config(**{BUDGET_SECONDS: round(seconds, 1)})
+        runs.Run(out).record_seconds(seconds)
 
     def shorten(end: int) -> None:
-        run = runs.Run(out)
-        run.update_config(epochs=end, planned_epochs=run.config.get("planned_epochs", planned))
+        runs.Run(out).record_budget_end(end)
         if progress:
             reaches = "the learning rate reaches zero there" if schedule is not None else "the learning rate is constant"
             print(f"\ntime budget of {config.time_budget:g} minutes: the run ends after epoch {end} "
-                  f"instead of {planned}, and {reaches}")
+                  f"instead of {asked}, and {reaches}")
 
     return TimeBudget(config.time_budget, start, phase[2], schedule, (steps, phase[1]), shorten, clock=monotonic,
                       on_epoch=spent)
-
-
-# ---------------------------------------------------------------------------------------
-# Command line: ``python -m celebalib train`` (its parser is built by ``recipes.configure_train_parser``,
-# which imports this module only once the arguments are parsed)
-
-
-def train_command(args: argparse.Namespace) -> int:
-    """Train from the command line: print the recipe and its expected time, train, say where the run went."""
-    recipe, data_root = resolve_from_args(args)
-    print(recipe.describe(), flush=True)
-    run = fit(args.out, recipe.config, data_root=data_root, progress=False if args.quiet else "epochs")
-    if run is None:
-        print(f"worker finished; the chief worker wrote the run folder {args.out}")
-        return 0
-    monitor = CHECKPOINT_METRICS[run.config["checkpoint_metric"]]
-    if "averaged" in run.config:
-        first, last = run.config["averaged"]["epochs"]
-        what, value = f"the weights of epochs {first}-{last} averaged, ", run.config["averaged"][monitor]
-    else:
-        what, value = "", run.history()[monitor].max()
-    print(f"run {run.run_id} -> {run.path} (best.keras: {what}{monitor} {value:.3f})")
-    return 0

@@ -24,10 +24,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from celebalib.runs import RunFiles
+
 HEADER = ("| run | data and split | mean accuracy (majority baseline) | mean balanced accuracy | "
           "mean ROC-AUC | retrieval precision@10 | same person among the 10 closest | hardware | reproduce with |\n"
           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-COPIED = ("config.json", "eval_test.json", "eval_val.json", "retrieval_test.json", "retrieval_val.json", "about.json")
+SPLITS = ("test", "val")
+
+
+def copied_files(run: Path) -> list[Path]:
+    """The run's small JSON files: its record, evaluation and retrieval reports, and about.json."""
+    files = RunFiles(run)
+    return [files.config, *(files.evaluation(split) for split in SPLITS), *(files.retrieval(split) for split in SPLITS),
+            files.about()]
 N_BEST = 3
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -39,16 +48,19 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 def evaluation(run: Path) -> dict[str, Any]:
     """The run's evaluation, test split first (val when the test split was never scored)."""
-    for split in ("test", "val"):
-        found = read_json(run / f"eval_{split}.json")
+    files = RunFiles(run)
+    for split in SPLITS:
+        found = read_json(files.evaluation(split))
         if found is not None:
             return found
-    raise SystemExit(f"{run}: no eval_test.json or eval_val.json (run `celebalib evaluate --run {run}` first)")
+    names = " or ".join(files.evaluation(split).name for split in SPLITS)
+    raise SystemExit(f"{run}: no {names} (run `celebalib evaluate --run {run}` first)")
 
 
 def data_text(config: dict[str, Any], result: dict[str, Any]) -> str:
     """Which data, which split, how many images."""
-    root = Path(str(config.get("data_root") or result.get("data_root") or ""))
+    recorded = config.get("data_root") or (config.get("facts") or {}).get("data_root")  # schema 1, or 2
+    root = Path(str(recorded or result.get("data_root") or ""))
     size = root.name.removeprefix("synthetic-")
     if root.name.startswith("synthetic"):
         source = f"synthetic ({int(size):,} faces)" if size.isdigit() else "synthetic"
@@ -60,7 +72,7 @@ def data_text(config: dict[str, Any], result: dict[str, Any]) -> str:
 def retrieval_text(run: Path, split: str, figure: str) -> str:
     """``figure`` (precision_at_k or same_person_at_k) at k = 10 of the predicted ranking, with the
     true-label and random rankings beside it."""
-    found = read_json(run / f"retrieval_{split}.json")
+    found = read_json(RunFiles(run).retrieval(split))
     if found is None:
         return "-"
     by_name = {row["ranking"]: row.get(figure) for row in found["rankings"] if int(row["k"]) == 10}
@@ -74,8 +86,8 @@ def retrieval_text(run: Path, split: str, figure: str) -> str:
 
 def row(run: Path) -> str:
     """The run's row of the results table."""
-    config, result = read_json(run / "config.json") or {}, evaluation(run)
-    about = read_json(run / "about.json") or {}
+    config, result = read_json(RunFiles(run).config) or {}, evaluation(run)
+    about = read_json(RunFiles(run).about()) or {}
     at, tuned = result["means"]["at_0.5"], result["means"]["tuned"]
     cells = [
         f"`{run.name}`",
@@ -110,13 +122,16 @@ def copy_summaries(run: Path, target: Path) -> list[Path]:
     """Copy the run's small JSON files (never models, images or predictions) to ``target``."""
     target.mkdir(parents=True, exist_ok=True)
     copied = []
-    for name in COPIED:
-        if (run / name).is_file():
-            copied.append(Path(shutil.copyfile(run / name, target / name)))
+    for path in copied_files(run):
+        if path.is_file():
+            copied.append(Path(shutil.copyfile(path, target / path.name)))
     for path in copied:  # keep the data folder's name, not a path of this machine
         values = read_json(path)
-        if isinstance(values, dict) and values.get("data_root"):
-            values["data_root"] = Path(values["data_root"]).name
+        parts = [values, values.get("facts")] if isinstance(values, dict) else []  # a schema 2 record keeps facts
+        found = [part for part in parts if isinstance(part, dict) and part.get("data_root")]
+        for part in found:
+            part["data_root"] = Path(part["data_root"]).name
+        if found:
             path.write_text(json.dumps(values, indent=2) + "\n", encoding="utf-8")
     return copied
 

@@ -201,13 +201,13 @@ def test_a_relative_celeba_root_reaches_the_kernels_resolved(
 def test_the_cell_timeout_outlasts_the_recipes_expected_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from celebalib import config, recipes
+    from celebalib import recipes
 
     real = tmp_path / "celeba"  # no synthetic marker: read as real CelebA
     real.mkdir()
     monkeypatch.setenv("CELEBA_ROOT", str(real))
     monkeypatch.delenv("CELEBALIB_FAST", raising=False)
-    monkeypatch.setattr(config, "gpu_available", lambda: False)
+    monkeypatch.setattr(recipes, "gpu_available", lambda: False)  # where the recipe is chosen
     recipe = recipes.resolve_recipe(real, fast=False, gpu=False)
     assert recipe.name == "celeba-cpu" and recipe.minutes is not None
     # notebook 03's training cell runs the whole 80-minute budget: an hour per cell would kill it

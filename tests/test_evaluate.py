@@ -230,7 +230,9 @@ def test_cli_mismatched_run_is_one_line(run_copy, synthetic_root: Path, tmp_path
     broken = tmp_path / "broken"
     shutil.copytree(run_copy.path, broken)
     config = json.loads((broken / "config.json").read_text())
-    (broken / "config.json").write_text(json.dumps({**config, key: value}))
+    part = config if key == "attributes" else config["settings"]
+    part[key] = value
+    (broken / "config.json").write_text(json.dumps(config))
     assert main(["evaluate", "--run", str(broken), "--data", str(synthetic_root), "--split", "val"]) == 1
     line = _one_line_error(capsys)
     assert message in line and "config.json" in line
@@ -319,7 +321,6 @@ def test_a_root_holding_only_the_evaluated_splits_images_is_enough(tiny_run, syn
     import shutil
 
     from celebalib.cli import main
-    from celebalib.runs import TRAIN_LABEL_RATES
 
     root = tmp_path / f"{split}-only"
     shutil.copytree(synthetic_root, root)
@@ -333,7 +334,7 @@ def test_a_root_holding_only_the_evaluated_splits_images_is_enough(tiny_run, syn
     for folder in (tmp_path / "run", old_run):
         shutil.copytree(tiny_run.path, folder)
     config = json.loads((old_run / "config.json").read_text())
-    del config[TRAIN_LABEL_RATES]
+    config["facts"]["train_label_rates"] = None
     (old_run / "config.json").write_text(json.dumps(config))
     for folder in (tmp_path / "run", old_run):
         assert main(["evaluate", "--run", str(folder), "--data", str(root), "--split", split, "--no-progress"]) == 0

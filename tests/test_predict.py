@@ -46,7 +46,7 @@ def tuned_run(tiny_run: Run, tmp_path: Path) -> Run:
     shutil.copytree(tiny_run.path, folder)
     run = Run(folder)
     values = {name: 0.0 for name in ATTRIBUTES} | {"Smiling": 1.01}
-    run.update_config(thresholds={"objective": "balanced_accuracy", "values": values})
+    run.record_thresholds("balanced_accuracy", values)
     return run
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from celebalib import cli, recipes
-from celebalib.errors import ConfigError
+from celebalib import cli, recipes, runs, train_cli
+from celebalib.errors import ConfigError, RunError
 from celebalib.recipes import RECIPES, TrainConfig
 
 # A config.json as celebalib wrote it before schema_version (4 December 2026): only the
@@ -43,16 +43,19 @@ def test_the_learning_rate_left_open_is_the_optimizers_and_is_recorded() -> None
     assert TrainConfig(optimizer="adam").learning_rate_used == 1e-3
     # Changing the optimiser of a config that left the rate open changes the rate with it.
     assert TrainConfig(optimizer="adadelta").replace(optimizer="adam").learning_rate_used == 1e-3
-    assert TrainConfig(optimizer="adam").to_json()["learning_rate"] == 1e-3
+    # The settings keep what was asked (None); the record's facts and flat view, the rate used.
+    record = runs.RunRecord.new("x", TrainConfig(optimizer="adam"), runs.Facts(learning_rate=1e-3))
+    assert TrainConfig(optimizer="adam").to_json()["learning_rate"] is None
+    assert record.to_json()["facts"]["learning_rate"] == 1e-3 and record.flat()["learning_rate"] == 1e-3
 
 
 def test_json_round_trip_keeps_every_field() -> None:
     config = RECIPES["celeba-cpu"].replace(identity_targets=["Male", "Bald"], precision="mixed_bfloat16")
-    text = json.dumps({"run_id": "x", **config.to_json()})  # config.json holds run facts beside the settings
-    loaded = TrainConfig.from_json(json.loads(text))
-    assert loaded == config and json.loads(text)["schema_version"] == recipes.SCHEMA_VERSION
-    with pytest.raises(ConfigError, match="config.json: schema_version 99"):
-        TrainConfig.from_json({**config.to_json(), "schema_version": 99})
+    text = json.dumps(runs.RunRecord.new("x", config, runs.Facts()).to_json())  # the settings beside run facts
+    loaded = runs.RunRecord.from_json(json.loads(text)).settings
+    assert loaded == config and json.loads(text)["schema_version"] == runs.SCHEMA_VERSION
+    with pytest.raises(RunError, match="config.json: schema_version 99"):
+        runs.RunRecord.from_json({**json.loads(text), "schema_version": 99})
     incomplete = config.to_json()
     del incomplete["head"]
     with pytest.raises(ConfigError, match="no head"):
@@ -60,18 +63,18 @@ def test_json_round_trip_keeps_every_field() -> None:
 
 
 def test_an_old_config_loads_with_the_defaults_of_its_time() -> None:
-    old = TrainConfig.from_json(V0_CONFIG)
+    old = runs.RunRecord.from_json(V0_CONFIG).settings
     # Values it recorded are kept; the rest are the defaults fit() had then, whatever TrainConfig's are now.
     assert (old.epochs, old.image_size, old.optimizer, old.learning_rate) == (2, 32, "adam", 0.001)
     assert (old.augment, old.lr_schedule, old.head, old.label_smoothing, old.checkpoint_metric) == (
         "full", "constant", "average", 0.0, "balanced_accuracy")
     assert (old.dropout_rate, old.bn_momentum, old.time_budget, old.average_epochs) == (0.2, None, None, 0)
     assert old.precision == "float32"
-    assert TrainConfig.from_json({**V0_CONFIG, "mixed_precision": True}).precision == "mixed_float16"
-    assert set(recipes.V0_DEFAULTS) | {"epochs", "image_size", "batch_size", "precision"} == {
+    assert runs.RunRecord.from_json({**V0_CONFIG, "mixed_precision": True}).settings.precision == "mixed_float16"
+    assert set(runs.V0_DEFAULTS) | {"epochs", "image_size", "batch_size", "precision"} == {
         f.name for f in dataclasses.fields(TrainConfig)}
-    with pytest.raises(ConfigError, match="runs/x/config.json: image size 8"):
-        TrainConfig.from_json({**V0_CONFIG, "image_size": 8}, "runs/x/config.json")
+    with pytest.raises(RunError, match="runs/x/config.json: image size 8"):
+        runs.RunRecord.from_json({**V0_CONFIG, "image_size": 8}, "runs/x/config.json")
 
 
 def test_settings_fixed_on_resume_are_those_that_change_the_model_or_its_data() -> None:
@@ -96,7 +99,7 @@ def test_every_field_is_a_command_line_option() -> None:
     import argparse
 
     train_parser = argparse.ArgumentParser()
-    recipes.configure_train_parser(train_parser)
+    train_cli.configure_train_parser(train_parser)
     text = " ".join(train_parser.format_usage().split())
     for field in dataclasses.fields(TrainConfig):
         flag = f"--{field.name.replace('_', '-')}"
@@ -106,7 +109,7 @@ def test_every_field_is_a_command_line_option() -> None:
     parser = cli.build_parser("train")
     args = parser.parse_args(["train", "--out", "x", "--precision", "mixed_bfloat16", "--test-time-flip", "on",
                               "--weights", "none", "--average-epochs", "3", "--preset", "celeba-cpu"])
-    assert recipes.given_settings(args) == {"precision": "mixed_bfloat16", "test_time_flip": True, "weights": None,
+    assert train_cli.given_settings(args) == {"precision": "mixed_bfloat16", "test_time_flip": True, "weights": None,
                                             "average_epochs": 3}
     assert args.recipe == "celeba-cpu"  # --preset is the old name of --recipe
 

@@ -12,7 +12,7 @@ import pytest
 
 from celebalib import runs
 from celebalib.attributes import ATTRIBUTES
-from celebalib.data import load_image
+from celebalib.data import load_celeba, load_image
 from celebalib.errors import ConfigError, RunError
 from celebalib.model import OUTPUT
 
@@ -67,7 +67,7 @@ def test_wrong_image_shape_is_a_run_error(tiny_run: runs.Run) -> None:
 def test_thresholds_default_to_one_half_and_follow_the_config(run_copy: runs.Run) -> None:
     np.testing.assert_array_equal(run_copy.thresholds, np.full(40, 0.5, np.float32))
     tuned = {name: 0.1 + i / 100 for i, name in enumerate(ATTRIBUTES)}
-    run_copy.update_config(thresholds={"objective": "balanced_accuracy", "values": tuned})
+    run_copy.record_thresholds("balanced_accuracy", tuned)
     reopened = runs.Run(run_copy.path)
     np.testing.assert_allclose(reopened.thresholds, [tuned[name] for name in ATTRIBUTES], rtol=1e-6)
     assert reopened.config["run_id"] == run_copy.run_id
@@ -93,7 +93,8 @@ def test_open_run_errors_name_the_problem(run_copy: runs.Run, tmp_path: Path) ->
 def test_data_root_prefers_the_override_then_the_training_data_then_the_default(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = {"run_id": "r", "image_size": 32, "crop": "center", "attributes": list(ATTRIBUTES)}
+    config = {"run_id": "r", "image_size": 32, "crop": "center", "attributes": list(ATTRIBUTES), "epochs": 1,
+              "batch_size": 32}  # a config.json of before schema_version
     (tmp_path / "config.json").write_text(json.dumps({**config, "data_root": "/data/celeba"}))
     run = runs.Run(tmp_path)  # data_root needs only config.json, not a finished model
     assert run.data_root("/elsewhere") == Path("/elsewhere")
@@ -115,7 +116,7 @@ def position_run(tiny_run: runs.Run, tmp_path: Path) -> runs.Run:
     inputs = keras.Input((size, size, 3))
     flat = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
     dense = keras.layers.Dense(40, activation="sigmoid", kernel_initializer=keras.initializers.RandomNormal(0, 0.3, 0))
-    runs.save_model(keras.Model(inputs, dense(flat)), tmp_path / "position" / runs.BEST)
+    runs.save_model(keras.Model(inputs, dense(flat)), runs.RunFiles(tmp_path / "position").best)
     return runs.Run(tmp_path / "position")
 
 
@@ -130,7 +131,7 @@ def test_flip_averaging_follows_the_config_and_matches_a_manual_mirror(position_
     assert not flipping.flip_average
     np.testing.assert_allclose(flipping.predict(rows, progress=False), plain, atol=1e-5)
     np.testing.assert_allclose(flipping.predict(rows, progress=False, flip=True), (plain + mirrored) / 2, atol=1e-5)
-    flipping.update_config(test_time_flip=True)
+    flipping.record_views(flip=True, shift=0)
     assert flipping.flip_average
     np.testing.assert_allclose(flipping.predict(rows, progress=False), (plain + mirrored) / 2, atol=1e-5)
     np.testing.assert_allclose(flipping.predict_images(pixels), (plain + mirrored) / 2, atol=1e-5)
@@ -146,7 +147,7 @@ def test_a_run_records_its_settings_and_its_train_label_rates(tiny_run: runs.Run
     assert tiny_run.train_config == TrainConfig(epochs=2, image_size=32, batch_size=32, alpha=0.35, optimizer="adam",
                                                 learning_rate=1e-3, seed=0, run_eagerly=True)
     train_rows = synthetic_table[synthetic_table["split"] == "train"]
-    assert tiny_run.config[runs.TRAIN_LABEL_RATES] == pytest.approx(
+    assert tiny_run.record.facts.train_label_rates == pytest.approx(
         {name: float(train_rows[name].mean()) for name in ATTRIBUTES})
     assert tiny_run.label_rates(synthetic_table.head(0)).index.tolist() == list(ATTRIBUTES)  # recorded: no table needed
 
@@ -215,7 +216,7 @@ def test_shifted_views_average_as_a_manual_loop_does(position_run: runs.Run, syn
     np.testing.assert_allclose(position_run.predict(rows, batch_size=2, progress=False, flip=True, shift=2),
                                expected, atol=1e-5)
     assert position_run.views() == [(0, 0, False)]
-    position_run.update_config(test_time_flip=True, test_time_shift=2)
+    position_run.record_views(flip=True, shift=2)
     assert position_run.shift_pixels == 2 and position_run.views() == views
     np.testing.assert_allclose(position_run.predict(rows, batch_size=3, progress=False), expected, atol=1e-5)
     np.testing.assert_allclose(position_run.predict_images(pixels), expected, atol=1e-5)
@@ -240,7 +241,7 @@ def test_stored_predictions_are_reused_only_for_the_same_model_views_and_images(
     assert not reused and len(calls) == 1
     _, reused = position_run.predict_stored(rows.head(3), "test", progress=False, flip=True, shift=1)
     assert not reused and len(calls) == 2
-    runs.save_model(position_run.model(), position_run.path / runs.BEST)
+    runs.save_model(position_run.model(), position_run.files.best)
     _, reused = position_run.predict_stored(rows.head(3), "test", progress=False, flip=True, shift=1)
     assert not reused and len(calls) == 3
     _, reused = position_run.predict_stored(rows.head(3), "test", progress=False, flip=True, shift=1)
@@ -248,3 +249,97 @@ def test_stored_predictions_are_reused_only_for_the_same_model_views_and_images(
     # Stored predictions are best.keras's: another model name is an error, not a reuse of them.
     with pytest.raises(RunError, match="expected 'best' or 'final'"):
         position_run.predict_stored(rows.head(3), "test", progress=False, flip=True, shift=1, which="latest")
+
+
+# --- the record: schema 2, and config.json files of schema 1 and of none ----------------------------------
+
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
+
+
+@pytest.mark.parametrize("name", ["celeba-cpu", "course"])
+def test_a_schema_1_record_migrates_on_read(name: str) -> None:
+    stored = json.loads((RESULTS / name / "config.json").read_text())
+    assert stored["schema_version"] == 1  # the committed copies predate schema 2
+    record = runs.load_record(RESULTS / name / "config.json")
+    # The time budget's end was written over ``epochs``, with the epochs asked for in ``planned_epochs``.
+    asked = stored.get("planned_epochs", stored["epochs"])
+    assert record.settings.epochs == asked and record.end_epoch == stored["epochs"]
+    assert record.progress.budget_end == (stored["epochs"] if "planned_epochs" in stored else None)
+    assert record.progress.seconds == stored.get("budget_seconds", 0.0)
+    assert record.progress.finished == stored["finished"] and record.progress.epochs_done == stored["epochs"]
+    assert (record.run_id, record.attributes) == (stored["run_id"], tuple(ATTRIBUTES))
+    assert record.facts.train_label_rates == stored["train_label_rates"]
+    assert record.facts.learning_rate == stored["learning_rate"] == record.settings.learning_rate
+    assert record.thresholds.objective == stored["thresholds"]["objective"]
+    assert record.thresholds.values == stored["thresholds"]["values"]
+    # Written back, it is schema 2 and reads as the same record.
+    again = runs.RunRecord.from_json(json.loads(json.dumps(record.to_json())))
+    assert again == record and record.to_json()["schema_version"] == 2
+
+
+def test_a_record_without_schema_takes_the_defaults_of_its_time() -> None:
+    old = {"run_id": "tiny-20261204T100000", "created": "2026-12-04T10:00:00+00:00", "attributes": list(ATTRIBUTES),
+           "epochs": 2, "image_size": 32, "batch_size": 32, "optimizer": "adam", "learning_rate": 0.001,
+           "data_root": "/data", "mixed_precision": True, "thresholds": None}
+    record = runs.RunRecord.from_json(old)
+    assert (record.settings.epochs, record.settings.augment, record.settings.precision) == (2, "full", "mixed_float16")
+    assert record.facts.data_root == "/data" and record.progress.finished is None and record.thresholds is None
+    with pytest.raises(RunError, match="runs/x/config.json: missing key 'crop'"):
+        runs.RunRecord.from_json({k: v for k, v in old.items() if k != "crop"} | {"schema_version": 1},
+                                 "runs/x/config.json")
+    with pytest.raises(RunError, match="schema_version 3; this celebalib reads 1 and 2"):
+        runs.RunRecord.from_json({**old, "schema_version": 3})
+
+
+def test_run_files_name_every_artefact(tmp_path: Path) -> None:
+    files = runs.RunFiles(tmp_path)
+    assert [p.name for p in (files.config, files.best, files.final, files.history, files.logs, files.backup)] == [
+        "config.json", "best.keras", "model.keras", "history.csv", "logs", "backup"]
+    assert (files.predictions("val").name, files.index("test").name, files.retrieval("val").name) == (
+        "predictions_val.npz", "index_test.npz", "retrieval_val.json")
+    assert (files.evaluation("test").name, files.evaluation("test", ".csv").name) == ("eval_test.json", "eval_test.csv")
+    assert files.model("final") == files.final and files.epoch_weights(3) == files.averaging / "epoch-03.weights.h5"
+    for epoch in (2, 10):
+        files.epoch_weights(epoch).parent.mkdir(exist_ok=True)
+        files.epoch_weights(epoch).write_bytes(b"")
+    assert files.kept_epochs() == [2, 10]
+
+
+@pytest.mark.slow
+def test_named_writes_change_their_part_only_and_leave_no_temp_file(run_copy: runs.Run) -> None:
+    before = runs.read_record(run_copy.path)
+    run_copy.record_results("val", {"n_images": 3})
+    run_copy.record_budget_end(1)
+    after = runs.read_record(run_copy.path)
+    assert after.results == {"val": {"n_images": 3}} and after.progress.budget_end == 1
+    assert (after.settings, after.facts, after.thresholds) == (before.settings, before.facts, before.thresholds)
+    assert after.progress.epochs_done == before.progress.epochs_done and run_copy.record == after
+    assert not [p for p in run_copy.path.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("schema", [1, None])
+def test_an_old_run_folder_opens_evaluates_and_predicts(tiny_run: runs.Run, synthetic_root: Path, tmp_path: Path,
+                                                        schema: int | None, capsys) -> None:
+    from celebalib.cli import main
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_run.path, old)
+    flat = tiny_run.config  # the record as schema 1 held it: one flat dict
+    if schema is None:  # as written before schema_version, head and precision existed
+        for key in ("head", "precision", "cache"):
+            del flat[key]
+    else:
+        flat["schema_version"] = schema
+    (old / "config.json").write_text(json.dumps(flat))
+    run = runs.open_run(old)
+    assert run.train_config.replace(precision="float32") == tiny_run.train_config.replace(
+        learning_rate=1e-3, precision="float32")
+    assert main(["evaluate", "--run", str(old), "--data", str(synthetic_root), "--split", "val", "--quiet"]) == 0
+    evaluated = runs.open_run(old)
+    assert evaluated.record.thresholds.objective == "balanced_accuracy" and "val" in evaluated.record.results
+    assert json.loads((old / "config.json").read_text())["schema_version"] == runs.SCHEMA_VERSION  # written as 2
+    rows = load_celeba(synthetic_root).query("split == 'test'").head(2)
+    np.testing.assert_allclose(evaluated.predict(rows, progress=False), tiny_run.predict(rows, progress=False),
+                               atol=1e-6)
+    capsys.readouterr()

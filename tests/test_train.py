@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import random
@@ -17,7 +18,6 @@ import tensorflow as tf
 
 from celebalib import cli, recipes, runs, train
 from celebalib.errors import ConfigError, RunError
-from celebalib.io import write_json
 from celebalib.data import load_celeba, make_dataset
 from celebalib.model import OUTPUT, backbone_of, build_model
 
@@ -54,7 +54,11 @@ def test_two_epochs_lower_the_loss_and_write_a_complete_run(tiny_run: runs.Run) 
     assert {"model.keras", "best.keras", "config.json", "history.csv", "logs"} <= files
     assert "backup" not in files and not [name for name in files if name.startswith(".")]
     assert any((tiny_run.path / "logs").rglob("events.out.tfevents.*"))
-    config = json.loads((tiny_run.path / "config.json").read_text())
+    stored = json.loads((tiny_run.path / "config.json").read_text())
+    assert stored["schema_version"] == runs.SCHEMA_VERSION and {"settings", "facts", "progress", "thresholds",
+                                                                "results"} <= set(stored)
+    assert stored["progress"]["epochs_done"] == 2 and stored["progress"]["finished"]
+    config = tiny_run.config  # the record read as one flat dict
     assert CONTRACT_KEYS <= set(config) and config["image_size"] == 32 and config["thresholds"] is None
     history = tiny_run.history()
     assert history["epoch"].tolist() == [1, 2]
@@ -120,7 +124,7 @@ def test_best_checkpoint_can_follow_the_val_auc(synthetic_root: Path, tmp_path: 
     assert (random.random(), np.random.rand()) == expected
     history = run.history().set_index("epoch")
     val = make_dataset(load_celeba(synthetic_root), "val", training=False, image_size=32, batch_size=32, limit=64)
-    model = runs.load_model(run.path / runs.BEST)
+    model = runs.load_model(run.files.best)
     model.compile(loss="binary_crossentropy")
     # best.keras reproduces the val loss logged for the epoch with the highest val mean AUC.
     logged = history.loc[history["val_mean_auc"].idxmax(), "val_loss"]
@@ -137,8 +141,8 @@ def test_a_resumed_run_must_keep_its_settings(tiny_run: runs.Run, tmp_path: Path
     with pytest.raises(RunError, match="image_size is 32"):
         train.fit(out, data_root=tiny_run.config["data_root"], epochs=2, image_size=64, batch_size=32,
                   optimizer="adam", progress=False)
-    config = json.loads((tiny_run.path / "config.json").read_text())
-    del config["head"], config["schema_version"]  # a run from before either existed pooled by averaging
+    config = tiny_run.config  # the record as the flat dict config.json was before schema 2
+    del config["head"]  # a run from before schema_version and head existed pooled by averaging
     (out / "config.json").write_text(json.dumps(config))
     with pytest.raises(RunError, match="head is 'average'"):
         train.fit(out, data_root=tiny_run.config["data_root"], epochs=2, image_size=32, batch_size=32,
@@ -203,7 +207,7 @@ def test_cli_rejects_unknown_choices_as_usage_errors(tmp_path: Path, capsys: pyt
 
 def resolve_options(args) -> dict:
     """The settings a parsed ``train`` command line trains with."""
-    from celebalib.recipes import resolve_from_args
+    from celebalib.train_cli import resolve_from_args
 
     return resolve_from_args(args)[0].config.to_dict()
 
@@ -355,14 +359,16 @@ def test_a_resumed_run_counts_the_budget_its_finished_epochs_spent(synthetic_roo
                    optimizer="adam", lr_schedule="cosine", progress=False, run_eagerly=True)
     with pytest.raises(Interrupt):
         train.fit(out, callbacks=[StopAfterFirstEpoch()], **options)
-    config = runs.read_config(out)
-    assert 0 < config[train.BUDGET_SECONDS] < 3600 and config["epochs"] == 3
+    record = runs.read_record(out)
+    assert 0 < record.progress.seconds < 3600 and record.settings.epochs == 3 and record.progress.epochs_done == 1
     # Pretend the first process's epoch took all but a moment of the hour: the resumed run must
     # end after the epoch it trains instead of starting a whole new hour.
-    write_json(out / runs.CONFIG, {**config, train.BUDGET_SECONDS: 3600 - 1e-3})
+    runs.write_record(out, dataclasses.replace(record, progress=dataclasses.replace(record.progress,
+                                                                                   seconds=3600 - 1e-3)))
     run = train.fit(out, **options)
     assert run.history()["epoch"].tolist() == [1, 2]
-    assert run.config["epochs"] == 2 and run.config["planned_epochs"] == 3
+    # The budget ended it after epoch 2; the settings keep the 3 epochs asked for.
+    assert run.record.progress.budget_end == 2 and run.config["epochs"] == 3
 
 
 class OptimizerAtEnd(keras.callbacks.Callback):
@@ -384,7 +390,7 @@ def test_mixed_precision_with_a_time_budget_ends_the_schedule_at_the_new_end(
                     alpha=0.35, optimizer="adam", lr_schedule="cosine", time_budget=35 / 60, precision=policy,
                     progress=False, run_eagerly=True, callbacks=[seen])
     assert run.history()["epoch"].tolist() == [1, 2]
-    assert (run.config["epochs"], run.config["planned_epochs"], run.config["dtype_policy"]) == (2, 4, policy)
+    assert (run.record.progress.budget_end, run.config["epochs"], run.config["dtype_policy"]) == (2, 4, policy)
     # Under mixed float16 compile wraps the optimiser in a LossScaleOptimizer; the schedule is the inner one's.
     assert isinstance(seen.optimizer, keras.optimizers.LossScaleOptimizer) == (policy == "mixed_float16")
     inner = getattr(seen.optimizer, "inner_optimizer", seen.optimizer)
@@ -393,7 +399,7 @@ def test_mixed_precision_with_a_time_budget_ends_the_schedule_at_the_new_end(
     assert schedule.get_config()["decay_steps"] == 2
     assert float(schedule(1)) == pytest.approx(0.0005) and float(schedule(2)) == pytest.approx(0.0, abs=1e-9)
     assert keras.config.dtype_policy().name == "float32"  # fit gave the caller's policy back
-    model = runs.load_model(run.path / runs.BEST)
+    model = runs.load_model(run.files.best)
     assert model.get_layer(OUTPUT).compute_dtype == "float32"
     assert backbone_of(model).layers[-1].compute_dtype == policy.removeprefix("mixed_")
     images = make_dataset(load_celeba(synthetic_root), "test", training=False, image_size=32, batch_size=4, limit=4)
@@ -437,10 +443,10 @@ def test_epochs_of_a_fixed_number_of_images_and_a_capped_val(synthetic_root: Pat
 def test_weight_averaging_makes_best_keras_the_mean_of_the_last_epochs(synthetic_root: Path, tmp_path: Path) -> None:
     run = train.fit(tmp_path / "averaged", data_root=synthetic_root, epochs=3, image_size=32, batch_size=32,
                     limit=64, optimizer="adam", average_epochs=2, progress=False, run_eagerly=True)
-    files = sorted((run.path / train.AVERAGING_FOLDER).glob("*.h5"))
+    files = sorted(run.files.averaging.glob("*.h5"))
     assert [f.name for f in files] == ["epoch-02.weights.h5", "epoch-03.weights.h5"]
     assert run.config["averaged"]["epochs"] == [2, 3] and 0 <= run.config["averaged"]["val_mean_auc"] <= 1
-    best, final = runs.load_model(run.path / runs.BEST), runs.load_model(run.path / runs.FINAL)
+    best, final = runs.load_model(run.files.best), runs.load_model(run.files.final)
     epoch_kernels = []
     for file in files:
         final.load_weights(str(file))
@@ -449,7 +455,7 @@ def test_weight_averaging_makes_best_keras_the_mean_of_the_last_epochs(synthetic
     np.testing.assert_allclose(best.get_layer(OUTPUT).kernel.numpy(), np.mean(epoch_kernels, axis=0), rtol=1e-5,
                                atol=1e-7)
     # model.keras stays the last epoch's, statistics and all.
-    np.testing.assert_allclose(runs.load_model(run.path / runs.FINAL).get_layer(OUTPUT).kernel.numpy(),
+    np.testing.assert_allclose(runs.load_model(run.files.final).get_layer(OUTPUT).kernel.numpy(),
                                epoch_kernels[1])
 
 
@@ -458,13 +464,13 @@ def test_a_run_over_its_time_budget_records_the_shortened_end(synthetic_root: Pa
     run = train.fit(tmp_path / "budget", data_root=synthetic_root, epochs=3, image_size=32, batch_size=32, limit=32,
                     time_budget=1e-6, optimizer="adam", lr_schedule="cosine", average_epochs=1, progress=False,
                     run_eagerly=True)
-    assert len(run.history()) == 1 and (run.path / runs.FINAL).is_file()
-    assert run.config["epochs"] == 1 and run.config["planned_epochs"] == 3
+    assert len(run.history()) == 1 and (run.files.final).is_file()
+    assert run.record.progress.budget_end == 1 and run.config["epochs"] == 3 and run.record.progress.epochs_done == 1
     # Weight averaging heard the new end in time to keep the epoch that became the last.
     assert run.config["averaged"]["epochs"] == [1, 1]
     # Its saved optimiser names CosineSchedule: a process that never imported train must still load it.
     code = "import sys; from celebalib.runs import load_model; print(load_model(sys.argv[1]).optimizer.learning_rate)"
-    loaded = subprocess.run([sys.executable, "-c", code, str(run.path / runs.BEST)], capture_output=True, text=True)
+    loaded = subprocess.run([sys.executable, "-c", code, str(run.files.best)], capture_output=True, text=True)
     assert loaded.returncode == 0, loaded.stderr[-500:]
 
 
@@ -527,7 +533,7 @@ def test_identity_targets_reach_the_training_labels(synthetic_table: pd.DataFram
     np.testing.assert_allclose(labels.loc[rows, "Attractive"], means, rtol=1e-6)
     np.testing.assert_array_equal(labels["Smiling"], synthetic_table["Smiling"])
     np.testing.assert_array_equal(labels.loc[~rows, "Attractive"], synthetic_table.loc[~rows, "Attractive"])
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["identity_targets"] == "person"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["settings"]["identity_targets"] == "person"
 
 
 @pytest.mark.slow
@@ -548,7 +554,7 @@ def test_a_portrait_run_takes_taller_images_through_every_entry_point(synthetic_
     with pytest.raises(RunError, match=r"expected \(N, 40, 32, 3\)"):
         run.predict_images(load_image(rows["path"].iloc[0], image_size=32))
     # A config that no longer matches the model's input is named, with both shapes.
-    run.update_config(crop="center")
+    runs.write_record(run.path, dataclasses.replace(run.record, settings=run.train_config.replace(crop="center")))
     with pytest.raises(RunError, match="image_size 32 and crop 'center' make 32x32 images but the model takes 32x40"):
         check_run_matches(runs.Run(run.path))
 
@@ -562,11 +568,12 @@ def test_fit_or_reuse_opens_a_finished_run_and_retrains_on_a_changed_setting(syn
     (out / "marker").write_text("kept while the run is reused")
     train.fit_or_reuse(out, config, data_root=synthetic_root, progress=False)
     assert (out / "marker").is_file()  # opened, not trained again
-    stored = json.loads((out / "config.json").read_text())
-    (out / "config.json").write_text(json.dumps({**stored, "planned_epochs": 3}))  # as a time budget ends a run
+    stored = runs.read_record(out)
+    runs.write_record(out, dataclasses.replace(  # as a time budget ends a run of 3 epochs after the first
+        stored, settings=stored.settings.replace(epochs=3), progress=dataclasses.replace(stored.progress, budget_end=1)))
     train.fit_or_reuse(out, config.replace(epochs=3), data_root=synthetic_root, progress=False)
     assert (out / "marker").is_file()  # ended early by its budget: still the run asked for
-    (out / "config.json").write_text(json.dumps(stored))
+    runs.write_record(out, stored)
     longer = train.fit_or_reuse(out, config.replace(epochs=2), data_root=synthetic_root, progress=False)
     assert not (out / "marker").exists() and longer.config["epochs"] == 2  # a shorter run is not reused
     (out / "marker").write_text("kept while the run is reused")
@@ -575,3 +582,34 @@ def test_fit_or_reuse_opens_a_finished_run_and_retrains_on_a_changed_setting(syn
     (out / "marker").write_text("gone once retrain is asked for")
     train.fit_or_reuse(out, config.replace(seed=1), data_root=synthetic_root, retrain=True, progress=False)
     assert not (out / "marker").exists()
+
+
+def test_train_config_trains_a_saved_runs_settings_with_flags_on_top(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path, capsys) -> None:
+    monkeypatch.setenv("CELEBALIB_FAST", "1")  # neither fast mode nor the environment changes a saved run
+    monkeypatch.setenv("CELEBALIB_EPOCHS", "3")
+    saved = Path(__file__).resolve().parent.parent / "docs" / "results" / "celeba-cpu" / "config.json"
+    asked = runs.load_record(saved).settings
+    parse = cli.build_parser("train").parse_args
+    assert resolve_options(parse(["train", "--out", "x", "--config", str(saved)])) == asked.to_dict()
+    assert resolve_options(parse(["train", "--out", "x", "--config", str(saved.parent)])) == asked.to_dict()
+    given = resolve_options(parse(["train", "--out", "x", "--config", str(saved), "--seed", "7", "--epochs", "2",
+                                   "--time-budget", "none"]))
+    assert given == asked.replace(seed=7, epochs=2, time_budget=None).to_dict()
+    assert asked.alpha == 1.0 and asked.epochs == 28  # the recipe as the run asked for it, not its budget's end
+    assert cli.main(["train", "--out", str(tmp_path / "x"), "--config", str(tmp_path / "missing.json")]) == 1
+    assert "missing.json: cannot read" in capsys.readouterr().err
+    assert cli.main(["train", "--out", "x", "--config", str(saved), "--recipe", "course"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_config_reproduces_a_trained_run(tiny_run: runs.Run, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "again"
+    code = cli.main(["train", "--config", str(tiny_run.files.config), "--data", tiny_run.config["data_root"],
+                     "--out", str(out), "--epochs", "1", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert f"Recipe from {tiny_run.files.config}, with epochs given:" in capsys.readouterr().out
+    again = runs.open_run(out)
+    assert again.train_config == tiny_run.train_config.replace(epochs=1)
+    assert again.record.facts.data_root == tiny_run.record.facts.data_root and len(again.history()) == 1
