@@ -21,15 +21,21 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celebalib.config import PACKAGE_DIR, get_settings
 from celebalib.errors import ConfigError, RunError
+
+if TYPE_CHECKING:
+    from celebalib.retrieval import GalleryIndex
+    from celebalib.runs import Run
 
 APP_NOTEBOOK = PACKAGE_DIR / "resources" / "app.ipynb"
 ENV_RUN, ENV_INDEX, ENV_K = "CELEBALIB_APP_RUN", "CELEBALIB_APP_INDEX", "CELEBALIB_APP_K"
 DEFAULT_PORT = 8866  # Voila's own default
 DEFAULT_K = 8
+DEFAULT_MAX_VISITORS = 8
+DEFAULT_IDLE_TIMEOUT = 60  # seconds a kernel with no page connected to it is kept
 START_TIMEOUT = 90.0  # seconds for Voila to answer; it imports Jupyter's server stack first
 
 
@@ -62,17 +68,23 @@ def find_index(run_dir: str | Path, index: str | Path | None = None) -> Path:
 
 def check_app(run_dir: str | Path, index: str | Path | None = None) -> tuple[Path, Path]:
     """Open the run and its index once, so a mistake is one line here, not a traceback in the browser."""
+    run_path = Path(run_dir).expanduser()
+    index_path = open_app(run_path, index)[2]
+    return run_path.resolve(), index_path.resolve()
+
+
+def open_app(run_dir: Path, index: str | Path | None = None) -> tuple[Run, GalleryIndex, Path]:
+    """The run, its index (probabilities only: the explorer never reads the pooled features) and the
+    index's path; RunError when either cannot be opened."""
     from celebalib.retrieval import GalleryIndex
     from celebalib.runs import open_run
 
-    run_path = Path(run_dir).expanduser()
-    if not run_path.is_dir():
-        raise RunError(f"{run_path}: run folder not found; train the course's with `python -m celebalib demo` "
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: run folder not found; train the course's with `python -m celebalib demo` "
                        "(or `make demo`), or pass --run runs/NAME")
-    run = open_run(run_path)
-    index_path = find_index(run_path, index)
-    GalleryIndex.load(index_path, run=run)
-    return run_path.resolve(), index_path.resolve()
+    run = open_run(run_dir)
+    index_path = find_index(run_dir, index)
+    return run, GalleryIndex.load(index_path, run=run, features=False), index_path
 
 
 def explorer(run_dir: str | Path | None = None, index: str | Path | None = None, k: int | None = None) -> Any:
@@ -80,17 +92,13 @@ def explorer(run_dir: str | Path | None = None, index: str | Path | None = None,
     the course run); a one-line message widget instead when they cannot be opened."""
     import ipywidgets as widgets
 
-    from celebalib.retrieval import GalleryIndex
-    from celebalib.runs import open_run
     from celebalib.widgets import RetrievalExplorer
 
-    run_dir = run_dir or os.environ.get(ENV_RUN) or default_run()
+    run_dir = Path(run_dir or os.environ.get(ENV_RUN) or default_run()).expanduser()
     index = index or os.environ.get(ENV_INDEX) or None
     k = int(k or os.environ.get(ENV_K) or DEFAULT_K)
     try:
-        run_path, index_path = check_app(run_dir, index)
-        gallery = GalleryIndex.load(index_path)
-        run = open_run(run_path)
+        run, gallery, _ = open_app(run_dir, index)
     except (RunError, ConfigError) as error:
         return widgets.HTML(f"<p class='celebalib-app-error'>{_escape(str(error))}</p>")
     return RetrievalExplorer(gallery, run, k=min(k, len(gallery.image_ids)))
@@ -103,10 +111,30 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def voila_command(port: int, notebook: Path = APP_NOTEBOOK) -> list[str]:
-    """The Voila command line that serves ``notebook`` on loopback at ``port``."""
-    return [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}",
-            "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", "--Voila.log_level=WARN"]
+def voila_command(port: int, notebook: Path = APP_NOTEBOOK, *, max_visitors: int = DEFAULT_MAX_VISITORS,
+                  idle_timeout: int = DEFAULT_IDLE_TIMEOUT, pool: int = 0) -> list[str]:
+    """The Voila command line that serves ``notebook`` on loopback at ``port``.
+
+    A kernel is shut down once no page has been connected to it for ``idle_timeout`` seconds
+    (a closed tab, or a fetch that never opened the page); an open page keeps its kernel. At
+    most ``max_visitors`` kernels run at once, plus ``pool`` started ahead with the notebook run.
+    """
+    kernels = "VisitorKernelManager"
+    command = [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}",
+               "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", "--Voila.log_level=WARN",
+               f"--VoilaConfiguration.multi_kernel_manager_class=celebalib.app_kernels.{kernels}",
+               f"--{kernels}.max_kernels={max_visitors + pool}",
+               f"--{kernels}.cull_idle_timeout={idle_timeout}",
+               f"--{kernels}.cull_interval={cull_interval(idle_timeout)}",
+               f"--{kernels}.cull_connected=False", f"--{kernels}.cull_busy=False"]
+    if pool:
+        command += ["--VoilaConfiguration.preheat_kernel=True", f"--VoilaConfiguration.default_pool_size={pool}"]
+    return command
+
+
+def cull_interval(idle_timeout: int) -> int:
+    """How often, in seconds, to look for kernels to cull: a few times per timeout, at most every 10 s."""
+    return max(1, min(10, idle_timeout // 3))
 
 
 def wait_until_serving(process: subprocess.Popen, port: int, log: Path, timeout: float = START_TIMEOUT) -> None:
@@ -127,7 +155,8 @@ def wait_until_serving(process: subprocess.Popen, port: int, log: Path, timeout:
     raise RunError(f"voila did not answer on port {port} within {timeout:.0f} s (log: {log})")
 
 
-def serve(run_dir: Path, index: Path, *, port: int = DEFAULT_PORT, k: int = DEFAULT_K) -> int:
+def serve(run_dir: Path, index: Path, *, port: int = DEFAULT_PORT, k: int = DEFAULT_K,
+          max_visitors: int = DEFAULT_MAX_VISITORS, idle_timeout: int = DEFAULT_IDLE_TIMEOUT, pool: int = 0) -> int:
     """Serve the app until interrupted; print the URL once Voila answers."""
     import importlib.util
 
@@ -138,7 +167,8 @@ def serve(run_dir: Path, index: Path, *, port: int = DEFAULT_PORT, k: int = DEFA
     env = {**os.environ, ENV_RUN: str(run_dir), ENV_INDEX: str(index), ENV_K: str(k)}
     log = Path(tempfile.mkdtemp(prefix="celebalib-app-")) / "voila.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(voila_command(port), env=env, stdout=out, stderr=subprocess.STDOUT,
+        command = voila_command(port, max_visitors=max_visitors, idle_timeout=idle_timeout, pool=pool)
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     # A plain `kill` should stop Voila too, as Ctrl+C does (the finally below runs on SystemExit).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -176,10 +206,13 @@ def _app_command(args: argparse.Namespace) -> int:
     """Check the run and index, then serve the app."""
     if not 1 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: expected a port number from 1 to 65535")
-    if args.k < 1:
-        raise ConfigError(f"-k {args.k}: expected at least 1")
+    for name, value, least in (("-k", args.k, 1), ("--max-visitors", args.max_visitors, 1),
+                               ("--idle-timeout", args.idle_timeout, 1), ("--pool", args.pool, 0)):
+        if value < least:
+            raise ConfigError(f"{name} {value}: expected at least {least}")
     run_dir, index = check_app(args.run or default_run(), args.index)
-    return serve(run_dir, index, port=args.port, k=args.k)
+    return serve(run_dir, index, port=args.port, k=args.k, max_visitors=args.max_visitors,
+                 idle_timeout=args.idle_timeout, pool=args.pool)
 
 
 def configure_app_parser(parser: argparse.ArgumentParser) -> None:
@@ -191,4 +224,10 @@ def configure_app_parser(parser: argparse.ArgumentParser) -> None:
                         "(default: RUN/index_test.npz, else RUN/index_val.npz)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="loopback port to serve on")
     parser.add_argument("-k", type=int, default=DEFAULT_K, help="how many results the explorer shows at first")
+    parser.add_argument("--max-visitors", type=int, default=DEFAULT_MAX_VISITORS,
+                        help="pages open at once (one Jupyter kernel each); more visitors get a one-line busy page")
+    parser.add_argument("--idle-timeout", type=int, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
+                        help="shut a visitor's kernel down this long after its page closed (or never connected)")
+    parser.add_argument("--pool", type=int, default=0, help="kernels kept started, with the explorer loaded, "
+                        "for the next visitors (each holds its memory while waiting)")
     parser.set_defaults(handler=_app_command)

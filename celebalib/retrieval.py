@@ -334,8 +334,12 @@ class GalleryIndex:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path, *, run: Run | None = None) -> GalleryIndex:
-        """Read an index saved by :meth:`save`; with ``run``, check it was built by that run."""
+    def load(cls, path: str | Path, *, run: Run | None = None, features: bool = True) -> GalleryIndex:
+        """Read an index saved by :meth:`save`; with ``run``, check it was built by that run.
+
+        ``features=False`` leaves the pooled feature vectors (if saved) on disk: searching by
+        the probabilities, as the app does, never reads them.
+        """
         path = Path(path)
         if not path.is_file():
             raise RunError(f"{path}: no index here; build one with `celebalib index --run RUN --split SPLIT`")
@@ -346,7 +350,7 @@ class GalleryIndex:
                 index = cls(probabilities=data["probabilities"], image_ids=data["image_ids"], paths=data["paths"],
                             attributes=tuple(data["attributes"]), run_id=str(data["run_id"]),
                             split=str(data["split"]), thresholds=data["thresholds"],
-                            features=data["features"] if "features" in data else None)
+                            features=data["features"] if features and "features" in data else None)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             if isinstance(error, RunError):
                 raise

@@ -165,6 +165,7 @@ class RetrievalExplorer:
         self._last_query: Callable[[int], pd.DataFrame] | None = None
         # Set while code (not the user) changes a control, so its observer does not query.
         self._quiet = False
+        self._pickers: dict[str, widgets.Dropdown] | None = None
         self._build_controls(max_choices)
         self.widget = self._build_layout()
         if len(index.image_ids):
@@ -220,7 +221,7 @@ class RetrievalExplorer:
         if not wanted:
             return self._fail("Choose yes or no for at least one attribute.")
         for name, value in wanted.items():
-            if name not in self.attribute_pickers:
+            if name not in self.index.attributes:
                 return self._fail(f"Unknown attribute {name!r}; expected one of the index's attribute names.")
             if value not in (0, 1):
                 return self._fail(f"Attribute {name!r} = {value!r}; expected 1 (yes) or 0 (no).")
@@ -239,7 +240,7 @@ class RetrievalExplorer:
         """Return the attributes set to yes (1) or no (0) in the attribute pickers."""
         return {
             name: _ATTRIBUTE_STATES[picker.value]
-            for name, picker in self.attribute_pickers.items() if picker.value in _ATTRIBUTE_STATES
+            for name, picker in (self._pickers or {}).items() if picker.value in _ATTRIBUTE_STATES
         }
 
     def set_k(self, k: int) -> pd.DataFrame | None:
@@ -300,6 +301,21 @@ class RetrievalExplorer:
 
     # Drawing: the controls call the query methods above, then show their outcome.
 
+    @property
+    def attribute_pickers(self) -> dict[str, widgets.Dropdown]:
+        """One any / yes / no picker per attribute, by name (created on first use)."""
+        if self._pickers is None:
+            layout = widgets.Layout(width="220px")  # one layout model for all 40
+            self._pickers = {
+                str(name): widgets.Dropdown(options=[ANY, YES, NO], value=ANY, description=str(name),
+                                            style={"description_width": "140px"}, layout=layout)
+                for name in self.index.attributes
+            }
+            for picker in self._pickers.values():
+                picker.observe(self._on_attribute, names="value")
+            self._picker_grid.children = tuple(self._pickers.values())
+        return self._pickers
+
     def _build_controls(self, max_choices: int) -> None:
         """Create the controls and connect them to the query methods."""
         ids = [str(image_id) for image_id in self.index.image_ids[:max_choices]]
@@ -310,21 +326,12 @@ class RetrievalExplorer:
         self.upload = widgets.FileUpload(accept="image/jpeg,image/png", multiple=False, description="Upload photo")
         largest = min(max(48, self.k), len(self.index.image_ids))
         self.k_slider = widgets.IntSlider(value=self.k, min=1, max=largest, description="k")
-        self.attribute_pickers = {
-            str(name): widgets.Dropdown(
-                options=[ANY, YES, NO], value=ANY, description=str(name),
-                style={"description_width": "140px"}, layout=widgets.Layout(width="220px"),
-            )
-            for name in self.index.attributes
-        }
         self.clear_button = widgets.Button(description="All to any", tooltip="Reset every attribute to any")
         self.image_picker.add_class("celebalib-image-picker")
         self.image_picker.observe(self._on_pick, names="value")
         self.random_button.on_click(lambda _: self.query_random())
         self.upload.observe(self._on_upload, names="value")
         self.k_slider.observe(self._on_k, names="value")
-        for picker in self.attribute_pickers.values():
-            picker.observe(self._on_attribute, names="value")
         self.clear_button.on_click(self._on_clear)
 
     def _build_layout(self) -> widgets.VBox:
@@ -336,12 +343,12 @@ class RetrievalExplorer:
         self.grid = widgets.GridBox(layout=widgets.Layout(
             grid_template_columns=f"repeat(auto-fill, minmax({self.thumbnail_size + 60}px, 1fr))", grid_gap="8px",
         ))
-        attributes = widgets.GridBox(
-            [*self.attribute_pickers.values()],
-            layout=widgets.Layout(grid_template_columns="repeat(auto-fill, 230px)"),
-        )
-        accordion = widgets.Accordion([widgets.VBox([self.clear_button, attributes])])
+        # The 40 pickers are drawn when the accordion first opens: a page that never queries by
+        # attributes then costs the kernel and the browser a third of the widgets.
+        self._picker_grid = widgets.GridBox(layout=widgets.Layout(grid_template_columns="repeat(auto-fill, 230px)"))
+        accordion = widgets.Accordion([widgets.VBox([self.clear_button, self._picker_grid])], selected_index=None)
         accordion.set_title(0, "Query by attributes (any / yes / no)")
+        accordion.observe(self._on_open, names="selected_index")
         controls = widgets.VBox([widgets.HBox([self.image_picker, self.random_button]), self.upload, self.k_slider])
         preview = widgets.VBox(
             [self.query_preview, self.query_caption],
@@ -372,6 +379,11 @@ class RetrievalExplorer:
         card.add_class("celebalib-result")
         return card
 
+    def _on_open(self, change: Mapping[str, Any]) -> None:
+        """Draw the attribute pickers when the accordion opens."""
+        if change["new"] is not None:
+            self.attribute_pickers  # noqa: B018 (building them is the point)
+
     def _on_pick(self, change: Mapping[str, Any]) -> None:
         """Query the image chosen in the dropdown."""
         if not self._quiet and change["new"]:
@@ -399,7 +411,7 @@ class RetrievalExplorer:
         """Set every attribute picker back to any, without querying."""
         self._quiet = True
         try:
-            for picker in self.attribute_pickers.values():
+            for picker in (self._pickers or {}).values():
                 picker.value = ANY
         finally:
             self._quiet = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 import pytest
@@ -99,6 +100,16 @@ def test_attribute_pickers_query_the_chosen_attributes(gallery: GalleryIndex) ->
     explorer.clear_button.click()
     assert explorer.selected_attributes() == {}
     pd.testing.assert_frame_equal(explorer.results, expected)
+
+
+def test_the_attribute_pickers_are_drawn_when_their_accordion_opens(gallery: GalleryIndex) -> None:
+    explorer = RetrievalExplorer(gallery, k=6)
+    accordion = next(child for child in explorer.widget.children if isinstance(child, widgets.Accordion))
+    grid = accordion.children[0].children[1]
+    assert accordion.selected_index is None and grid.children == ()
+    accordion.selected_index = 0
+    assert [picker.description for picker in grid.children] == list(gallery.attributes)
+    assert grid.children == tuple(explorer.attribute_pickers.values())
 
 
 def test_query_by_attributes_sets_the_pickers(gallery: GalleryIndex) -> None:

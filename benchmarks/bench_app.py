@@ -1,0 +1,273 @@
+"""Load on the retrieval app: N visitors open the explorer at once in Chromium, then leave.
+
+For each N it starts ``python -m celebalib app`` afresh over a trained run, opens N pages
+at the same moment (one browser context each, as N people would), and reports the time
+until each page shows a usable explorer (its first results drawn), when each page's HTML
+had fully arrived (the server's part: starting the kernel and running the app notebook),
+the Jupyter kernels alive and their memory while the pages are open, and the same again
+``--after`` seconds after every page has closed, with the moment the kernels were back to
+the idle count. ``--plain`` more visitors fetch the page without a browser (as ``curl`` or a
+link preview would), so their kernels never hear from a page. Visitors beyond the app's
+bound get its busy page; they are counted.
+
+    python benchmarks/bench_app.py --run RUN
+    python benchmarks/bench_app.py --run RUN --visitors 1 4 8 16 --after 30 --idle-timeout 10
+
+Needs Chromium (``make browser``) and Playwright; the run needs an index (``celebalib index``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from celebalib import app
+
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-breakpad",
+    "--disable-crash-reporter",
+]
+K = 8  # results the explorer shows: the page is usable once all are drawn
+
+
+@dataclass
+class Visit:
+    """One visitor's outcome."""
+
+    usable: float | None = None  # seconds from opening the page to the drawn results
+    html: float | None = None  # seconds until the page's HTML had fully arrived
+    busy: bool = False  # got the app's busy page
+    error: str = ""
+
+
+@dataclass
+class Row:
+    """The figures of one round of N visitors."""
+
+    visitors: int
+    visits: list[Visit] = field(default_factory=list)
+    open_kernels: int = 0
+    open_pss: float = 0.0
+    idle_kernels: int = 0
+    after_kernels: int = 0
+    after_pss: float = 0.0
+    back_after: float | None = None  # seconds after the pages closed until kernels were back to idle
+    server_cpu: float = 0.0  # CPU seconds of Voila and its kernels while the pages opened
+    browser_cpu: float = 0.0  # CPU seconds of Chromium meanwhile
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def kernels(root: psutil.Process) -> list[psutil.Process]:
+    """The Jupyter kernel processes under the app's process."""
+    found = []
+    for child in root.children(recursive=True):
+        try:
+            if "ipykernel_launcher" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            pass
+    return found
+
+
+def kernel_memory(root: psutil.Process) -> tuple[int, float]:
+    """How many kernels run under ``root`` and their summed proportional set size, in MiB."""
+    count, pss = 0, 0
+    for process in kernels(root):
+        try:
+            pss += process.memory_full_info().pss
+            count += 1
+        except psutil.Error:
+            pass
+    return count, pss / 2**20
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> dict[int, float]:
+    """CPU seconds (user and system) used so far by each process, by pid."""
+    used = {}
+    for process in processes:
+        try:
+            times = process.cpu_times()
+            used[process.pid] = times.user + times.system
+        except psutil.Error:
+            pass
+    return used
+
+
+def tree(root: psutil.Process) -> list[psutil.Process]:
+    """A process and all its descendants."""
+    try:
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def used_since(before: dict[int, float], processes: list[psutil.Process]) -> float:
+    """CPU seconds the processes used since ``before`` (new processes count from zero)."""
+    return sum(now - before.get(pid, 0.0) for pid, now in cpu_seconds(processes).items())
+
+
+def start_app(run: Path, index: Path | None, port: int, options: list[str]) -> subprocess.Popen:
+    """``python -m celebalib app`` on ``port``; returns once it prints its URL."""
+    command = [sys.executable, "-m", "celebalib", "app", "--run", str(run), "--port", str(port), "-k", str(K),
+               *(["--index", str(index)] if index else []), *options]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    found = threading.Event()
+
+    def reader() -> None:
+        for line in process.stdout:
+            if re.search(r"http://127\.0\.0\.1:\d+/", line):
+                found.set()
+            if not found.is_set():
+                print("  app:", line.rstrip())
+
+    threading.Thread(target=reader, daemon=True).start()
+    if not found.wait(120):
+        app.stop(process)
+        raise SystemExit(f"the app did not start on port {port} (exit status {process.poll()})")
+    return process
+
+
+def settle(root: psutil.Process, quiet: float = 3.0) -> None:
+    """Wait until the number of kernels (a preheated pool filling) has not changed for ``quiet`` seconds."""
+    count, since = kernel_memory(root)[0], time.monotonic()
+    while time.monotonic() - since < quiet:
+        time.sleep(0.5)
+        now = kernel_memory(root)[0]
+        if now != count:
+            count, since = now, time.monotonic()
+    time.sleep(1)  # the last kernel started may still be running the notebook
+
+
+async def visit(browser, url: str, start: float) -> tuple[Visit, object]:
+    """Open the explorer in a fresh context; return the outcome and the context (left open)."""
+    context = await browser.new_context(viewport={"width": 1100, "height": 760})
+    page = await context.new_page()
+    outcome = Visit()
+    try:
+        response = await page.goto(url, timeout=120_000, wait_until="commit")
+        if response is None or response.status == 503:
+            outcome.busy = response is not None
+            return outcome, context
+        await response.finished()  # Voila streams the page as the kernel runs the notebook
+        outcome.html = time.perf_counter() - start
+        await page.locator(".celebalib-result img").nth(K - 1).wait_for(state="visible", timeout=120_000)
+        outcome.usable = time.perf_counter() - start
+    except Exception as error:  # a timeout or a crash of one page is a figure, not the end of the run
+        outcome.error = str(error).splitlines()[0]
+    return outcome, context
+
+
+def fetch_plain(url: str) -> None:
+    """Fetch the page as ``curl`` would: the kernel starts and the notebook runs, no page ever connects."""
+    try:
+        urllib.request.urlopen(url, timeout=120).read()
+    except urllib.error.HTTPError:
+        pass
+
+
+async def round_of(n: int, url: str, process: subprocess.Popen, chromium: str, plain: int,
+                   after: float) -> Row:
+    """Open ``n`` pages at once (and ``plain`` fetches), measure, close them, measure again."""
+    from playwright.async_api import async_playwright
+
+    root = psutil.Process(process.pid)
+    row = Row(visitors=n)
+    row.idle_kernels = kernel_memory(root)[0]
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
+        server_before = cpu_seconds(tree(root))
+        me = psutil.Process()
+        browser_before = cpu_seconds([p for p in tree(me) if p.pid != me.pid])
+        start = time.perf_counter()
+        plain_fetches = [asyncio.to_thread(fetch_plain, url) for _ in range(plain)]
+        results = await asyncio.gather(*(visit(browser, url, start) for _ in range(n)), *plain_fetches)
+        pairs = results[:n]
+        row.visits = [outcome for outcome, _ in pairs]
+        row.server_cpu = used_since(server_before, tree(root))
+        row.browser_cpu = used_since(browser_before, [p for p in tree(me) if p.pid != me.pid])
+        await asyncio.sleep(1)
+        row.open_kernels, row.open_pss = kernel_memory(root)
+        for _, context in pairs:
+            await context.close()
+        await browser.close()
+    closed = time.perf_counter()
+    while time.perf_counter() - closed < after:
+        if row.back_after is None and kernel_memory(root)[0] <= row.idle_kernels:
+            row.back_after = time.perf_counter() - closed
+        await asyncio.sleep(0.5)
+    row.after_kernels, row.after_pss = kernel_memory(root)
+    return row
+
+
+def seconds(values: list[float]) -> str:
+    """Median and maximum of some seconds, or a dash."""
+    return f"{statistics.median(values):.1f} / {max(values):.1f}" if values else "-"
+
+
+def print_row(row: Row) -> None:
+    """One line of the results table (markdown)."""
+    usable = [v.usable for v in row.visits if v.usable is not None]
+    html = [v.html for v in row.visits if v.html is not None]
+    busy = sum(v.busy for v in row.visits)
+    errors = [v.error for v in row.visits if v.error]
+    back = f"{row.back_after:.0f} s" if row.back_after is not None else f"not within {ARGS.after:.0f} s"
+    print(f"| {row.visitors} | {len(usable)} | {busy} | {seconds(html)} | {seconds(usable)} | "
+          f"{row.open_kernels}, {row.open_pss:.0f} MiB | {row.after_kernels}, {row.after_pss:.0f} MiB | "
+          f"{row.idle_kernels} | {back} | {row.server_cpu:.1f} | {row.browser_cpu:.1f} |", flush=True)
+    for error in errors:
+        print(f"  page error: {error}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="trained run folder with an index")
+    parser.add_argument("--index", type=Path, default=None, help="index .npz (default: the run's)")
+    parser.add_argument("--visitors", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--plain", type=int, default=0, help="extra page fetches without a browser, per round")
+    parser.add_argument("--after", type=float, default=30.0, help="seconds to watch the kernels after the pages close")
+    parser.add_argument("--chromium", default=os.environ.get("CELEBALIB_CHROMIUM", "/usr/bin/chromium"))
+    parser.add_argument("app_options", nargs="*", help="more `celebalib app` options, after --")
+    global ARGS
+    ARGS = parser.parse_args()
+    print(f"app over {ARGS.run} ({ARGS.index or 'its own index'}), options: {' '.join(ARGS.app_options) or 'defaults'}")
+    print(f"{os.cpu_count()} CPUs; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("| visitors | explorers shown | busy pages | page HTML in, s (median / max) | usable explorer, s "
+          "(median / max) | kernels and PSS, pages open | kernels and PSS, "
+          f"{ARGS.after:.0f} s after closing | idle kernels | back to idle | server CPU s | browser CPU s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for n in ARGS.visitors:
+        port = free_port()
+        process = start_app(ARGS.run, ARGS.index, port, ARGS.app_options)
+        try:
+            settle(psutil.Process(process.pid))
+            row = asyncio.run(round_of(n, f"http://127.0.0.1:{port}/", process, ARGS.chromium, ARGS.plain,
+                                       ARGS.after))
+        finally:
+            app.stop(process)
+        print_row(row)
+
+
+if __name__ == "__main__":
+    main()
