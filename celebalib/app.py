@@ -112,23 +112,21 @@ def port_in_use(port: int) -> bool:
 
 
 def voila_command(port: int, notebook: Path = APP_NOTEBOOK, *, max_visitors: int = DEFAULT_MAX_VISITORS,
-                  idle_timeout: int = DEFAULT_IDLE_TIMEOUT, pool: int = 0) -> list[str]:
+                  idle_timeout: int = DEFAULT_IDLE_TIMEOUT) -> list[str]:
     """The Voila command line that serves ``notebook`` on loopback at ``port``.
 
     A kernel is shut down once no page has been connected to it for ``idle_timeout`` seconds
     (a closed tab, or a fetch that never opened the page); an open page keeps its kernel. At
-    most ``max_visitors`` kernels run at once, plus ``pool`` started ahead with the notebook run.
+    most ``max_visitors`` kernels run at once.
     """
     kernels = "VisitorKernelManager"
     command = [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}",
                "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", "--Voila.log_level=WARN",
                f"--VoilaConfiguration.multi_kernel_manager_class=celebalib.app_kernels.{kernels}",
-               f"--{kernels}.max_kernels={max_visitors + pool}",
+               f"--{kernels}.max_kernels={max_visitors}",
                f"--{kernels}.cull_idle_timeout={idle_timeout}",
                f"--{kernels}.cull_interval={cull_interval(idle_timeout)}",
                f"--{kernels}.cull_connected=False", f"--{kernels}.cull_busy=False"]
-    if pool:
-        command += ["--VoilaConfiguration.preheat_kernel=True", f"--VoilaConfiguration.default_pool_size={pool}"]
     return command
 
 
@@ -156,7 +154,7 @@ def wait_until_serving(process: subprocess.Popen, port: int, log: Path, timeout:
 
 
 def serve(run_dir: Path, index: Path, *, port: int = DEFAULT_PORT, k: int = DEFAULT_K,
-          max_visitors: int = DEFAULT_MAX_VISITORS, idle_timeout: int = DEFAULT_IDLE_TIMEOUT, pool: int = 0) -> int:
+          max_visitors: int = DEFAULT_MAX_VISITORS, idle_timeout: int = DEFAULT_IDLE_TIMEOUT) -> int:
     """Serve the app until interrupted; print the URL once Voila answers."""
     import importlib.util
 
@@ -167,7 +165,7 @@ def serve(run_dir: Path, index: Path, *, port: int = DEFAULT_PORT, k: int = DEFA
     env = {**os.environ, ENV_RUN: str(run_dir), ENV_INDEX: str(index), ENV_K: str(k)}
     log = Path(tempfile.mkdtemp(prefix="celebalib-app-")) / "voila.log"
     with log.open("wb") as out:
-        command = voila_command(port, max_visitors=max_visitors, idle_timeout=idle_timeout, pool=pool)
+        command = voila_command(port, max_visitors=max_visitors, idle_timeout=idle_timeout)
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     # A plain `kill` should stop Voila too, as Ctrl+C does (the finally below runs on SystemExit).
@@ -207,12 +205,12 @@ def _app_command(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: expected a port number from 1 to 65535")
     for name, value, least in (("-k", args.k, 1), ("--max-visitors", args.max_visitors, 1),
-                               ("--idle-timeout", args.idle_timeout, 1), ("--pool", args.pool, 0)):
+                               ("--idle-timeout", args.idle_timeout, 1)):
         if value < least:
             raise ConfigError(f"{name} {value}: expected at least {least}")
     run_dir, index = check_app(args.run or default_run(), args.index)
     return serve(run_dir, index, port=args.port, k=args.k, max_visitors=args.max_visitors,
-                 idle_timeout=args.idle_timeout, pool=args.pool)
+                 idle_timeout=args.idle_timeout)
 
 
 def configure_app_parser(parser: argparse.ArgumentParser) -> None:
@@ -228,6 +226,4 @@ def configure_app_parser(parser: argparse.ArgumentParser) -> None:
                         help="pages open at once (one Jupyter kernel each); more visitors get a one-line busy page")
     parser.add_argument("--idle-timeout", type=int, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                         help="shut a visitor's kernel down this long after its page closed (or never connected)")
-    parser.add_argument("--pool", type=int, default=0, help="kernels kept started, with the explorer loaded, "
-                        "for the next visitors (each holds its memory while waiting)")
     parser.set_defaults(handler=_app_command)

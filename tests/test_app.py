@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from celebalib import app, cli
@@ -68,3 +72,71 @@ def test_voila_serves_only_on_loopback_at_the_chosen_port() -> None:
     command = app.voila_command(8123)
     assert str(app.APP_NOTEBOOK) in command
     assert "--port=8123" in command and "--Voila.ip=127.0.0.1" in command and "--no-browser" in command
+
+
+def voila_settings(command: list[str]):
+    """The traitlets configuration that Voila reads from ``command``'s options."""
+    from traitlets.config.loader import KVArgParseConfigLoader
+
+    return KVArgParseConfigLoader([arg for arg in command if arg.startswith("--") and "=" in arg]).load_config()
+
+
+def test_voila_culls_and_bounds_kernels_with_its_own_settings() -> None:
+    pytest.importorskip("voila")
+    from voila.configuration import VoilaConfiguration
+
+    from celebalib.app_kernels import VisitorKernelManager
+
+    config = voila_settings(app.voila_command(8123, max_visitors=3, idle_timeout=20))
+    voila = VoilaConfiguration(config=config)
+    assert voila.multi_kernel_manager_class is VisitorKernelManager
+    # The names are real traits of the class Voila instantiates: a typo would leave the defaults.
+    kernels = VisitorKernelManager(config=config)
+    assert kernels.max_kernels == 3
+    assert kernels.cull_idle_timeout == 20 and kernels.cull_interval == app.cull_interval(20) == 6
+    assert not kernels.cull_connected and not kernels.cull_busy  # an open page keeps its kernel
+    defaults = VisitorKernelManager(config=voila_settings(app.voila_command(8123)))
+    assert (defaults.max_kernels, defaults.cull_idle_timeout) == (app.DEFAULT_MAX_VISITORS, app.DEFAULT_IDLE_TIMEOUT)
+    assert [app.cull_interval(t) for t in (1, 5, 30, 600)] == [1, 1, 10, 10]
+
+
+def test_kernels_beyond_the_bound_are_refused_even_when_requested_together() -> None:
+    pytest.importorskip("voila")
+    from tornado.web import HTTPError
+
+    from celebalib.app_kernels import BUSY_MESSAGE, VisitorKernelManager
+
+    async def start_three() -> tuple[list, int]:
+        kernels = VisitorKernelManager(max_kernels=2)
+        try:
+            outcomes = await asyncio.gather(*(kernels.start_kernel() for _ in range(3)), return_exceptions=True)
+            return outcomes, len(kernels.list_kernel_ids())
+        finally:
+            await kernels.shutdown_all(now=True)
+
+    outcomes, alive = asyncio.run(start_three())
+    refused = [outcome for outcome in outcomes if isinstance(outcome, HTTPError)]
+    assert alive == 2 and len(refused) == 1
+    assert refused[0].status_code == 503 and refused[0].reason == BUSY_MESSAGE
+
+
+@pytest.mark.parametrize(("option", "value"), [("--max-visitors", "0"), ("--idle-timeout", "0"), ("-k", "0")])
+def test_bad_app_options_are_one_line(option: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["app", option, value]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{option} {value}: expected at least 1" in err
+
+
+def test_the_served_explorer_loads_neither_tensorflow_nor_the_pooled_features(tiny_run, tiny_index,
+                                                                             tmp_path: Path) -> None:
+    """What every visit pays for: TensorFlow waits for an upload, and the features stay on disk."""
+    index = tiny_index.save(tmp_path / "gallery.npz")  # the tiny index has no features: add some
+    with_features = tmp_path / "with_features.npz"
+    arrays = dict(np.load(index))
+    arrays["features"] = np.ones((len(tiny_index), 16), dtype=np.float32)
+    np.savez(with_features, **arrays)
+    code = ("import sys; from celebalib import app; e = app.explorer(sys.argv[1], sys.argv[2]); "
+            "print(len(e.results), e.index.features is None, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tiny_run.path), str(with_features)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(app.DEFAULT_K), "True", "False", "False"]
