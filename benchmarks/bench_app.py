@@ -4,14 +4,16 @@ For each N it starts ``python -m celebalib app`` afresh over a trained run, open
 at the same moment (one browser context each, as N people would), and reports the time
 until each page shows a usable explorer (its first results drawn), when each page's HTML
 had fully arrived (the server's part: starting the kernel and running the app notebook),
-the Jupyter kernels alive and their memory while the pages are open, and the same again
-``--after`` seconds after every page has closed, with the moment the kernels were back to
-the idle count. ``--plain`` more visitors fetch the page without a browser (as ``curl`` or a
-link preview would), so their kernels never hear from a page. Visitors beyond the app's
-bound get its busy page; they are counted.
+the Jupyter kernels alive and their memory (proportional set size) while the pages are open,
+the same again ``--after`` seconds after every page has closed, when the kernels were back to
+the idle count, and the CPU seconds the server (Voila and its kernels) and Chromium used. On a
+2-core machine the browsers share the server's cores; ``--browser-nice 19`` lets the server
+go first. ``--plain`` more visitors fetch the page without a browser (as ``curl`` or a link
+preview would), so no page ever connects to their kernels. Visitors beyond the app's bound get
+its busy page; they are counted. Options after ``--`` go to ``celebalib app``.
 
     python benchmarks/bench_app.py --run RUN
-    python benchmarks/bench_app.py --run RUN --visitors 1 4 8 16 --after 30 --idle-timeout 10
+    python benchmarks/bench_app.py --run RUN --visitors 1 4 8 16 --after 30 -- --max-visitors 16 --idle-timeout 20
 
 Needs Chromium (``make browser``) and Playwright; the run needs an index (``celebalib index``).
 """
@@ -26,6 +28,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -69,6 +72,7 @@ class Row:
     back_after: float | None = None  # seconds after the pages closed until kernels were back to idle
     server_cpu: float = 0.0  # CPU seconds of Voila and its kernels while the pages opened
     browser_cpu: float = 0.0  # CPU seconds of Chromium meanwhile
+    load: float = 0.0  # the machine's 1-minute load average as the pages opened
 
 
 def free_port() -> int:
@@ -131,8 +135,9 @@ def start_app(run: Path, index: Path | None, port: int, options: list[str]) -> s
     """``python -m celebalib app`` on ``port``; returns once it prints its URL."""
     command = [sys.executable, "-m", "celebalib", "app", "--run", str(run), "--port", str(port), "-k", str(K),
                *(["--index", str(index)] if index else []), *options]
+    # From an empty folder: `python -m` would import celebalib from the working directory first.
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
+                               cwd=tempfile.mkdtemp(prefix="bench-app-"), start_new_session=True)
     found = threading.Event()
 
     def reader() -> None:
@@ -188,7 +193,7 @@ def fetch_plain(url: str) -> None:
 
 
 async def round_of(n: int, url: str, process: subprocess.Popen, chromium: str, plain: int,
-                   after: float) -> Row:
+                   after: float, watch: float) -> Row:
     """Open ``n`` pages at once (and ``plain`` fetches), measure, close them, measure again."""
     from playwright.async_api import async_playwright
 
@@ -200,6 +205,7 @@ async def round_of(n: int, url: str, process: subprocess.Popen, chromium: str, p
         server_before = cpu_seconds(tree(root))
         me = psutil.Process()
         browser_before = cpu_seconds([p for p in tree(me) if p.pid != me.pid])
+        row.load = os.getloadavg()[0]
         start = time.perf_counter()
         plain_fetches = [asyncio.to_thread(fetch_plain, url) for _ in range(plain)]
         results = await asyncio.gather(*(visit(browser, url, start) for _ in range(n)), *plain_fetches)
@@ -212,13 +218,17 @@ async def round_of(n: int, url: str, process: subprocess.Popen, chromium: str, p
         for _, context in pairs:
             await context.close()
         await browser.close()
-    closed = time.perf_counter()
-    while time.perf_counter() - closed < after:
+    closed, measured = time.perf_counter(), False
+    while True:
+        elapsed = time.perf_counter() - closed
+        if not measured and elapsed >= after:
+            row.after_kernels, row.after_pss = kernel_memory(root)
+            measured = True
         if row.back_after is None and kernel_memory(root)[0] <= row.idle_kernels:
-            row.back_after = time.perf_counter() - closed
+            row.back_after = elapsed
+        if measured and (row.back_after is not None or elapsed >= watch):
+            return row
         await asyncio.sleep(0.5)
-    row.after_kernels, row.after_pss = kernel_memory(root)
-    return row
 
 
 def seconds(values: list[float]) -> str:
@@ -226,16 +236,16 @@ def seconds(values: list[float]) -> str:
     return f"{statistics.median(values):.1f} / {max(values):.1f}" if values else "-"
 
 
-def print_row(row: Row) -> None:
+def print_row(row: Row, watch: float) -> None:
     """One line of the results table (markdown)."""
     usable = [v.usable for v in row.visits if v.usable is not None]
     html = [v.html for v in row.visits if v.html is not None]
     busy = sum(v.busy for v in row.visits)
     errors = [v.error for v in row.visits if v.error]
-    back = f"{row.back_after:.0f} s" if row.back_after is not None else f"not within {ARGS.after:.0f} s"
+    back = f"{row.back_after:.0f} s" if row.back_after is not None else f"not within {watch:.0f} s"
     print(f"| {row.visitors} | {len(usable)} | {busy} | {seconds(html)} | {seconds(usable)} | "
           f"{row.open_kernels}, {row.open_pss:.0f} MiB | {row.after_kernels}, {row.after_pss:.0f} MiB | "
-          f"{row.idle_kernels} | {back} | {row.server_cpu:.1f} | {row.browser_cpu:.1f} |", flush=True)
+          f"{row.idle_kernels} | {back} | {row.server_cpu:.1f} | {row.browser_cpu:.1f} | {row.load:.1f} |", flush=True)
     for error in errors:
         print(f"  page error: {error}", flush=True)
 
@@ -246,27 +256,37 @@ def main() -> None:
     parser.add_argument("--index", type=Path, default=None, help="index .npz (default: the run's)")
     parser.add_argument("--visitors", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--plain", type=int, default=0, help="extra page fetches without a browser, per round")
-    parser.add_argument("--after", type=float, default=30.0, help="seconds to watch the kernels after the pages close")
+    parser.add_argument("--after", type=float, default=30.0, help="measure the kernels this long after the pages close")
+    parser.add_argument("--watch", type=float, default=90.0, help="wait at most this long for the kernels to be back "
+                        "to the idle count")
     parser.add_argument("--chromium", default=os.environ.get("CELEBALIB_CHROMIUM", "/usr/bin/chromium"))
+    parser.add_argument("--browser-nice", type=int, default=0, help="run Chromium at this niceness (19: the "
+                        "server's processes come first, as if the visitors' browsers ran on their own machines)")
     parser.add_argument("app_options", nargs="*", help="more `celebalib app` options, after --")
-    global ARGS
-    ARGS = parser.parse_args()
-    print(f"app over {ARGS.run} ({ARGS.index or 'its own index'}), options: {' '.join(ARGS.app_options) or 'defaults'}")
+    args = parser.parse_args()
+    print(f"app over {args.run} ({args.index or 'its own index'}), options: {' '.join(args.app_options) or 'defaults'}"
+          f"; Chromium at niceness {args.browser_nice}")
     print(f"{os.cpu_count()} CPUs; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("| visitors | explorers shown | busy pages | page HTML in, s (median / max) | usable explorer, s "
           "(median / max) | kernels and PSS, pages open | kernels and PSS, "
-          f"{ARGS.after:.0f} s after closing | idle kernels | back to idle | server CPU s | browser CPU s |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for n in ARGS.visitors:
+          f"{args.after:.0f} s after closing | idle kernels | back to idle | server CPU s | browser CPU s | load |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    chromium = args.chromium
+    if args.browser_nice:
+        wrapper = Path(tempfile.mkdtemp(prefix="bench-app-")) / "chromium"
+        wrapper.write_text(f'#!/bin/sh\nexec nice -n {args.browser_nice} "{args.chromium}" "$@"\n')
+        wrapper.chmod(0o755)
+        chromium = str(wrapper)
+    for n in args.visitors:
         port = free_port()
-        process = start_app(ARGS.run, ARGS.index, port, ARGS.app_options)
+        process = start_app(args.run, args.index, port, args.app_options)
         try:
             settle(psutil.Process(process.pid))
-            row = asyncio.run(round_of(n, f"http://127.0.0.1:{port}/", process, ARGS.chromium, ARGS.plain,
-                                       ARGS.after))
+            row = asyncio.run(round_of(n, f"http://127.0.0.1:{port}/", process, chromium, args.plain,
+                                       args.after, args.watch))
         finally:
             app.stop(process)
-        print_row(row)
+        print_row(row, args.watch)
 
 
 if __name__ == "__main__":
