@@ -36,7 +36,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
+import psutil  # installed with ipykernel, which the app extra requires
 
 from celebalib import app
 
@@ -254,7 +254,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="trained run folder with an index")
     parser.add_argument("--index", type=Path, default=None, help="index .npz (default: the run's)")
-    parser.add_argument("--visitors", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--visitors", type=int, nargs="+", default=[1, 4, 8, 16], help="rounds of N visitors")
     parser.add_argument("--plain", type=int, default=0, help="extra page fetches without a browser, per round")
     parser.add_argument("--after", type=float, default=30.0, help="measure the kernels this long after the pages close")
     parser.add_argument("--watch", type=float, default=90.0, help="wait at most this long for the kernels to be back "

@@ -6,6 +6,11 @@ never trains, never predicts a split and never writes into the run folder, so a 
 seconds and the run's files stay as evaluation left them. The command checks the run and
 the index before starting the server, and passes them to the notebook's kernel through
 environment variables (kernels inherit Voila's environment).
+
+Each visit starts one Jupyter kernel. Voila's own settings end it: jupyter_server culls a
+kernel once no page has been connected to it for ``--idle-timeout`` seconds (a closed tab, or
+a fetch that never opened the page), and :mod:`celebalib.app_kernels` refuses kernels beyond
+``--max-visitors`` with a one-line busy page.
 """
 
 from __future__ import annotations
@@ -225,5 +230,5 @@ def configure_app_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-visitors", type=int, default=DEFAULT_MAX_VISITORS,
                         help="pages open at once (one Jupyter kernel each); more visitors get a one-line busy page")
     parser.add_argument("--idle-timeout", type=int, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
-                        help="shut a visitor's kernel down this long after its page closed (or never connected)")
+                        help="shut a visitor's kernel down this long after its page closed or if it never connected")
     parser.set_defaults(handler=_app_command)

@@ -200,7 +200,7 @@ def test_changing_the_query_in_chromium_changes_the_results(
 
 def kernels_of(process: subprocess.Popen) -> int:
     """How many Jupyter kernels run under the app's process."""
-    import psutil
+    import psutil  # installed with ipykernel, which the app extra requires
 
     count = 0
     for child in psutil.Process(process.pid).children(recursive=True):
