@@ -35,6 +35,8 @@ BOX_COLUMNS = ("box_x", "box_y", "box_width", "box_height")
 # predict_photos decodes up to this many photos (and pixels) before detecting their faces together
 # and sending every face through the model in one call.
 PHOTO_BATCH, BATCH_PIXELS = 16, 16_000_000
+# Faces per model call (each with all its test-time views), which bounds the call's memory.
+FACE_BATCH = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,10 +175,12 @@ def view_predictor(run: Run, which: str = "best") -> Callable[[np.ndarray], np.n
 
 
 def predict_faces(run: Run, faces: Sequence[PhotoFace], *, which: str = "best") -> np.ndarray:
-    """Probabilities (N, 40) of prepared faces, averaged over the run's views (``view_predictor``)."""
-    if not faces:
-        return np.zeros((0, len(ATTRIBUTES)), dtype=np.float32)
-    return view_predictor(run, which)(np.stack([face.pixels for face in faces]))
+    """Probabilities (N, 40) of prepared faces, averaged over the run's views (``view_predictor``),
+    ``FACE_BATCH`` faces per call."""
+    predict = view_predictor(run, which)
+    parts = [predict(np.stack([face.pixels for face in faces[start:start + FACE_BATCH]]))
+             for start in range(0, len(faces), FACE_BATCH)]
+    return np.concatenate(parts) if parts else np.zeros((0, len(ATTRIBUTES)), dtype=np.float32)
 
 
 def face_attributes(run: Run, face: PhotoFace) -> pd.DataFrame:
