@@ -1,12 +1,12 @@
 """A trained run's model for use without celebalib: ONNX, for onnxruntime and other ONNX runtimes.
 
-:func:`export_onnx` writes the run's model, without its training-only augmentation layers
-(``model.inference_model``), through Keras's own ``model.export(format="onnx")`` (which uses
-tf2onnx), and records in the file's metadata (ONNX ``metadata_props``) what a user needs to
-read its output: the 40 attribute names in output order, the run's decision thresholds, the
-input's shape and scale, and the test-time views celebalib averages.
-``python -m celebalib export`` is its command line; the packages come with ``pip install
-'celebalib[export]'``.
+:func:`export_onnx` writes the run's model with Keras's own layers (``model.with_keras_layers``)
+and without its training-only augmentation layers (``model.inference_model``), through Keras's
+``model.export(format="onnx")`` (which uses tf2onnx). The file's metadata (ONNX
+``metadata_props``) records what a user needs to read its output: the 40 attribute names in
+output order, the run's decision thresholds, the input's shape and scale, and the test-time
+views celebalib averages. ``python -m celebalib export`` is its command line; the packages
+come with ``pip install 'celebalib[export]'``.
 """
 
 from __future__ import annotations
@@ -66,10 +66,11 @@ def export_onnx(run: Run, out: str | Path, *, which: str = "best", opset: int | 
     import tensorflow as tf
 
     from celebalib.io import atomic_path
-    from celebalib.model import inference_model
+    from celebalib.model import inference_model, with_keras_layers
 
     out = Path(out)
-    model = inference_model(run.model(which))
+    # Keras's own layers convert to plain Conv nodes, which onnxruntime fuses with their batch norm.
+    model = inference_model(with_keras_layers(run.model(which)))
     signature = [tf.TensorSpec((None, *run.image_shape, 3), tf.float32, name=INPUT_NAME)]
     with tempfile.TemporaryDirectory(prefix="celebalib-export-") as folder, _quiet_converter():
         converted = Path(folder) / "model.onnx"
