@@ -51,8 +51,10 @@ def export_metadata(run: Run, which: str = "best") -> dict[str, str]:
         "output": "probabilities (N, 40) in the order of 'attributes'; an attribute is present where its "
                   "probability is at least its threshold",
         "views": json.dumps([list(view) for view in views]),
-        "views_note": f"celebalib averages the probabilities of {len(views)} view(s) of each face "
-                      f"({describe_views(views)}) as (dx, dy, mirrored) in 'views' list them, edges mirrored in",
+        "views_note": f"celebalib averages the probabilities of {len(views)} view(s) of each face: "
+                      f"{describe_views(views)}. 'views' lists them as [dx, dy, mirrored]: the image moved "
+                      "right by dx and down by dy whole pixels with the edge mirrored in, then mirrored "
+                      "left to right where mirrored is true",
         "run_id": run.run_id,
         "model_file": run.model_file(which).name,
         "celebalib_version": __version__,
