@@ -11,7 +11,8 @@ medians of ``--repeats`` rounds after a warm-up:
   ``Run.predict_images``, with ``predict.view_predictor`` (one compiled call), and with the model
   exported to ONNX (``export.export_onnx``) in onnxruntime, the views built by ``runs.view_of``;
   for one photo and for all of them at once;
-- ``predict.predict_photos`` end to end on the files, for one photo and for all of them.
+- ``predict.predict_photos`` end to end on the files, for one photo and for all of them;
+- once, the first call of the compiled function, which traces its graph.
 
 Without ``--run``, a stand-in run is trained once into ``--workdir``: the ``celeba-cpu`` recipe's
 architecture and views (MobileNetV2 alpha 1.0, 96x112 portrait crop, ten views) for one epoch on
@@ -129,6 +130,12 @@ def main() -> None:
                                       args.repeats) / len(files)
         print(f"detection and alignment (file read included): one photo {detect_one:.3f} s; "
               f"{len(files)} photos together {detect_batch:.3f} s per photo")
+
+        fresh = Run(run.path)  # its own compiled function, traced on first use
+        fresh.model()
+        started = time.perf_counter()
+        view_predictor(fresh)(one_pixels)
+        print(f"first compiled call (tracing the graph, once per process and run): {time.perf_counter() - started:.2f} s")
 
         onnx = onnx_predictor(run, folder)
         backends = {"Keras, one eager call per view (Run.predict_images)": run.predict_images,
