@@ -137,6 +137,12 @@ def main() -> None:
         view_predictor(fresh)(one_pixels)
         print(f"first compiled call (tracing the graph, once per process and run): {time.perf_counter() - started:.2f} s")
 
+        # Before onnxruntime starts its own threads beside TensorFlow's.
+        end_one = median_seconds(lambda: predict_photos(run, files[:1]), args.repeats)
+        end_all = median_seconds(lambda: predict_photos(run, files), args.repeats)
+        print(f"predict_photos end to end (Keras): one photo {end_one:.3f} s; {len(files)} photos {end_all:.2f} s, "
+              f"{len(files) / end_all:.2f} photos/s")
+
         onnx = onnx_predictor(run, folder)
         backends = {"Keras, one eager call per view (Run.predict_images)": run.predict_images,
                     "Keras, one compiled call (predict.view_predictor)": view_predictor(run),
@@ -148,10 +154,6 @@ def main() -> None:
                   f"detection); {len(files)} photos together {batch:.3f} s per photo "
                   f"({1 / (detect_batch + batch):.2f} photos/s with detection)")
 
-        end_one = median_seconds(lambda: predict_photos(run, files[:1]), args.repeats)
-        end_all = median_seconds(lambda: predict_photos(run, files), args.repeats)
-        print(f"predict_photos end to end (Keras): one photo {end_one:.3f} s; {len(files)} photos {end_all:.2f} s, "
-              f"{len(files) / end_all:.2f} photos/s")
 
 
 if __name__ == "__main__":
