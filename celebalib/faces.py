@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ MAX_PIXELS = 40_000_000
 ALIGNED_EYE_TOLERANCE = 11.0
 # MTCNN's smallest face side (pixels) by default: smaller faces are not looked for.
 MIN_FACE_SIZE = 20
+# Photos of one shape are detected in batches of up to this many pixels (float32 copies of them
+# and their image pyramid are held while a batch runs).
+DETECTION_BATCH_PIXELS = 8_000_000
 # How an aligned crop was made: warped onto the template, or kept as it came.
 ALIGNED, ALREADY_ALIGNED = "aligned", "already aligned"
 
@@ -149,18 +153,35 @@ def detector() -> Any:
 
 def detect_faces(photo: np.ndarray, *, min_face_size: int = MIN_FACE_SIZE) -> list[Face]:
     """Every face MTCNN finds in an RGB photo (H, W, 3), largest box first."""
-    pixels = _check_photo(photo)
-    if min(pixels.shape[:2]) < min_face_size:
-        return []
-    # "numpy" output keeps sub-pixel landmarks (the JSON output rounds them to whole pixels).
-    rows = detector().detect_faces(pixels, output_type="numpy", box_format="xyxy", min_face_size=min_face_size)
-    faces = []
-    for row in np.asarray(rows, dtype=np.float64).reshape(-1, 16):
-        x1, y1, x2, y2, confidence = row[1:6]
-        # Columns 6-10 hold the five x coordinates, 11-15 the five y coordinates.
-        landmarks = np.stack([row[6:11], row[11:16]], axis=1)
-        faces.append(Face((float(x1), float(y1), float(x2 - x1), float(y2 - y1)), landmarks, float(confidence)))
-    return sorted(faces, key=lambda face: -face.area)
+    return detect_faces_in([photo], min_face_size=min_face_size)[0]
+
+
+def detect_faces_in(photos: Sequence[np.ndarray], *, min_face_size: int = MIN_FACE_SIZE) -> list[list[Face]]:
+    """``detect_faces`` of each photo. Photos of one shape go through MTCNN together, up to
+    ``DETECTION_BATCH_PIXELS`` at a time: one network call per pyramid scale for all of them."""
+    pixels = [_check_photo(photo) for photo in photos]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for number, one in enumerate(pixels):
+        if min(one.shape[:2]) >= min_face_size:
+            groups.setdefault(one.shape, []).append(number)
+    found: list[list[Face]] = [[] for _ in pixels]
+    for (height, width, _), members in groups.items():
+        size = max(1, DETECTION_BATCH_PIXELS // (height * width))
+        for start in range(0, len(members), size):
+            chunk = members[start:start + size]
+            # "numpy" output keeps sub-pixel landmarks (the JSON output rounds them to whole pixels).
+            rows = detector().detect_faces([pixels[number] for number in chunk], output_type="numpy",
+                                           box_format="xyxy", min_face_size=min_face_size)
+            for row in np.asarray(rows, dtype=np.float64).reshape(-1, 16):
+                found[chunk[int(row[0])]].append(_face_of(row))
+    return [sorted(faces, key=lambda face: -face.area) for faces in found]
+
+
+def _face_of(row: np.ndarray) -> Face:
+    """The Face of one row of MTCNN's "numpy" output (image, x1, y1, x2, y2, confidence, 5 x, 5 y)."""
+    x1, y1, x2, y2, confidence = row[1:6]
+    landmarks = np.stack([row[6:11], row[11:16]], axis=1)
+    return Face((float(x1), float(y1), float(x2 - x1), float(y2 - y1)), landmarks, float(confidence))
 
 
 def _check_photo(photo: Any) -> np.ndarray:
@@ -216,14 +237,16 @@ def aligned_faces(photo: np.ndarray, *, min_face_size: int = MIN_FACE_SIZE) -> l
 
     A photo that is already an aligned CelebA crop is kept as it is (not interpolated again).
     """
-    pixels = _check_photo(photo)
-    found = []
-    for face in detect_faces(pixels, min_face_size=min_face_size):
-        if is_aligned(pixels, face):
-            found.append(AlignedFace(face, pixels.copy(), ALREADY_ALIGNED))
-        else:
-            found.append(AlignedFace(face, align_face(pixels, face.landmarks), ALIGNED))
-    return found
+    return aligned_faces_in([photo], min_face_size=min_face_size)[0]
+
+
+def aligned_faces_in(photos: Sequence[np.ndarray], *,
+                     min_face_size: int = MIN_FACE_SIZE) -> list[list[AlignedFace]]:
+    """``aligned_faces`` of each photo, detected together (``detect_faces_in``)."""
+    found = detect_faces_in(photos, min_face_size=min_face_size)
+    return [[AlignedFace(face, np.asarray(photo).copy(), ALREADY_ALIGNED) if is_aligned(photo, face)
+             else AlignedFace(face, align_face(photo, face.landmarks), ALIGNED) for face in faces]
+            for photo, faces in zip(photos, found)]
 
 
 def transform_points(transform: Any, points: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ IMAGENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 # 0.855 and 0.869 after epochs 1-4.
 SCRATCH_BN_MOMENTUM = 0.9
 BACKBONE = "backbone"
+AUGMENT = "augment"
 POOLED = "pooled"
 OUTPUT = "attributes"
 # How the backbone's last feature map becomes one vector: "average" (global average pooling)
@@ -319,7 +320,7 @@ def augmentation(seed: int | None = None, mode: str = "full") -> keras.Sequentia
         steps += [layers.RandomZoom(0.1, seed=seed), layers.RandomTranslation(0.08, 0.08, seed=seed)]
     elif mode == "shift":
         steps += [layers.RandomTranslation(0.08, 0.08, interpolation="nearest", seed=seed)]
-    return keras.Sequential(steps, name="augment")
+    return keras.Sequential(steps, name=AUGMENT)
 
 
 def layers_of_kind(model: keras.Model, kind: type[layers.Layer]) -> list[layers.Layer]:
@@ -437,6 +438,18 @@ def pooling(head: str, feature_size: tuple[int, int]) -> list[layers.Layer]:
 def backbone_of(model: keras.Model) -> keras.Model:
     """Return the MobileNetV2 backbone inside an attribute model."""
     return model.get_layer(BACKBONE)
+
+
+def inference_model(model: keras.Model) -> keras.Model:
+    """``model`` without its augmentation layers, sharing its weights: what an export holds.
+
+    The augmentation passes images through unchanged at inference, but its random ops stay in a
+    traced graph, and ONNX has no equivalent for some of them.
+    """
+    def clone(layer: layers.Layer) -> layers.Layer:
+        return keras.Sequential([layers.Identity()], name=AUGMENT) if layer.name == AUGMENT else layer
+
+    return keras.models.clone_model(model, clone_function=clone)
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:

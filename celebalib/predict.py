@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
 CENTRE_CROP, NO_FACE = "centre crop", "no face found"
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 BOX_COLUMNS = ("box_x", "box_y", "box_width", "box_height")
+# predict_photos decodes up to this many photos (and pixels) before detecting their faces together
+# and sending every face through the model in one call.
+PHOTO_BATCH, BATCH_PIXELS = 16, 16_000_000
+# Faces per model call (each with all its test-time views), which bounds the call's memory.
+FACE_BATCH = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,16 +79,28 @@ def prepare_photo(run: Run, photo: str | Path | bytes | np.ndarray, *, align: bo
     With ``align`` False the whole photo is one entry, centre-cropped as training crops its
     (already aligned) images. A photo without a face gives an empty list.
     """
+    return prepare_pixels(run, [photo_pixels(photo)], align=align)[0]
+
+
+def photo_pixels(photo: str | Path | bytes | np.ndarray) -> np.ndarray:
+    """A photo (file, bytes, or RGB or grey uint8 array) as RGB uint8 (H, W, 3)."""
     from celebalib import faces
 
     pixels = np.asarray(photo) if isinstance(photo, np.ndarray) else faces.read_photo(photo)
     if pixels.ndim == 2:  # a grey photo, e.g. skimage.data.camera()
         pixels = np.dstack([pixels] * 3)
+    return pixels
+
+
+def prepare_pixels(run: Run, photos: Sequence[np.ndarray], *, align: bool = True) -> list[list[PhotoFace]]:
+    """``prepare_photo`` of each RGB photo (``photo_pixels``); the faces are detected together."""
+    from celebalib import faces
+
     if not align:
-        return [PhotoFace(1, 1, CENTRE_CROP, None, pixels, model_input(run, pixels))]
-    found = faces.aligned_faces(pixels)
-    return [PhotoFace(number, len(found), one.how, one.face, one.crop, model_input(run, one.crop))
-            for number, one in enumerate(found, start=1)]
+        return [[PhotoFace(1, 1, CENTRE_CROP, None, pixels, model_input(run, pixels))] for pixels in photos]
+    return [[PhotoFace(number, len(found), one.how, one.face, one.crop, model_input(run, one.crop))
+             for number, one in enumerate(found, start=1)]
+            for found in faces.aligned_faces_in(photos)]
 
 
 def query_face(run: Run, photo: str | Path | bytes | np.ndarray, *, align: bool = True) -> PhotoFace:
@@ -128,18 +146,59 @@ def attribute_table(run: Run, probabilities: np.ndarray) -> pd.DataFrame:
                          "answer": np.where(probabilities >= thresholds, "yes", "no")})
 
 
+# One compiled predictor per run, model and set of views; forgotten with the run.
+_PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def view_predictor(run: Run, which: str = "best") -> Callable[[np.ndarray], np.ndarray]:
+    """A compiled function: images (N, H, W, 3) in [0, 255] -> probabilities (N, 40) averaged over
+    ``run.views()``, as ``Run.predict_images`` averages them, but with every view of every image
+    in one batch through one graph (traced once: the batch size is left open)."""
+    import tensorflow as tf
+
+    from celebalib.runs import view_of
+
+    views = tuple(run.views())
+    key = (which, views)
+    cached = _PREDICTORS.setdefault(run, {})
+    if key not in cached:
+        model, (height, width) = run.model(which), run.image_shape
+
+        @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)])
+        def predict(images: tf.Tensor) -> tf.Tensor:
+            stacked = tf.concat([view_of(images, *view) for view in views], axis=0)
+            outputs = model(stacked, training=False)
+            return tf.reduce_mean(tf.reshape(outputs, [len(views), -1, outputs.shape[-1]]), axis=0)
+
+        cached[key] = lambda images: predict(np.asarray(images, dtype=np.float32)).numpy()
+    return cached[key]
+
+
+def predict_faces(run: Run, faces: Sequence[PhotoFace], *, which: str = "best") -> np.ndarray:
+    """Probabilities (N, 40) of prepared faces, averaged over the run's views (``view_predictor``),
+    ``FACE_BATCH`` faces per call."""
+    predict = view_predictor(run, which)
+    parts = [predict(np.stack([face.pixels for face in faces[start:start + FACE_BATCH]]))
+             for start in range(0, len(faces), FACE_BATCH)]
+    return np.concatenate(parts) if parts else np.zeros((0, len(ATTRIBUTES)), dtype=np.float32)
+
+
 def face_attributes(run: Run, face: PhotoFace) -> pd.DataFrame:
     """The 40 attributes of one prepared face (``attribute_table`` of its prediction)."""
-    return attribute_table(run, np.asarray(run.predict_images(face.pixels[None]))[0])
+    return attribute_table(run, predict_faces(run, [face])[0])
 
 
-def face_rows(run: Run, name: str, prepared: Sequence[PhotoFace]) -> pd.DataFrame:
+def face_rows(run: Run, name: str, prepared: Sequence[PhotoFace],
+              probabilities: np.ndarray | None = None) -> pd.DataFrame:
     """One row per prepared face (a single "no face found" row for none): where it is, 40 probabilities
-    and 40 yes/no answers at the run's thresholds (columns ``<attribute>`` and ``<attribute>_yes``)."""
+    and 40 yes/no answers at the run's thresholds (columns ``<attribute>`` and ``<attribute>_yes``).
+
+    ``probabilities`` (one row per face) are predicted here when not given.
+    """
     if not prepared:
         row = {"file": name, "face": pd.NA, "faces": 0, "status": NO_FACE}
         return _with_attributes(pd.DataFrame([row]), np.full((1, len(ATTRIBUTES)), np.nan), run.thresholds)
-    probabilities = np.asarray(run.predict_images(np.stack([face.pixels for face in prepared])))
+    probabilities = predict_faces(run, prepared) if probabilities is None else probabilities
     rows = []
     for face in prepared:
         box = face.face.box if face.face is not None else (np.nan,) * 4
@@ -172,13 +231,27 @@ def predict_photos(run: Run, photos: Iterable[str | Path | np.ndarray], *, align
     from tqdm.auto import tqdm
 
     photos = list(photos)
-    parts = []
-    for number, photo in enumerate(tqdm(photos, unit="photo", disable=not progress or len(photos) < 2), start=1):
-        name = f"photo {number}" if isinstance(photo, np.ndarray) else str(photo)
-        parts.append(face_rows(run, name, prepare_photo(run, photo, align=align)))
-    if not parts:
+    if not photos:
         raise ConfigError("no photos to predict; expected at least one file or image")
+    parts, batch = [], []
+    with tqdm(total=len(photos), unit="photo", disable=not progress or len(photos) < 2) as bar:
+        for number, photo in enumerate(photos, start=1):
+            name = f"photo {number}" if isinstance(photo, np.ndarray) else str(photo)
+            batch.append((name, photo_pixels(photo)))
+            held = sum(pixels.shape[0] * pixels.shape[1] for _, pixels in batch)
+            if len(batch) == PHOTO_BATCH or held >= BATCH_PIXELS or number == len(photos):
+                parts.extend(_batch_rows(run, batch, align=align))
+                bar.update(len(batch))
+                batch = []
     return pd.concat(parts, ignore_index=True)
+
+
+def _batch_rows(run: Run, batch: Sequence[tuple[str, np.ndarray]], *, align: bool) -> list[pd.DataFrame]:
+    """``face_rows`` of each (name, pixels), with every face of the batch in one model call."""
+    prepared = prepare_pixels(run, [pixels for _, pixels in batch], align=align)
+    probabilities = predict_faces(run, [face for faces in prepared for face in faces])
+    per_photo = np.split(probabilities, np.cumsum([len(faces) for faces in prepared])[:-1])
+    return [face_rows(run, name, faces, rows) for (name, _), faces, rows in zip(batch, prepared, per_photo)]
 
 
 def yes_attributes(row: pd.Series) -> list[str]:

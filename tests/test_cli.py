@@ -62,6 +62,7 @@ def test_top_level_help_lists_every_command_and_the_exit_codes() -> None:
     (["index", "--run", "runs/x", "--split", "dev"], "--split"),
     (["synth", "--out", "x", "--images", "many"], "--images"),
     (["app", "--port", "http"], "--port"),
+    (["export", "--run", "runs/x", "--out", "x.tflite", "--format", "tflite"], "--format"),
     (["evaluate", "--run", "runs/x", "--no-such-option"], "--no-such-option"),
     (["no-such-command"], "COMMAND"),
 ])
@@ -78,6 +79,8 @@ def test_a_usage_mistake_is_one_line_and_exit_2_before_tensorflow(argv: list[str
     (["synth", "--out", "x", "--images", "0"], "--images 0"),
     (["check", "no-such-root"], "no-such-root"),
     (["app", "--run", "no-such-run"], "run folder not found"),
+    (["export", "--run", "no-such-run", "--out", "x.onnx"], "run folder not found"),
+    (["export", "--run", "no-such-run", "--out", "x.zip"], "x.zip: expected a file name ending in .onnx"),
 ])
 def test_a_user_error_is_one_line_and_exit_1(argv: list[str], expected: str, tmp_path: Path) -> None:
     code, _, err, _ = run_cli(*argv, cwd=tmp_path)

@@ -87,6 +87,32 @@ def test_a_tiny_face_is_found_and_aligned(astronaut: np.ndarray) -> None:
     assert faces.detect_faces(tiny[:16, :16]) == []
 
 
+def test_photos_detected_together_give_each_photos_own_faces(astronaut: np.ndarray,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    small = np.full((512, 512, 3), 128, np.uint8)
+    small[128:384, 128:384] = astronaut[::2, ::2]
+    two = np.hstack([astronaut, small])  # another shape, two faces
+    mirrored = np.ascontiguousarray(astronaut[:, ::-1])
+    blank = np.full((512, 512, 3), 255, np.uint8)
+    photos = [astronaut, two, blank, mirrored, astronaut[:16, :16], small]
+    # Two 512x512 photos per MTCNN batch: the four square ones make two batches, the wide one its own.
+    monkeypatch.setattr(faces, "DETECTION_BATCH_PIXELS", 2 * 512 * 512)
+    together = faces.detect_faces_in(photos)
+    assert [len(found) for found in together] == [1, 2, 0, 1, 0, 1]
+    for photo, found in zip(photos, together):
+        alone = faces.detect_faces(photo)  # a batch of one photo
+        assert len(found) == len(alone)
+        for face, reference in zip(found, alone):
+            np.testing.assert_allclose(face.box, reference.box, atol=1e-3)
+            np.testing.assert_allclose(face.landmarks, reference.landmarks, atol=1e-3)
+    # The mirror image's eyes are the astronaut's, mirrored.
+    np.testing.assert_allclose(np.sort(511 - together[3][0].landmarks[:2, 0]), ASTRONAUT_EYES[:, 0], atol=2.0)
+    crops = faces.aligned_faces_in(photos)
+    assert [[crop.how for crop in found] for found in crops] == [["aligned"], ["aligned"] * 2, [], ["aligned"], [],
+                                                                  ["aligned"]]
+    np.testing.assert_array_equal(crops[0][0].crop, faces.aligned_faces(astronaut)[0].crop)
+
+
 def test_alignment_undoes_a_known_turn_scale_and_shift(astronaut: np.ndarray) -> None:
     # Geometry alone: landmarks placed by a known similarity come back exactly onto the template.
     crop = faces.align_face(astronaut, faces.detect_faces(astronaut)[0].landmarks)

@@ -16,7 +16,7 @@ from celebalib.errors import ConfigError
 from celebalib.model import (
     SCRATCH_BN_MOMENTUM, BatchNormalization, Conv2D, augmentation, backbone_of, batch_norm_layers, build_backbone,
     FUSED_MIN_EPSILON, build_model, dtype_policy, export_keras_layers, feature_extractor, foldable_padding,
-    imagenet_weights_file, layers_of_kind, with_fast_layers, with_keras_layers,
+    imagenet_weights_file, inference_model, layers_of_kind, with_fast_layers, with_keras_layers,
 )
 
 SIZE = 32
@@ -112,6 +112,15 @@ def test_scaling_maps_pixels_to_minus_one_one(model: keras.Model) -> None:
     values = np.asarray(scale(np.array([[[[0.0, 127.5, 255.0]]]], "float32"))).ravel()
     np.testing.assert_allclose(values, keras.applications.mobilenet_v2.preprocess_input(
         np.array([0.0, 127.5, 255.0])), atol=1e-6)
+
+
+def test_the_inference_model_has_no_random_layer_and_shares_the_weights(model: keras.Model,
+                                                                        images: np.ndarray) -> None:
+    plain = inference_model(model)
+    random_layers = (keras.layers.RandomFlip, keras.layers.RandomZoom, keras.layers.RandomTranslation)
+    assert layers_of_kind(model, random_layers) and not layers_of_kind(plain, random_layers)
+    np.testing.assert_allclose(np.asarray(plain(images)), np.asarray(model(images, training=False)), atol=1e-6)
+    assert plain.get_layer("attributes").kernel is model.get_layer("attributes").kernel
 
 
 def test_feature_extractor_shares_weights(model: keras.Model, images: np.ndarray) -> None:

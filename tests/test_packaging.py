@@ -51,9 +51,9 @@ def _extra(name: str) -> list[str]:
 
 
 def _pyproject_lines() -> list[str]:
-    """Runtime dependencies plus the course, app and test extras (what environment.yml installs)."""
+    """Runtime dependencies plus the course, app, export and test extras (what environment.yml installs)."""
     project = _pyproject()["project"]
-    return project["dependencies"] + _extra("course") + _extra("app") + _extra("test")
+    return project["dependencies"] + _extra("course") + _extra("app") + _extra("export") + _extra("test")
 
 
 def test_environment_yml_names_the_same_packages_and_bounds() -> None:
@@ -130,7 +130,8 @@ def test_console_script_points_at_the_cli() -> None:
 
 def test_the_library_itself_needs_no_notebook_server_app_or_test_tools() -> None:
     runtime = _requirements(_pyproject()["project"]["dependencies"])
-    for tool in ("jupyterlab", "nbval", "nbconvert", "nbclient", "voila", "pytest", "playwright", "tensorboard"):
+    for tool in ("jupyterlab", "nbval", "nbconvert", "nbclient", "voila", "pytest", "playwright", "tensorboard",
+                 "tf2onnx", "onnxruntime"):
         assert tool not in runtime, f"{tool} is a runtime dependency"
     assert {"tensorflow", "keras", "numpy", "pandas", "scikit-learn", "pillow", "ipywidgets"} <= set(runtime)
 
@@ -138,10 +139,11 @@ def test_the_library_itself_needs_no_notebook_server_app_or_test_tools() -> None
 def test_each_extra_holds_what_its_commands_import() -> None:
     assert {"jupyterlab", "ipykernel", "nbconvert", "nbclient", "nbformat"} <= set(_requirements(_extra("course")))
     assert "voila" in _requirements(_extra("app"))
+    assert {"tf2onnx", "onnx", "onnxruntime"} <= set(_requirements(_extra("export")))
     test = _pyproject()["project"]["optional-dependencies"]["test"]
     assert {"pytest", "nbval", "playwright"} <= set(_requirements(_extra("test")))
     included = next(Requirement(line) for line in test if Requirement(line).name == "celebalib")
-    assert {"course", "app"} <= included.extras
+    assert {"course", "app", "export"} <= included.extras
 
 
 def test_the_version_has_one_source() -> None:

@@ -14,7 +14,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
-from celebalib import predict
+from celebalib import predict, runs
 from celebalib.attributes import ATTRIBUTES
 from celebalib.cli import main
 from celebalib.faces import EXIF_ORIENTATION
@@ -50,6 +50,35 @@ def tuned_run(tiny_run: Run, tmp_path: Path) -> Run:
     return run
 
 
+def with_ten_views(run: Run, folder: Path) -> Run:
+    """A copy of ``run`` in ``folder`` that averages ten views: shifts by 3 px and mirror images."""
+    shutil.copytree(run.path, folder, ignore=shutil.ignore_patterns("logs"))
+    copy = Run(folder)
+    copy.update_config(test_time_flip=True, test_time_shift=3)
+    assert len(copy.views()) == 10
+    return copy
+
+
+@pytest.fixture()
+def ten_view_run(tiny_run: Run, tmp_path: Path) -> Run:
+    """The tiny run averaging ten views."""
+    return with_ten_views(tiny_run, tmp_path / "ten-views")
+
+
+@pytest.fixture()
+def position_run(ten_view_run: Run) -> Run:
+    """``ten_view_run`` with a model that reads pixel positions (a dense layer over the flattened image),
+    so each shifted or mirrored view gets clearly different probabilities."""
+    import keras
+
+    height, width = ten_view_run.image_shape
+    inputs = keras.Input((height, width, 3))
+    flat = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    dense = keras.layers.Dense(40, activation="sigmoid", kernel_initializer=keras.initializers.RandomNormal(0, 0.3, 0))
+    runs.save_model(keras.Model(inputs, dense(flat)), ten_view_run.model_file("best"))
+    return Run(ten_view_run.path)
+
+
 def pipeline_input(run: Run, path: str | Path) -> np.ndarray:
     """The image as evaluation feeds it to the model: the run's own tf.data pipeline over a file."""
     return next(iter(run.images(pd.DataFrame({"path": [str(path)]}), batch_size=1))).numpy()[0]
@@ -76,6 +105,37 @@ def test_the_aligned_crop_reaches_the_model_through_the_evaluation_pipeline(tiny
     np.testing.assert_array_equal(face.pixels, pipeline_input(tiny_run, saved))
     np.testing.assert_allclose(predict.face_attributes(tiny_run, face)["probability"],
                                np.asarray(tiny_run.predict_images(pipeline_input(tiny_run, saved)))[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("model", ["mobilenet", "position"])
+def test_one_compiled_call_equals_averaging_each_view_on_its_own(request: pytest.FixtureRequest, model: str,
+                                                                 photos: dict[str, Path]) -> None:
+    run = request.getfixturevalue({"mobilenet": "ten_view_run", "position": "position_run"}[model])
+    prepared = [face for path in photos.values() for face in predict.prepare_photo(run, path)]
+    pixels = np.stack([face.pixels for face in prepared])
+    # The reference: each view built by hand and sent through the model eagerly, then averaged.
+    each_view = [np.asarray(run.model()(runs.view_of(pixels, *view), training=False)) for view in run.views()]
+    if model == "position":  # the views do change the answer
+        assert np.abs(each_view[0] - np.mean(each_view, axis=0)).max() > 0.05
+    np.testing.assert_allclose(predict.predict_faces(run, prepared), np.mean(each_view, axis=0), atol=1e-5)
+    np.testing.assert_allclose(predict.predict_faces(run, prepared[:1]), run.predict_images(pixels[:1]), atol=1e-5)
+    assert predict.view_predictor(run) is predict.view_predictor(run)  # built once
+    assert predict.predict_faces(run, []).shape == (0, 40)
+
+
+def test_photos_predicted_in_batches_equal_each_photo_predicted_alone(position_run: Run, photos: dict[str, Path],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    files = [photos["two"], photos["none"], photos["one"], photos["two"], photos["one"]]
+    monkeypatch.setattr(predict, "PHOTO_BATCH", 2)  # batches of 2, 2 and 1 photos: 2, 3 and 1 faces
+    monkeypatch.setattr(predict, "FACE_BATCH", 2)  # the second batch's three faces take two model calls
+    table = predict.predict_photos(position_run, files)
+    assert table["faces"].tolist() == [2, 2, 0, 1, 2, 2, 1]
+    expected = []
+    for path in files:
+        prepared = predict.prepare_photo(position_run, path)
+        expected.append(position_run.predict_images(np.stack([face.pixels for face in prepared])) if prepared
+                        else np.full((1, 40), np.nan))
+    np.testing.assert_allclose(table[list(ATTRIBUTES)].to_numpy(np.float64), np.concatenate(expected), atol=1e-5)
 
 
 def test_a_genuine_aligned_image_is_predicted_as_evaluation_predicts_it(tiny_run: Run, celeba_shared: Path) -> None:
