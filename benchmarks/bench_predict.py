@@ -18,7 +18,7 @@ Without ``--run``, a stand-in run is trained once into ``--workdir``: the ``cele
 architecture and views (MobileNetV2 alpha 1.0, 96x112 portrait crop, ten views) for one epoch on
 64 synthetic faces. What the weights learnt does not change the time.
 
-    python benchmarks/bench_predict.py [--run runs/celeba-cpu] [--photos 20] [--data ../shared/celeba]
+    python benchmarks/bench_predict.py [--run runs/celeba-cpu] [--photos 20] [--data "$CELEBA_ROOT"]
 """
 
 from __future__ import annotations

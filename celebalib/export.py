@@ -6,7 +6,7 @@ and without its training-only augmentation layers (``model.inference_model``), t
 ``metadata_props``) records what a user needs to read its output: the 40 attribute names in
 output order, the run's decision thresholds, the input's shape and scale, and the test-time
 views celebalib averages. ``python -m celebalib export`` is its command line; the packages
-come with ``pip install 'celebalib[export]'``.
+come with the ``export`` extra (in the celebalib folder, ``pip install -e '.[export]'``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 # Each export format and the file name ending it writes.
 FORMATS = {"onnx": ".onnx"}
 INPUT_NAME = "images"
-INSTALL_HINT = "pip install 'celebalib[export]'"
+INSTALL_HINT = "in the celebalib folder, pip install -e '.[export]'"
 
 
 def export_metadata(run: Run, which: str = "best") -> dict[str, str]:

@@ -17,7 +17,7 @@ from celebalib.data import load_image
 from celebalib.model import OUTPUT
 from celebalib.runs import Run
 
-onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra: pip install 'celebalib[export]'")
+onnxruntime = pytest.importorskip("onnxruntime", reason="the export extra: pip install -e '.[export]'")
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,8 @@ def tuned_run(tiny_run: Run, tmp_path_factory: pytest.TempPathFactory) -> Run:
     shutil.copytree(tiny_run.path, folder, ignore=shutil.ignore_patterns("logs"))
     run = Run(folder)
     values = {name: round(0.1 + 0.02 * number, 2) for number, name in enumerate(ATTRIBUTES)}
-    run.update_config(thresholds={"objective": "balanced_accuracy", "values": values}, test_time_flip=True,
-                      test_time_shift=2)
+    run.record_thresholds("balanced_accuracy", values)
+    run.record_views(True, 2)
     return run
 
 

@@ -54,7 +54,7 @@ def with_ten_views(run: Run, folder: Path) -> Run:
     """A copy of ``run`` in ``folder`` that averages ten views: shifts by 3 px and mirror images."""
     shutil.copytree(run.path, folder, ignore=shutil.ignore_patterns("logs"))
     copy = Run(folder)
-    copy.update_config(test_time_flip=True, test_time_shift=3)
+    copy.record_views(True, 3)
     assert len(copy.views()) == 10
     return copy
 
