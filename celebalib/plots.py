@@ -334,3 +334,39 @@ def attribute_bars(table: pd.DataFrame, *, title: str | None = None) -> Figure:
     if title:
         ax.set_title(title, fontsize=9)
     return fig
+
+
+def template_heatmaps(gradcam: dict, attributes: Sequence[str] | None = None, *, columns: int = 8,
+                      title: str | None = None) -> Figure:
+    """Mean Grad-CAM maps (``results.read_gradcam``) drawn on CelebA's landmark template, no face pixels:
+    each map with the five template landmarks (eyes, nose, mouth corners) as white dots."""
+    names = list(attributes or gradcam["attributes"])
+    rows = math.ceil(len(names) / columns)
+    height, width = gradcam["maps"].shape[1:]
+    fig = Figure(figsize=(1.5 * columns, 1.5 * rows * height / width + (0.4 if title else 0)), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    points = np.asarray(gradcam["landmarks"])
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names):
+        ax.imshow(gradcam["maps"][gradcam["attributes"].index(name)], cmap="jet", vmin=0.0, vmax=1.0)
+        ax.scatter(points[:, 0], points[:, 1], s=10, c="white", edgecolors="black", linewidths=0.5)
+        faces = gradcam["table"].at[name, "faces"] if "table" in gradcam else None
+        ax.set_title(name.replace("_", " ") + (f"\n{faces} faces" if faces is not None else ""), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def compare_histories(histories: dict[str, pd.DataFrame], metric: str = "val_mean_balanced_accuracy") -> Figure:
+    """One line per run of ``metric`` against the epoch, e.g. two optimisers on the same data."""
+    fig = Figure(figsize=(5.5, 3.2), layout="constrained")
+    ax = fig.subplots()
+    for name, history in histories.items():
+        if metric not in history:
+            raise ConfigError(f"compare_histories: run {name!r} has no column {metric!r}; "
+                              f"expected one of {', '.join(history.columns)}")
+        ax.plot(history["epoch"], history[metric], marker="o", label=name)
+    ax.set(xlabel="epoch", ylabel=metric.replace("_", " "))
+    ax.legend(fontsize="small")
+    return fig
