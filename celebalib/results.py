@@ -84,13 +84,15 @@ class Evidence:
         found = _json(self.path / f"retrieval_{split}.json")
         return None if found is None else pd.DataFrame(found["rankings"]).set_index("ranking")
 
-    def label_rates(self) -> pd.Series | None:
-        """The train split's positive rate per attribute (from the file, else the config)."""
+    def label_rates(self) -> pd.DataFrame | None:
+        """The train split's ``positive_rate`` per attribute, with ``positives`` and ``images`` where the
+        file gives them (a run folder without it has only the rates its config recorded)."""
         path = self.path / LABEL_RATES
         if path.is_file():
-            return pd.read_csv(path, index_col="attribute")["positive_rate"]
+            return pd.read_csv(path, index_col="attribute")
         rates = self.config.get("train_label_rates")
-        return None if not rates else pd.Series(rates, dtype=float).reindex(list(ATTRIBUTES)).rename("positive_rate")
+        return None if not rates else pd.DataFrame({"positive_rate": pd.Series(rates, dtype=float)}).reindex(
+            list(ATTRIBUTES)).rename_axis("attribute")
 
     def gradcam(self) -> dict[str, Any] | None:
         """Mean Grad-CAM: ``read_gradcam`` of the folder, or None where it has none."""

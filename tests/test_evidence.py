@@ -48,7 +48,10 @@ def test_write_evidence_then_read_it_back(tiny_run, synthetic_table, tmp_path):
     assert list(found.retrieval("val").index[:3]) == ["predicted", "oracle (true labels)", "random"]
     assert len(found.history()) == 2 and found.history()["seconds"].gt(0).all()
     assert found.minutes() == pytest.approx(found.history()["seconds"].sum() / 60)
-    assert found.label_rates().between(0, 1).all() and len(found.label_rates()) == 40
+    rates = found.label_rates()
+    train = synthetic_table[synthetic_table["split"] == "train"]
+    assert len(rates) == 40 and (rates["images"] == len(train)).all()
+    assert rates.at["Smiling", "positives"] == train["Smiling"].sum()
     cams = found.gradcam()
     assert cams["maps"].shape == (40, *run.image_shape)
     assert cams["maps"].min() >= 0 and cams["maps"].max() <= 1
@@ -67,7 +70,8 @@ def test_committed_evidence_reads():
 
     found = results.open_evidence("celeba-cpu")
     assert found.evaluation("val")["n_images"] == 4535
-    assert found.label_rates().between(0, 1).all()
+    rates = found.label_rates()
+    assert rates["positive_rate"].between(0, 1).all() and (rates["images"] == 162_770).all()
     assert "adam" in found.describe()
 
 
