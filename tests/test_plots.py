@@ -80,7 +80,14 @@ def test_evaluation_legends_cover_no_bar(chart) -> None:
     bars = [patch.get_window_extent() for patch in ax.patches if patch.get_width() > 0]
     assert len(bars) == 80
     assert not any(legend.overlaps(bar) for bar in bars)
-    assert any(line.get_xdata()[0] == 0.5 for line in ax.lines)  # the 0.5 reference
+    # One half is a reference for the two rates, not for accuracy, whose reference is the baseline bar.
+    assert any(line.get_xdata()[0] == 0.5 for line in ax.lines) == (chart is plots.rates_per_attribute)
+
+
+def test_cut_marks_say_how_many_more() -> None:
+    marks = plots.prediction_marks([1] * 9, [1] * 9, names=[f"A{i}" for i in range(9)], limit=6)
+    assert len(marks) == 6 and marks[-1] == "+4 more"
+    assert len(plots.prediction_marks([1] * 6, [1] * 6, names=[f"A{i}" for i in range(6)], limit=6)) == 6
 
 
 def test_training_curves_draw_chance_and_baseline_lines() -> None:
