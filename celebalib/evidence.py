@@ -130,21 +130,41 @@ def mean_gradcams(run: Any, table: pd.DataFrame, *, faces: int = 200, attributes
             "attributes": list(attributes)}
 
 
+def face_region(x: float, y: float, points: np.ndarray) -> str:
+    """Where (x, y) lies on a face with these five template landmarks: "above the eyes", "eyes", "nose",
+    "mouth" or "below the mouth" by height, with "side, " in front beyond the eyes' outer reach."""
+    eyes, nose, mouth = points[:2, 1].mean(), points[2, 1], points[3:, 1].mean()
+    bands = [(eyes - (nose - eyes) / 2, "above the eyes"), ((eyes + nose) / 2, "eyes"), ((nose + mouth) / 2, "nose"),
+             (mouth + (mouth - nose) / 2, "mouth")]
+    band = next((name for limit, name in bands if y < limit), "below the mouth")
+    reach = (points[1, 0] - points[0, 0]) / 2
+    return ("side, " if x < points[0, 0] - reach or x > points[1, 0] + reach else "") + band
+
+
 def gradcam_summary(found: dict[str, Any], points: np.ndarray, split_note: str) -> dict[str, Any]:
-    """JSON of ``mean_gradcams``' result: per attribute the faces used, the peak of the mean map in the
-    178x218 template frame and the template landmark nearest to it."""
+    """JSON of ``mean_gradcams``' result: per attribute the faces used, the peak of the mean map (as shares
+    of the frame's width and height) and the face region it lies in (``face_region``; None without faces)."""
     maps = found["maps"]
     height, width = maps.shape[1:]
     rows = []
     for name, heat in zip(found["attributes"], maps):
+        faces = int(sum(found["counts"][name].values()))
         y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
-        distances = np.hypot(points[:, 0] - x, points[:, 1] - y)
-        rows.append({"attribute": name, "faces": int(sum(found["counts"][name].values())),
-                     "faces_by_split": found["counts"][name], "peak_x": round(float(x) / width, 3),
-                     "peak_y": round(float(y) / height, 3),
-                     "nearest_landmark": results.LANDMARK_NAMES[int(np.argmin(distances))]})
+        rows.append({"attribute": name, "faces": faces, "faces_by_split": found["counts"][name],
+                     "peak_x": round(float(x) / width, 3), "peak_y": round(float(y) / height, 3),
+                     "region": face_region(float(x), float(y), points) if faces else None})
     return {"layer": found["layer"], "frame": [int(height), int(width)], "selection": split_note,
             "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in points], "attributes": rows}
+
+
+def hit_miss_false_alarm(labelled: pd.Series, said: pd.Series, probabilities: pd.Series) -> dict[str, Any]:
+    """For one attribute over indexed faces, the clearest example of each outcome (None where there is none):
+    ``hit`` (labelled, said yes; highest probability), ``miss`` (labelled, said no; lowest) and
+    ``false alarm`` (not labelled, said yes; highest)."""
+    labelled, said = labelled.astype(bool), said.astype(bool)
+    cases = {"hit": (labelled & said, False), "miss": (labelled & ~said, True), "false alarm": (~labelled & said, False)}
+    return {case: (probabilities[rows].sort_values(ascending=lowest).index[0] if rows.any() else None)
+            for case, (rows, lowest) in cases.items()}
 
 
 def astronaut_answers(run: Any) -> dict[str, Any]:
@@ -214,7 +234,8 @@ def write_evidence(run: Any, table: pd.DataFrame, out: str | Path, *, faces: int
     with atomic_path(out / results.GRADCAM_MAPS) as tmp, open(tmp, "wb") as handle:
         np.savez_compressed(handle, maps=np.round(found["maps"] * 255).astype(np.uint8),
                             attributes=np.array(found["attributes"]))
-    plots.save_figure(plots.template_heatmaps(results.read_gradcam(out), title=f"{run.path.name}: mean Grad-CAM"),
+    view = results.gradcam_view(summary, found["maps"])
+    plots.save_figure(plots.template_heatmaps(view, title=f"{run.path.name}: mean Grad-CAM, {split} first"),
                       out / results.GRADCAM_PNG)
     say(f"{run.path.name}: the astronaut")
     write_json(out / results.ASTRONAUT, astronaut_answers(run))

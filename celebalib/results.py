@@ -29,9 +29,8 @@ GRADCAM_JSON = "gradcam_val.json"
 GRADCAM_MAPS = "gradcam_val.npz"
 GRADCAM_PNG = "gradcam_val.png"
 ASTRONAUT = "astronaut.json"
-# CelebA's aligned frame (width, height) and the names of its five template landmarks.
+# CelebA's aligned frame (width, height).
 TEMPLATE_SIZE = (178, 218)
-LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 
 def _json(path: Path) -> Any:
@@ -123,10 +122,16 @@ def read_gradcam(folder: str | Path) -> dict[str, Any]:
     if summary is None:
         raise RunError(f"{folder / GRADCAM_JSON}: not found; expected the folder scripts/real_evidence.py writes")
     with np.load(folder / GRADCAM_MAPS) as stored:
-        maps, names = stored["maps"].astype(np.float32) / 255, [str(name) for name in stored["attributes"]]
+        maps = stored["maps"].astype(np.float32) / 255
+    return gradcam_view(summary, maps)
+
+
+def gradcam_view(summary: dict[str, Any], maps: np.ndarray) -> dict[str, Any]:
+    """Mean maps (K, H, W) with their JSON summary (``evidence.gradcam_summary``) as ``plots.template_heatmaps``
+    takes them: ``maps``, ``attributes``, ``layer``, ``selection``, ``landmarks`` and a ``table`` by attribute."""
     table = pd.DataFrame(summary["attributes"]).set_index("attribute")
-    return {"maps": maps, "attributes": names, "layer": summary["layer"], "selection": summary["selection"],
-            "landmarks": np.asarray(summary["landmarks"]), "table": table}
+    return {"maps": np.asarray(maps), "attributes": list(table.index), "layer": summary["layer"],
+            "selection": summary["selection"], "landmarks": np.asarray(summary["landmarks"]), "table": table}
 
 
 def attribute_table(evaluation: dict[str, Any]) -> pd.DataFrame:

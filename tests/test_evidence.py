@@ -20,6 +20,20 @@ def test_template_lands_where_the_crop_puts_it():
     assert centre[0, 0] == pytest.approx(template()[0, 0] / 2)
 
 
+def test_face_regions_follow_the_landmarks():
+    from celebalib.evidence import face_region
+    from celebalib.faces import template
+
+    points = template()
+    (left_x, eye_y), nose_y, mouth_y = points[0], points[2, 1], points[3:, 1].mean()
+    assert face_region(points[2, 0], eye_y, points) == "eyes"
+    assert face_region(points[2, 0], mouth_y, points) == "mouth"
+    assert face_region(points[2, 0], nose_y, points) == "nose"
+    assert face_region(points[2, 0], 10, points) == "above the eyes"
+    assert face_region(points[2, 0], 210, points) == "below the mouth"
+    assert face_region(2, eye_y, points) == "side, eyes"
+
+
 def test_grad_cams_of_a_batch_equal_one_at_a_time(tiny_run, synthetic_table):
     from celebalib import gradcam
 
@@ -63,6 +77,20 @@ def test_write_evidence_then_read_it_back(tiny_run, synthetic_table, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert "/" not in str(config["data_root"])  # no machine path in a committed file
     assert results.attribute_table(found.evaluation("val")).shape[0] == 40
+
+
+def test_hit_miss_false_alarm_picks_the_clearest_of_each():
+    import pandas as pd
+
+    from celebalib.evidence import hit_miss_false_alarm
+
+    index = ["a", "b", "c", "d", "e"]
+    labelled = pd.Series([1, 1, 1, 0, 0], index=index)
+    probabilities = pd.Series([0.9, 0.6, 0.1, 0.8, 0.2], index=index)
+    said = probabilities >= 0.5
+    assert hit_miss_false_alarm(labelled, said, probabilities) == {"hit": "a", "miss": "c", "false alarm": "d"}
+    none = hit_miss_false_alarm(labelled, probabilities >= 0.0, probabilities)
+    assert none["miss"] is None and none["false alarm"] == "d"
 
 
 def test_committed_evidence_reads():
