@@ -218,7 +218,7 @@ def write_evidence(run: Any, table: pd.DataFrame, out: str | Path, *, faces: int
     say(f"{run.path.name}: retrieval on {split}")
 
     def retrieval_report() -> None:
-        index = retrieval.GalleryIndex.build(run, table, split, progress=False)
+        index = retrieval.GalleryIndex.build(run, table, split, features=True, progress=False)
         retrieval.save_retrieval_report(retrieval.evaluate_retrieval(index, table, k=10), out)
 
     _copy_or_compute(run, f"retrieval_{split}.json", out, retrieval_report)
