@@ -343,7 +343,7 @@ def attribute_bars(table: pd.DataFrame, *, title: str | None = None) -> Figure:
 def template_heatmaps(gradcam: dict, attributes: Sequence[str] | None = None, *, columns: int = 8,
                       title: str | None = None) -> Figure:
     """Mean Grad-CAM maps (``results.read_gradcam``) drawn on CelebA's landmark template, no face pixels:
-    each map with the five template landmarks (eyes, nose, mouth corners) as white dots."""
+    each map scaled to its own peak, with the five template landmarks (eyes, nose, mouth corners) as white dots."""
     names = list(attributes or gradcam["attributes"])
     rows = math.ceil(len(names) / columns)
     height, width = gradcam["maps"].shape[1:]
@@ -353,7 +353,8 @@ def template_heatmaps(gradcam: dict, attributes: Sequence[str] | None = None, *,
     for ax in axes.flat:
         ax.axis("off")
     for ax, name in zip(axes.flat, names):
-        ax.imshow(gradcam["maps"][gradcam["attributes"].index(name)], cmap="jet", vmin=0.0, vmax=1.0)
+        heat = gradcam["maps"][gradcam["attributes"].index(name)]
+        ax.imshow(heat / heat.max() if heat.max() > 0 else heat, cmap="jet", vmin=0.0, vmax=1.0)
         ax.scatter(points[:, 0], points[:, 1], s=10, c="white", edgecolors="black", linewidths=0.5)
         faces = gradcam["table"].at[name, "faces"] if "table" in gradcam else None
         ax.set_title(name.replace("_", " ") + (f"\n{faces} faces" if faces is not None else ""), fontsize=8)

@@ -106,3 +106,24 @@ def test_save_figure_writes_a_png_and_creates_folders(tmp_path: Path) -> None:
     path = plots.save_figure(fig, tmp_path / "reports" / "grid.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["grid.png"]  # no temporary file left
+
+
+def test_compare_histories_draws_one_line_per_run_and_names_a_missing_column() -> None:
+    history = pd.DataFrame({"epoch": [1, 2, 3], "val_mean_auc": [0.6, 0.7, 0.8]})
+    fig = plots.compare_histories({"adam": history, "adadelta": history.assign(val_mean_auc=[0.5, 0.55, 0.6])},
+                                  "val_mean_auc")
+    assert [line.get_label() for line in fig.axes[0].lines] == ["adam", "adadelta"]
+    with pytest.raises(ConfigError, match="run 'adam' has no column 'val_loss'"):
+        plots.compare_histories({"adam": history}, "val_loss")
+
+
+def test_template_heatmaps_draw_each_map_scaled_to_its_peak_with_the_landmarks() -> None:
+    maps = np.zeros((2, 8, 6), dtype=np.float32)
+    maps[0, 2, 3], maps[1, 6, 1] = 0.4, 0.2
+    view = {"maps": maps, "attributes": ["Smiling", "Male"], "landmarks": np.array([[1, 2], [4, 2], [3, 4], [2, 6], [4, 6]]),
+            "table": pd.DataFrame({"faces": [200, 150]}, index=["Smiling", "Male"])}
+    fig = plots.template_heatmaps(view, columns=2)
+    first = fig.axes[0]
+    assert first.images[0].get_array().max() == pytest.approx(1.0)
+    assert len(first.collections[0].get_offsets()) == 5
+    assert first.get_title() == "Smiling\n200 faces"
