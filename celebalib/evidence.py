@@ -11,6 +11,7 @@ Run it as ``python scripts/real_evidence.py RUN --data ROOT --out docs/results/N
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
@@ -185,7 +186,7 @@ def astronaut_answers(run: Any) -> dict[str, Any]:
 
 
 def public_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The run's config.json without the machine's data path (``data_root`` becomes its folder name)."""
+    """A run file's contents without the machine's data path (``data_root`` becomes its folder name)."""
     public = dict(config)
     if public.get("data_root"):
         public["data_root"] = Path(str(public["data_root"])).name
@@ -214,6 +215,8 @@ def write_evidence(run: Any, table: pd.DataFrame, out: str | Path, *, faces: int
     evaluation = f"eval_{split}.json"
     _copy_or_compute(run, evaluation, out, lambda: write_json(
         out / evaluation, evaluate.evaluation_json(evaluate.evaluate_run(run, table, split, progress=False))))
+    report = json.loads((out / evaluation).read_text(encoding="utf-8"))
+    write_json(out / evaluation, public_config(report))  # its data_root too, reduced to the folder name
     run = type(run)(run.path)  # evaluation stores tuned thresholds in config.json: read them
     say(f"{run.path.name}: retrieval on {split}")
 

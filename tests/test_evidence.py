@@ -76,6 +76,7 @@ def test_write_evidence_then_read_it_back(tiny_run, synthetic_table, tmp_path):
     assert ((astronaut["probability"] >= astronaut["threshold"]) == (astronaut["answer"] == "yes")).all()
     config = json.loads((out / "config.json").read_text())
     assert "/" not in str(config["data_root"])  # no machine path in a committed file
+    assert "/" not in str(json.loads((out / "eval_val.json").read_text())["data_root"])
     assert results.attribute_table(found.evaluation("val")).shape[0] == 40
 
 
