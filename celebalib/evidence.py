@@ -206,7 +206,7 @@ def _copy_or_compute(run: Any, name: str, out: Path, compute: Any) -> None:
 def write_evidence(run: Any, table: pd.DataFrame, out: str | Path, *, faces: int = 200, split: str = "val",
                    progress: bool = True) -> list[Path]:
     """Write the run's face-free evidence files into ``out`` (see the module docstring); return them."""
-    from celebalib import evaluate, plots, retrieval
+    from celebalib import evaluate, plots, retrieval, runs
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -217,7 +217,7 @@ def write_evidence(run: Any, table: pd.DataFrame, out: str | Path, *, faces: int
         out / evaluation, evaluate.evaluation_json(evaluate.evaluate_run(run, table, split, progress=False))))
     report = json.loads((out / evaluation).read_text(encoding="utf-8"))
     write_json(out / evaluation, public_config(report))  # its data_root too, reduced to the folder name
-    run = type(run)(run.path)  # evaluation stores tuned thresholds in config.json: read them
+    run = runs.open_run(run.path)  # evaluation stores tuned thresholds in config.json: read them
     say(f"{run.path.name}: retrieval on {split}")
 
     def retrieval_report() -> None:
