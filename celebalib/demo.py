@@ -103,10 +103,24 @@ def _echoing_client(notebook: Any, **options: Any) -> Any:
     return EchoingClient(notebook, **options)
 
 
+# Outputs that only a live kernel can draw: a saved notebook would show their text repr instead.
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def drop_widget_outputs(notebook: Any) -> Any:
+    """Remove widget views (and the widget state) from an executed notebook; the prose shows a screenshot."""
+    for cell in notebook.cells:
+        if cell.get("cell_type") == "code":
+            cell["outputs"] = [out for out in cell.get("outputs", []) if WIDGET_VIEW not in out.get("data", {})]
+    notebook.metadata.pop("widgets", None)
+    return notebook
+
+
 def execute_notebook(path: Path, *, timeout: int | None = CELL_TIMEOUT,
                      kernel_log: Path | None = None) -> Any:
     """Execute a notebook in a fresh kernel (working folder: its own) and return it, with each
-    cell's consecutive printed outputs merged into one; cells tagged ``ECHO_TAG`` also print
+    cell's consecutive printed outputs merged into one and widget views dropped
+    (``drop_widget_outputs``); cells tagged ``ECHO_TAG`` also print
     their lines here as they come.
 
     Args:
@@ -145,7 +159,7 @@ def execute_notebook(path: Path, *, timeout: int | None = CELL_TIMEOUT,
             raise RunError(f"{path}: {where}: {_error_text(error)}{see}") from None
     # Each flushed print arrives as its own output; merged, they read as one block (no blank lines).
     notebook, _ = CoalesceStreamsPreprocessor().preprocess(notebook, {})
-    return notebook
+    return drop_widget_outputs(notebook)
 
 
 def write_reports(notebook: Any, name: str, out_dir: Path) -> tuple[Path, Path]:

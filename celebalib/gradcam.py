@@ -74,18 +74,32 @@ def grad_cam(model: keras.Model, image: np.ndarray, attribute: str | int, layer:
         attribute: a CelebA attribute name or its column index.
         layer: the backbone layer whose feature map is weighted; None for the last one.
     """
-    column = attribute_index(attribute) if isinstance(attribute, str) else int(attribute)
     image = np.asarray(image, dtype=np.float32)
     expected = tuple(model.input_shape[1:])
     if image.shape != expected:
         raise ConfigError(f"image of shape {image.shape}: expected {expected}, the model's input size")
+    return grad_cams(model, image[None], attribute, layer)[0]
+
+
+def grad_cams(model: keras.Model, images: np.ndarray, attribute: str | int, layer: str | None = None) -> np.ndarray:
+    """Heat maps (N, H, W) in [0, 1], one per image of a batch (N, H, W, 3): ``grad_cam`` of each.
+
+    The model runs in inference mode, where no image affects another, so the gradient of the
+    batch's summed score holds each image's own gradient.
+    """
+    column = attribute_index(attribute) if isinstance(attribute, str) else int(attribute)
+    images = np.asarray(images, dtype=np.float32)
+    expected = tuple(model.input_shape[1:])
+    if images.ndim != 4 or images.shape[1:] != expected:
+        raise ConfigError(f"images of shape {images.shape}: expected (N, {', '.join(map(str, expected))}), "
+                          "the model's input size")
     if not 0 <= column < model.output_shape[-1]:
         raise ConfigError(f"attribute column {column}: expected 0 to {model.output_shape[-1] - 1}")
     before, backbone, after = _split_at_backbone(model)
     if not after or after[-1].name != OUTPUT:
         raise ConfigError(f"model {model.name!r} does not end in the {OUTPUT!r} layer; expected one from build_model")
     explainer = _explainer(backbone, layer) if layer is not None else None
-    x = tf.convert_to_tensor(image[None])
+    x = tf.convert_to_tensor(images)
     with tf.GradientTape() as tape:
         for step in before:
             x = step(x, training=False)
@@ -99,11 +113,11 @@ def grad_cam(model: keras.Model, image: np.ndarray, attribute: str | int, layer:
         # The attribute's logit, before the sigmoid (the paper's pre-softmax score): a confident
         # prediction saturates the sigmoid, whose gradient then vanishes, and the map with it.
         head = after[-1]
-        score = (keras.ops.matmul(y, head.kernel) + head.bias)[:, column]
+        score = tf.reduce_sum((keras.ops.matmul(y, head.kernel) + head.bias)[:, column])
     gradients = tape.gradient(score, activations)
     weights = tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
-    cam = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1))[0]
-    return _normalise_and_resize(cam.numpy(), image.shape[:2])
+    cams = tf.nn.relu(tf.reduce_sum(weights * activations, axis=-1)).numpy()
+    return np.stack([_normalise_and_resize(cam, images.shape[1:3]) for cam in cams])
 
 
 def _normalise_and_resize(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:

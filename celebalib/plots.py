@@ -169,8 +169,9 @@ def _by_attribute(table: pd.DataFrame, columns: dict[str, str], sort_by: str) ->
     return long.melt("attribute", var_name="measure", value_name="value"), order
 
 
-def _bar_chart(long: pd.DataFrame, order: list[str], *, xlabel: str, title: str) -> Figure:
-    """Horizontal grouped bars, one group per attribute in ``order``, x from 0 to 1."""
+def _bar_chart(long: pd.DataFrame, order: list[str], *, xlabel: str, title: str, half_line: bool = False) -> Figure:
+    """Horizontal grouped bars, one group per attribute in ``order``, x from 0 to 1 (with a dotted line at
+    one half if ``half_line``)."""
     import seaborn as sns
 
     fig = Figure(figsize=(7, 1.2 + 0.25 * len(order)), layout="constrained")
@@ -180,20 +181,22 @@ def _bar_chart(long: pd.DataFrame, order: list[str], *, xlabel: str, title: str)
     fig.suptitle(title)
     # Above the bars, so that it covers none of them.
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
-    ax.axvline(0.5, color="0.4", linestyle=":", linewidth=1)
+    if half_line:
+        ax.axvline(0.5, color="0.4", linestyle=":", linewidth=1)
     return fig
 
 
 def accuracy_vs_baseline(table: pd.DataFrame) -> Figure:
     """Accuracy and majority-baseline accuracy per attribute, sorted by the gain over it."""
     long, order = _by_attribute(table, {"accuracy": "model", "baseline": "majority label"}, "gain")
+    # No line at one half: accuracy's reference is each attribute's own baseline bar, not chance.
     return _bar_chart(long, order, xlabel="accuracy", title="Accuracy against the majority baseline (by gain)")
 
 
 def rates_per_attribute(table: pd.DataFrame) -> Figure:
     """True-positive and true-negative rates per attribute, sorted by balanced accuracy."""
     long, order = _by_attribute(table, {"tpr": "true-positive rate", "tnr": "true-negative rate"}, "balanced_accuracy")
-    return _bar_chart(long, order, xlabel="rate", title="Rates per attribute (by balanced accuracy)")
+    return _bar_chart(long, order, xlabel="rate", title="Rates per attribute (by balanced accuracy)", half_line=True)
 
 
 def prediction_marks(y_true: Sequence[int], y_pred: Sequence[int], names: Sequence[str] = ATTRIBUTES,
@@ -201,7 +204,7 @@ def prediction_marks(y_true: Sequence[int], y_pred: Sequence[int], names: Sequen
     """For one image: the labelled or predicted attributes, mistakes first, each marked.
 
     ``✗ name (missed)`` is labelled but not predicted, ``✗ name (false)`` predicted but not
-    labelled, ``✓ name`` both.
+    labelled, ``✓ name`` both. Beyond ``limit`` lines, the last says how many more there are ("+3 more").
     """
     marks = []
     for name, truth, pred in zip(names, y_true, y_pred):
@@ -209,7 +212,8 @@ def prediction_marks(y_true: Sequence[int], y_pred: Sequence[int], names: Sequen
             marks.append((1, f"✓ {name}"))
         elif truth or pred:
             marks.append((0, f"✗ {name} ({'missed' if truth else 'false'})"))
-    return [text for _, text in sorted(marks, key=lambda mark: mark[0])][:limit]
+    texts = [text for _, text in sorted(marks, key=lambda mark: mark[0])]
+    return texts if len(texts) <= limit else texts[:limit - 1] + [f"+{len(texts) - limit + 1} more"]
 
 
 def prediction_grid(images: Sequence[str | Path | np.ndarray], y_true: np.ndarray, y_pred: np.ndarray,
@@ -333,4 +337,41 @@ def attribute_bars(table: pd.DataFrame, *, title: str | None = None) -> Figure:
     ax.legend(loc="lower right", fontsize=7)
     if title:
         ax.set_title(title, fontsize=9)
+    return fig
+
+
+def template_heatmaps(gradcam: dict, attributes: Sequence[str] | None = None, *, columns: int = 8,
+                      title: str | None = None) -> Figure:
+    """Mean Grad-CAM maps (``results.read_gradcam``) drawn on CelebA's landmark template, no face pixels:
+    each map scaled to its own peak, with the five template landmarks (eyes, nose, mouth corners) as white dots."""
+    names = list(attributes or gradcam["attributes"])
+    rows = math.ceil(len(names) / columns)
+    height, width = gradcam["maps"].shape[1:]
+    fig = Figure(figsize=(1.5 * columns, 1.5 * rows * height / width + (0.4 if title else 0)), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
+    points = np.asarray(gradcam["landmarks"])
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, names):
+        heat = gradcam["maps"][gradcam["attributes"].index(name)]
+        ax.imshow(heat / heat.max() if heat.max() > 0 else heat, cmap="jet", vmin=0.0, vmax=1.0)
+        ax.scatter(points[:, 0], points[:, 1], s=10, c="white", edgecolors="black", linewidths=0.5)
+        faces = gradcam["table"].at[name, "faces"] if "table" in gradcam else None
+        ax.set_title(name.replace("_", " ") + (f"\n{faces} faces" if faces is not None else ""), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def compare_histories(histories: dict[str, pd.DataFrame], metric: str = "val_mean_balanced_accuracy") -> Figure:
+    """One line per run of ``metric`` against the epoch, e.g. two optimisers on the same data."""
+    fig = Figure(figsize=(5.5, 3.2), layout="constrained")
+    ax = fig.subplots()
+    for name, history in histories.items():
+        if metric not in history:
+            raise ConfigError(f"compare_histories: run {name!r} has no column {metric!r}; "
+                              f"expected one of {', '.join(history.columns)}")
+        ax.plot(history["epoch"], history[metric], marker="o", label=name)
+    ax.set(xlabel="epoch", ylabel=metric.replace("_", " "))
+    ax.legend(fontsize="small")
     return fig

@@ -228,10 +228,11 @@ def top_k(query: Any, gallery: Any, k: int, metric: str = "euclidean", *,
 def threshold_centred(probabilities: Any, thresholds: Any) -> np.ndarray:
     """Probabilities moved so that each attribute's threshold t lands on 0.5: sigmoid(logit p - logit t).
 
-    A class-balanced model pushes the probabilities of rare attributes up, and its tuned
-    thresholds follow them (0.8 or more). Comparing raw probabilities with a 0/1 description
-    would call a face at 0.75 a "yes" that its own threshold calls a "no"; after this map,
-    above 0.5 means above the threshold. The order within each attribute is unchanged.
+    Tuned thresholds often lie far from 0.5, in either direction, and for rare attributes mostly
+    below it. Comparing raw probabilities with a 0/1 description would then call a face at 0.3 a
+    "no" that a threshold of 0.14 calls a "yes" (and a face at 0.7 a "yes" that a threshold of
+    0.8 calls a "no"); after this map, above 0.5 means above the attribute's own threshold. The
+    order within each attribute is unchanged.
     """
     p = np.clip(np.asarray(probabilities, dtype=np.float64), 0.0, 1.0)
     t = np.clip(np.asarray(thresholds, dtype=np.float64), 1e-6, 1 - 1e-6)

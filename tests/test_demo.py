@@ -217,3 +217,17 @@ def test_the_cell_timeout_outlasts_the_recipes_expected_time(
     monkeypatch.setenv("CELEBALIB_HOME", str(tmp_path / "home"))
     demo.cell_timeout()
     assert not (tmp_path / "home").exists() or not any((tmp_path / "home").rglob("*.jpg"))
+
+
+def test_widget_views_are_dropped_from_saved_notebooks() -> None:
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["widgets"] = {"state": {}}
+    widget = nbformat.v4.new_output("display_data", data={demo.WIDGET_VIEW: {"model_id": "x"},
+                                                           "text/plain": "VBox(children=(...))"})
+    text = nbformat.v4.new_output("stream", name="stdout", text="kept\n")
+    notebook.cells = [nbformat.v4.new_code_cell("explorer", outputs=[text, widget])]
+    demo.drop_widget_outputs(notebook)
+    assert [out.get("text") for out in notebook.cells[0]["outputs"]] == ["kept\n"]
+    assert "widgets" not in notebook.metadata

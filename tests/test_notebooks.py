@@ -73,9 +73,16 @@ def test_code_is_short_lined_and_scaffolding_is_in_tags(path: Path) -> None:
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
-def test_notebook_ends_with_exercises(path: Path) -> None:
-    last = source(cells(path, "markdown")[-1])
-    assert "## Exercises" in last and last.count("\n1. ") + last.count("\n2. ") >= 2
+def test_notebook_ends_with_a_summary_then_exercises_each_with_a_check_cell(path: Path) -> None:
+    every = json.loads(path.read_text())["cells"]
+    start = next(i for i, cell in enumerate(every) if source(cell).startswith("## Exercises"))
+    assert any(source(cell).startswith("## Summary") for cell in every[:start]), f"{path.name}: no Summary"
+    after = every[start + 1:]
+    exercises = [i for i, cell in enumerate(after) if cell["cell_type"] == "markdown"
+                 and re.match(r"\d\. ", source(cell))]
+    assert len(exercises) >= 2, f"{path.name}: expected numbered exercises after ## Exercises"
+    assert all(i + 1 < len(after) and after[i + 1]["cell_type"] == "code" for i in exercises), \
+        f"{path.name}: each exercise ends in a check cell"
 
 
 def tagged_source(path: Path, tag: str) -> str:
@@ -95,12 +102,12 @@ def test_written_out_model_equals_build_model() -> None:
     import keras
     from keras import layers
 
-    from celebalib.model import build_model
+    from celebalib.model import batch_norm_layers, build_model
 
     namespace = {"keras": keras, "layers": layers, "settings": types.SimpleNamespace(image_size=64)}
     exec(tagged_source(NOTEBOOKS[1], "inline-model"), namespace)
     written_out = namespace["written_out"]
-    library = build_model(image_size=64, alpha=0.35)
+    library = build_model(image_size=64, alpha=0.35, augment="flip")  # the course run's augmentation
 
     def describe(model):
         return [(layer.name, type(layer).__name__, tuple(layer.output.shape), layer.count_params())
@@ -110,6 +117,8 @@ def test_written_out_model_equals_build_model() -> None:
     assert [type(layer).__name__ for layer in written_out.get_layer("augment").layers] == \
         [type(layer).__name__ for layer in library.get_layer("augment").layers]
     assert written_out.get_layer("dropout").rate == library.get_layer("dropout").rate
+    assert {layer.momentum for layer in batch_norm_layers(written_out)} == \
+        {layer.momentum for layer in batch_norm_layers(library)}
     assert written_out.get_layer("attributes").activation is library.get_layer("attributes").activation
     written_out.set_weights(library.get_weights())
     images = np.random.default_rng(0).uniform(0, 255, (3, 64, 64, 3)).astype("float32")

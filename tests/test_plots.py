@@ -80,7 +80,14 @@ def test_evaluation_legends_cover_no_bar(chart) -> None:
     bars = [patch.get_window_extent() for patch in ax.patches if patch.get_width() > 0]
     assert len(bars) == 80
     assert not any(legend.overlaps(bar) for bar in bars)
-    assert any(line.get_xdata()[0] == 0.5 for line in ax.lines)  # the 0.5 reference
+    # One half is a reference for the two rates, not for accuracy, whose reference is the baseline bar.
+    assert any(line.get_xdata()[0] == 0.5 for line in ax.lines) == (chart is plots.rates_per_attribute)
+
+
+def test_cut_marks_say_how_many_more() -> None:
+    marks = plots.prediction_marks([1] * 9, [1] * 9, names=[f"A{i}" for i in range(9)], limit=6)
+    assert len(marks) == 6 and marks[-1] == "+4 more"
+    assert len(plots.prediction_marks([1] * 6, [1] * 6, names=[f"A{i}" for i in range(6)], limit=6)) == 6
 
 
 def test_training_curves_draw_chance_and_baseline_lines() -> None:
@@ -99,3 +106,24 @@ def test_save_figure_writes_a_png_and_creates_folders(tmp_path: Path) -> None:
     path = plots.save_figure(fig, tmp_path / "reports" / "grid.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["grid.png"]  # no temporary file left
+
+
+def test_compare_histories_draws_one_line_per_run_and_names_a_missing_column() -> None:
+    history = pd.DataFrame({"epoch": [1, 2, 3], "val_mean_auc": [0.6, 0.7, 0.8]})
+    fig = plots.compare_histories({"adam": history, "adadelta": history.assign(val_mean_auc=[0.5, 0.55, 0.6])},
+                                  "val_mean_auc")
+    assert [line.get_label() for line in fig.axes[0].lines] == ["adam", "adadelta"]
+    with pytest.raises(ConfigError, match="run 'adam' has no column 'val_loss'"):
+        plots.compare_histories({"adam": history}, "val_loss")
+
+
+def test_template_heatmaps_draw_each_map_scaled_to_its_peak_with_the_landmarks() -> None:
+    maps = np.zeros((2, 8, 6), dtype=np.float32)
+    maps[0, 2, 3], maps[1, 6, 1] = 0.4, 0.2
+    view = {"maps": maps, "attributes": ["Smiling", "Male"], "landmarks": np.array([[1, 2], [4, 2], [3, 4], [2, 6], [4, 6]]),
+            "table": pd.DataFrame({"faces": [200, 150]}, index=["Smiling", "Male"])}
+    fig = plots.template_heatmaps(view, columns=2)
+    first = fig.axes[0]
+    assert first.images[0].get_array().max() == pytest.approx(1.0)
+    assert len(first.collections[0].get_offsets()) == 5
+    assert first.get_title() == "Smiling\n200 faces"

@@ -1,0 +1,163 @@
+"""Read the committed evidence of real-data runs (``docs/results/<name>/``) for the notebooks.
+
+The folders are written by ``scripts/real_evidence.py`` (``celebalib.evidence``) and hold no
+face: settings, per-epoch history, evaluation and retrieval reports, label rates, mean
+Grad-CAM maps on CelebA's landmark template, and the answers for one public-domain photo.
+A user's own run folder with the same name (under ``runs/``) is read instead where it holds
+an evaluation, so the notebooks show their run when ``CELEBA_ROOT`` is set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from celebalib.attributes import ATTRIBUTES
+from celebalib.config import PACKAGE_DIR, Settings
+from celebalib.errors import RunError
+
+RESULTS_DIR = PACKAGE_DIR.parent / "docs" / "results"
+CONFIG = "config.json"
+HISTORY = "history.csv"
+LABEL_RATES = "label_rates_train.csv"
+GRADCAM_JSON = "gradcam_val.json"
+GRADCAM_MAPS = "gradcam_val.npz"
+GRADCAM_PNG = "gradcam_val.png"
+ASTRONAUT = "astronaut.json"
+# CelebA's aligned frame (width, height).
+TEMPLATE_SIZE = (178, 218)
+
+
+def _json(path: Path) -> Any:
+    """A JSON file's contents, or None where the file is absent."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise RunError(f"{path}:{error.lineno}: invalid JSON ({error.msg})") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+    """The evidence files of one real-data run; a file the folder lacks reads as None."""
+
+    name: str
+    path: Path
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The run's settings (its config.json)."""
+        config = _json(self.path / CONFIG)
+        if config is None:
+            raise RunError(f"{self.path / CONFIG}: not found; expected the folder scripts/real_evidence.py writes")
+        return config
+
+    def describe(self) -> str:
+        """One line naming the run and its recipe, e.g. "celeba-cpu (run celeba-cpu-2026...; adam, 25 epochs)"."""
+        config = self.config
+        return (f"{self.name} (run {config['run_id']}; {config.get('optimizer')} at {config.get('learning_rate')}, "
+                f"{config.get('loss')}, {config.get('image_size')} px, {self.epochs()} epochs)")
+
+    def epochs(self) -> int:
+        """Epochs trained: rows of the history, else the config's ``epochs``."""
+        history = self.history()
+        return len(history) if history is not None else int(self.config.get("epochs", 0))
+
+    def history(self) -> pd.DataFrame | None:
+        """The per-epoch history (with ``seconds`` per epoch where the log gave it)."""
+        path = self.path / HISTORY
+        return pd.read_csv(path) if path.is_file() else None
+
+    def evaluation(self, split: str = "val") -> dict[str, Any] | None:
+        """``eval_<split>.json``: the split, image count, means and per-attribute rows."""
+        return _json(self.path / f"eval_{split}.json")
+
+    def retrieval(self, split: str = "val") -> pd.DataFrame | None:
+        """``retrieval_<split>.json``'s rankings as a table (precision@k and same-person rate per ranking)."""
+        found = _json(self.path / f"retrieval_{split}.json")
+        return None if found is None else pd.DataFrame(found["rankings"]).set_index("ranking")
+
+    def label_rates(self) -> pd.DataFrame | None:
+        """The train split's ``positive_rate`` per attribute, with ``positives`` and ``images`` where the
+        file gives them (a run folder without it has only the rates its config recorded)."""
+        path = self.path / LABEL_RATES
+        if path.is_file():
+            return pd.read_csv(path, index_col="attribute")
+        rates = self.config.get("train_label_rates")
+        return None if not rates else pd.DataFrame({"positive_rate": pd.Series(rates, dtype=float)}).reindex(
+            list(ATTRIBUTES)).rename_axis("attribute")
+
+    def gradcam(self) -> dict[str, Any] | None:
+        """Mean Grad-CAM: ``read_gradcam`` of the folder, or None where it has none."""
+        return read_gradcam(self.path) if (self.path / GRADCAM_MAPS).is_file() else None
+
+    def astronaut(self) -> pd.DataFrame | None:
+        """The run's answers for the astronaut photo: probability, threshold, answer per attribute."""
+        found = _json(self.path / ASTRONAUT)
+        return None if found is None else pd.DataFrame(found["answers"]).set_index("attribute")
+
+    def minutes(self) -> float | None:
+        """Training time in minutes: the history's summed epoch seconds, else created to finished."""
+        history = self.history()
+        if history is not None and "seconds" in history:
+            return float(history["seconds"].sum()) / 60
+        config = self.config
+        if config.get("created") and config.get("finished"):
+            start, end = (pd.Timestamp(config[key]) for key in ("created", "finished"))
+            return (end - start).total_seconds() / 60
+        return None
+
+
+def read_gradcam(folder: str | Path) -> dict[str, Any]:
+    """The mean Grad-CAM maps of an evidence folder: ``maps`` (K, H, W) in [0, 1], ``attributes``,
+    and the JSON summary's ``layer``, ``landmarks`` (template points in the maps' frame), ``table``."""
+    folder = Path(folder)
+    summary = _json(folder / GRADCAM_JSON)
+    if summary is None:
+        raise RunError(f"{folder / GRADCAM_JSON}: not found; expected the folder scripts/real_evidence.py writes")
+    with np.load(folder / GRADCAM_MAPS) as stored:
+        maps = stored["maps"].astype(np.float32) / 255
+    return gradcam_view(summary, maps)
+
+
+def gradcam_view(summary: dict[str, Any], maps: np.ndarray) -> dict[str, Any]:
+    """Mean maps (K, H, W) with their JSON summary (``evidence.gradcam_summary``) as ``plots.template_heatmaps``
+    takes them: ``maps``, ``attributes``, ``layer``, ``selection``, ``landmarks`` and a ``table`` by attribute."""
+    table = pd.DataFrame(summary["attributes"]).set_index("attribute")
+    return {"maps": np.asarray(maps), "attributes": list(table.index), "layer": summary["layer"],
+            "selection": summary["selection"], "landmarks": np.asarray(summary["landmarks"]), "table": table}
+
+
+def attribute_table(evaluation: dict[str, Any]) -> pd.DataFrame:
+    """One row per attribute of an ``eval_<split>.json``: rate, baseline, ROC-AUC, and accuracy and
+    balanced accuracy at 0.5 and at the tuned thresholds (with the threshold)."""
+    rows = {row["attribute"]: {"positive_rate": row["positive_rate"], "baseline": row["baseline"],
+                               "roc_auc": row.get("roc_auc"),
+                               "accuracy_0.5": row["at_0.5"]["accuracy"],
+                               "balanced_0.5": row["at_0.5"]["balanced_accuracy"],
+                               "accuracy_tuned": row["tuned"]["accuracy"],
+                               "balanced_tuned": row["tuned"]["balanced_accuracy"],
+                               "threshold": row["tuned"]["threshold"]}
+            for row in evaluation["per_attribute"]}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("attribute")
+
+
+def open_evidence(name: str, settings: Settings | None = None, folder: Path = RESULTS_DIR) -> Evidence:
+    """The evidence of run ``name``: the user's own run folder ``runs/<name>`` where real data is set
+    and it holds an evaluation (not in fast mode, whose runs are quick stand-ins), else the committed
+    ``docs/results/<name>``."""
+    if settings is not None and settings.uses_real_data and not settings.fast:
+        own = settings.runs_dir / name
+        if (own / "eval_val.json").is_file() and (own / CONFIG).is_file():
+            return Evidence(name, own)
+    path = folder / name
+    if not (path / CONFIG).is_file():
+        raise RunError(f"{path}: no committed evidence of run {name!r}; expected a folder written by "
+                       "scripts/real_evidence.py (see docs/results/README.md)")
+    return Evidence(name, path)
