@@ -23,6 +23,7 @@ from celebalib import results
 from celebalib.attributes import ATTRIBUTES
 from celebalib.errors import ConfigError
 from celebalib.io import atomic_path, write_json, write_text
+from celebalib.runs import RunFiles
 
 # The public-domain photo (NASA's portrait of Eileen Collins) that scikit-image ships.
 ASTRONAUT = "skimage.data.astronaut() (NASA portrait of Eileen Collins, public domain)"
@@ -51,7 +52,7 @@ def epoch_seconds(run_path: Path, created: str | None) -> list[float] | None:
     import tensorflow as tf
 
     ends: dict[int, float] = {}
-    for path in sorted((run_path / "logs" / "train").glob("events.out.tfevents.*")):
+    for path in sorted((RunFiles(run_path).logs / "train").glob("events.out.tfevents.*")):
         for record in tf.data.TFRecordDataset(str(path)):
             event = tf.compat.v1.Event.FromString(record.numpy())
             if any(value.tag == "epoch_loss" for value in event.summary.value):
@@ -212,7 +213,8 @@ def write_evidence(run: Any, table: pd.DataFrame, out: str | Path, *, faces: int
     out.mkdir(parents=True, exist_ok=True)
     say = print if progress else (lambda *args, **kwargs: None)
     say(f"{run.path.name}: evaluation on {split}")
-    evaluation = f"eval_{split}.json"
+    names = RunFiles(Path())
+    evaluation = names.evaluation(split).name
     _copy_or_compute(run, evaluation, out, lambda: write_json(
         out / evaluation, evaluate.evaluation_json(evaluate.evaluate_run(run, table, split, progress=False))))
     report = json.loads((out / evaluation).read_text(encoding="utf-8"))
@@ -224,9 +226,9 @@ def write_evidence(run: Any, table: pd.DataFrame, out: str | Path, *, faces: int
         index = retrieval.GalleryIndex.build(run, table, split, features=True, progress=False)
         retrieval.save_retrieval_report(retrieval.evaluate_retrieval(index, table, k=10), out)
 
-    _copy_or_compute(run, f"retrieval_{split}.json", out, retrieval_report)
-    write_json(out / results.CONFIG, public_config(run.config))
-    write_text(out / results.HISTORY, history_with_seconds(run).to_csv(index=False))
+    _copy_or_compute(run, names.retrieval(split).name, out, retrieval_report)
+    write_json(out / names.config.name, public_config(run.config))
+    write_text(out / names.history.name, history_with_seconds(run).to_csv(index=False))
     write_text(out / results.LABEL_RATES, label_rate_table(table).to_csv())
     say(f"{run.path.name}: Grad-CAM over up to {faces} faces per attribute")
     found = mean_gradcams(run, table, faces=faces, splits=(split, "train"))

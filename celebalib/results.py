@@ -20,10 +20,9 @@ import pandas as pd
 from celebalib.attributes import ATTRIBUTES
 from celebalib.config import PACKAGE_DIR, Settings
 from celebalib.errors import RunError
+from celebalib.runs import RunFiles
 
 RESULTS_DIR = PACKAGE_DIR.parent / "docs" / "results"
-CONFIG = "config.json"
-HISTORY = "history.csv"
 LABEL_RATES = "label_rates_train.csv"
 GRADCAM_JSON = "gradcam_val.json"
 GRADCAM_MAPS = "gradcam_val.npz"
@@ -53,9 +52,9 @@ class Evidence:
     @property
     def config(self) -> dict[str, Any]:
         """The run's settings (its config.json)."""
-        config = _json(self.path / CONFIG)
+        config = _json(RunFiles(self.path).config)
         if config is None:
-            raise RunError(f"{self.path / CONFIG}: not found; expected the folder scripts/real_evidence.py writes")
+            raise RunError(f"{RunFiles(self.path).config}: not found; expected the folder scripts/real_evidence.py writes")
         return config
 
     def describe(self) -> str:
@@ -71,16 +70,16 @@ class Evidence:
 
     def history(self) -> pd.DataFrame | None:
         """The per-epoch history (with ``seconds`` per epoch where the log gave it)."""
-        path = self.path / HISTORY
+        path = RunFiles(self.path).history
         return pd.read_csv(path) if path.is_file() else None
 
     def evaluation(self, split: str = "val") -> dict[str, Any] | None:
         """``eval_<split>.json``: the split, image count, means and per-attribute rows."""
-        return _json(self.path / f"eval_{split}.json")
+        return _json(RunFiles(self.path).evaluation(split))
 
     def retrieval(self, split: str = "val") -> pd.DataFrame | None:
         """``retrieval_<split>.json``'s rankings as a table (precision@k and same-person rate per ranking)."""
-        found = _json(self.path / f"retrieval_{split}.json")
+        found = _json(RunFiles(self.path).retrieval(split))
         return None if found is None else pd.DataFrame(found["rankings"]).set_index("ranking")
 
     def label_rates(self) -> pd.DataFrame | None:
@@ -154,10 +153,11 @@ def open_evidence(name: str, settings: Settings | None = None, folder: Path = RE
     ``docs/results/<name>``."""
     if settings is not None and settings.uses_real_data and not settings.fast:
         own = settings.runs_dir / name
-        if (own / "eval_val.json").is_file() and (own / CONFIG).is_file():
+        files = RunFiles(own)
+        if files.evaluation("val").is_file() and files.config.is_file():
             return Evidence(name, own)
     path = folder / name
-    if not (path / CONFIG).is_file():
+    if not RunFiles(path).config.is_file():
         raise RunError(f"{path}: no committed evidence of run {name!r}; expected a folder written by "
                        "scripts/real_evidence.py (see docs/results/README.md)")
     return Evidence(name, path)

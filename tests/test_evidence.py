@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -49,7 +50,9 @@ def test_grad_cams_of_a_batch_equal_one_at_a_time(tiny_run, synthetic_table):
 def test_write_evidence_then_read_it_back(tiny_run, synthetic_table, tmp_path):
     from celebalib import evidence, results, runs
 
-    run = runs.open_run(tiny_run.path)
+    # A copy: computing the evaluation stores tuned thresholds in the run, and tiny_run is shared.
+    shutil.copytree(tiny_run.path, tmp_path / "run")
+    run = runs.open_run(tmp_path / "run")
     out = tmp_path / "tiny-evidence"
     written = evidence.write_evidence(run, synthetic_table, out, faces=5, progress=False)
     names = {path.name for path in written}
