@@ -34,8 +34,8 @@ browser: ## Install Debian's Chromium for the browser test where possible.
 demo: $(VENV)/.installed-course ## Generate the synthetic faces, run notebooks 01-05, write reports/.
 	$(PY) -m celebalib demo
 
-app: $(VENV)/.installed-app ## Serve the retrieval explorer over runs/course (RUN=runs/NAME, PORT=8866).
-	$(PY) -m celebalib app --run $(or $(RUN),runs/course) --port $(or $(PORT),8866)
+app: $(VENV)/.installed-app ## Serve the retrieval explorer over the demo's run (RUN=runs/NAME, PORT=8866).
+	$(PY) -m celebalib app $(if $(RUN),--run $(RUN)) --port $(or $(PORT),8866)
 
 test: setup browser ## Run the unit tests, the browser test and the notebooks (fast mode; also on CELEBA_ROOT when set).
 	rm -rf $(TEST_HOME) && mkdir -p $(TEST_HOME)

@@ -39,13 +39,13 @@ from celebalib.data import load_celeba, split_rows
 from celebalib.export import INPUT_NAME, export_onnx
 from celebalib.predict import photo_pixels, predict_photos, prepare_pixels, view_predictor
 from celebalib.recipes import RECIPES
-from celebalib.runs import Run, open_run, view_of
+from celebalib.runs import Run, RunFiles, open_run, view_of
 
 
 def stand_in_run(workdir: Path) -> Run:
     """The celeba-cpu architecture trained for one epoch on 64 synthetic faces (made once in ``workdir``)."""
     folder = workdir / "celeba-cpu-architecture"
-    if not (folder / "model.keras").is_file():
+    if not RunFiles(folder).final.is_file():
         root = synthetic.generate(workdir / "synthetic", n=120, seed=0, progress=False)
         config = RECIPES["celeba-cpu"].replace(epochs=1, limit=64, epoch_images=None, val_images=None,
                                                time_budget=None, cache="off")

@@ -148,16 +148,20 @@ def attribute_table(evaluation: dict[str, Any]) -> pd.DataFrame:
 
 
 def open_evidence(name: str, settings: Settings | None = None, folder: Path = RESULTS_DIR) -> Evidence:
-    """The evidence of run ``name``: the user's own run folder ``runs/<name>`` where real data is set
-    and it holds an evaluation (not in fast mode, whose runs are quick stand-ins), else the committed
-    ``docs/results/<name>``."""
+    """The evidence of run ``name``: the user's own, ``runs/<name>/evidence`` as scripts/real_evidence.py
+    writes it, where real data is set (not in fast mode, whose runs are quick stand-ins), else the
+    committed ``docs/results/<name>``."""
     if settings is not None and settings.uses_real_data and not settings.fast:
-        own = settings.runs_dir / name
-        files = RunFiles(own)
-        if files.evaluation("val").is_file() and files.config.is_file():
+        own = own_evidence(settings.runs_dir, name)
+        if RunFiles(own).config.is_file() and (own / GRADCAM_MAPS).is_file():
             return Evidence(name, own)
     path = folder / name
     if not RunFiles(path).config.is_file():
         raise RunError(f"{path}: no committed evidence of run {name!r}; expected a folder written by "
                        "scripts/real_evidence.py (see docs/results/README.md)")
     return Evidence(name, path)
+
+
+def own_evidence(runs_dir: Path, name: str) -> Path:
+    """Where a user's own evidence of run ``name`` goes: ``runs/<name>/evidence``."""
+    return Path(runs_dir) / name / "evidence"

@@ -273,7 +273,10 @@ def migrate(data: Mapping[str, Any], source: str | Path = "config.json") -> dict
         for key in ("run_id", "image_size", "crop", "attributes"):
             if key not in data:
                 raise RunError(f"{source}: missing key {key!r}")
-        return migrate_v1(data)
+        try:
+            return migrate_v1(data)
+        except (TypeError, ValueError) as error:
+            raise RunError(f"{source}: a schema 1 record with a malformed value ({error})") from None
     if version != SCHEMA_VERSION:
         raise RunError(f"{source}: schema_version {version!r}; this celebalib reads 1 and {SCHEMA_VERSION}")
     return dict(data)

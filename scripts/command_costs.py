@@ -14,6 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from celebalib.io import write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE, TARGET = ROOT / "benchmarks" / "README.md", ROOT / "README.md"
 START, END = "<!-- costs:start -->", "<!-- costs:end -->"
@@ -36,7 +38,7 @@ def table(source: Path = SOURCE) -> str:
 def write(target: Path = TARGET, source: Path = SOURCE) -> None:
     """Replace the target's block with the source's."""
     head, _, tail = split(target.read_text(encoding="utf-8"), target)
-    target.write_text(f"{head}{START}\n{table(source)}\n{END}{tail}", encoding="utf-8")
+    write_text(target, f"{head}{START}\n{table(source)}\n{END}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:

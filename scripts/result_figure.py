@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from celebalib import plots
+from celebalib.runs import RunFiles
 
 SPLIT_ORDER = ("val", "test")  # the real-data run scores val; the course run test
 
@@ -25,7 +26,7 @@ SPLIT_ORDER = ("val", "test")  # the real-data run scores val; the course run te
 def read_result(run: Path) -> dict:
     """The run's evaluation, val first."""
     for split in SPLIT_ORDER:
-        path = run / f"eval_{split}.json"
+        path = RunFiles(run).evaluation(split)
         if path.is_file():
             return json.loads(path.read_text(encoding="utf-8"))
     raise SystemExit(f"{run}: no eval_val.json or eval_test.json (run `celebalib evaluate --run {run}` first)")

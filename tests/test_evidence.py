@@ -124,3 +124,25 @@ def test_script_rejects_bad_faces(capsys):
         runpy.run_path("scripts/real_evidence.py", run_name="__main__")
     assert stop.value.code == 2
     assert "--faces 0" in capsys.readouterr().err
+
+
+def test_own_evidence_replaces_the_committed_only_where_it_was_written(tmp_path):
+    """With real data set, runs/NAME/evidence (the script's output) is read; a bare run folder is not."""
+    from types import SimpleNamespace
+
+    from celebalib import results
+
+    committed, runs_dir = tmp_path / "committed", tmp_path / "runs"
+    (committed / "celeba-cpu").mkdir(parents=True)
+    (committed / "celeba-cpu" / "config.json").write_text("{}")
+    settings = SimpleNamespace(uses_real_data=True, fast=False, runs_dir=runs_dir)
+    (runs_dir / "celeba-cpu").mkdir(parents=True)
+    (runs_dir / "celeba-cpu" / "config.json").write_text("{}")  # a trained run, no evidence written
+    assert results.open_evidence("celeba-cpu", settings, folder=committed).path == committed / "celeba-cpu"
+    own = results.own_evidence(runs_dir, "celeba-cpu")
+    own.mkdir()
+    (own / "config.json").write_text("{}")
+    (own / results.GRADCAM_MAPS).write_bytes(b"")
+    assert results.open_evidence("celeba-cpu", settings, folder=committed).path == own
+    fast = SimpleNamespace(uses_real_data=True, fast=True, runs_dir=runs_dir)
+    assert results.open_evidence("celeba-cpu", fast, folder=committed).path == committed / "celeba-cpu"

@@ -343,3 +343,12 @@ def test_an_old_run_folder_opens_evaluates_and_predicts(tiny_run: runs.Run, synt
     np.testing.assert_allclose(evaluated.predict(rows, progress=False), tiny_run.predict(rows, progress=False),
                                atol=1e-6)
     capsys.readouterr()
+
+
+def test_a_malformed_schema_1_record_is_one_line(tmp_path: Path) -> None:
+    """An old record whose budget_seconds is not a number is a RunError naming the file, not a traceback."""
+    record = json.loads((Path(__file__).resolve().parents[1] / "docs" / "results" / "celeba-cpu" / "config.json")
+                        .read_text(encoding="utf-8"))
+    (tmp_path / "config.json").write_text(json.dumps({**record, "budget_seconds": "soon"}), encoding="utf-8")
+    with pytest.raises(RunError, match=r"config\.json: a schema 1 record with a malformed value"):
+        runs.read_record(tmp_path)
