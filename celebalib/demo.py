@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import tempfile
@@ -19,7 +18,7 @@ from typing import Any
 
 from celebalib.config import PACKAGE_DIR, Settings, get_settings
 from celebalib.errors import ConfigError, RunError
-from celebalib.io import atomic_path, write_text
+from celebalib.io import atomic_path, read_json, write_text
 
 NOTEBOOKS_DIR = PACKAGE_DIR.parent / "notebooks"
 CELL_TIMEOUT = 3600  # seconds; the least any cell is allowed (a full-mode course run takes minutes)
@@ -175,23 +174,13 @@ def write_reports(notebook: Any, name: str, out_dir: Path) -> tuple[Path, Path]:
     return ipynb, html
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    """Read a JSON file, or None when it is absent; a damaged file is a RunError."""
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise RunError(f"{path}:{error.lineno}: expected JSON ({error.msg})") from None
-
-
 def _eval_summary(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     """Return (path, contents) of the run's evaluation JSON, test split first."""
     from celebalib.runs import RunFiles
 
     for split in ("test", "val"):
         path = RunFiles(run_dir).evaluation(split)
-        data = _read_json(path)
+        data = read_json(path)
         if data is not None:
             return path, data
     return None
@@ -217,7 +206,7 @@ def _eval_figures(path: Path, data: dict[str, Any]) -> dict[str, Any]:
 def _retrieval_figures(path: Path, k: int = 10) -> dict[str, float]:
     """Precision@k, and the same-person rate where identities were known, of the predicted, oracle
     and random rankings from ``retrieval_<split>.json``."""
-    data = _read_json(path)
+    data = read_json(path)
     if data is None:
         return {}
     names = {"predicted": "", "oracle (true labels)": "_oracle", "random": "_random"}

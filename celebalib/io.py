@@ -1,4 +1,4 @@
-"""Atomic file writes: write to a temporary name beside the target, then rename."""
+"""Atomic file writes (write to a temporary name beside the target, then rename), and reading a JSON file that may be absent."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from celebalib.errors import RunError
 
 
 @contextlib.contextmanager
@@ -54,3 +56,13 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, data: Any) -> None:
     """Write pretty JSON atomically."""
     write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file's contents, or None where the file is absent; a damaged file is a RunError."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise RunError(f"{path}:{error.lineno}: expected JSON ({error.msg})") from None

@@ -10,7 +10,6 @@ an evaluation, so the notebooks show their run when ``CELEBA_ROOT`` is set.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import pandas as pd
 from celebalib.attributes import ATTRIBUTES
 from celebalib.config import PACKAGE_DIR, Settings
 from celebalib.errors import RunError
+from celebalib.io import read_json
 from celebalib.runs import RunFiles
 
 RESULTS_DIR = PACKAGE_DIR.parent / "docs" / "results"
@@ -32,16 +32,6 @@ ASTRONAUT = "astronaut.json"
 TEMPLATE_SIZE = (178, 218)
 
 
-def _json(path: Path) -> Any:
-    """A JSON file's contents, or None where the file is absent."""
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise RunError(f"{path}:{error.lineno}: invalid JSON ({error.msg})") from None
-
-
 @dataclasses.dataclass(frozen=True)
 class Evidence:
     """The evidence files of one real-data run; a file the folder lacks reads as None."""
@@ -52,7 +42,7 @@ class Evidence:
     @property
     def config(self) -> dict[str, Any]:
         """The run's settings (its config.json)."""
-        config = _json(RunFiles(self.path).config)
+        config = read_json(RunFiles(self.path).config)
         if config is None:
             raise RunError(f"{RunFiles(self.path).config}: not found; expected the folder scripts/real_evidence.py writes")
         return config
@@ -75,11 +65,11 @@ class Evidence:
 
     def evaluation(self, split: str = "val") -> dict[str, Any] | None:
         """``eval_<split>.json``: the split, image count, means and per-attribute rows."""
-        return _json(RunFiles(self.path).evaluation(split))
+        return read_json(RunFiles(self.path).evaluation(split))
 
     def retrieval(self, split: str = "val") -> pd.DataFrame | None:
         """``retrieval_<split>.json``'s rankings as a table (precision@k and same-person rate per ranking)."""
-        found = _json(RunFiles(self.path).retrieval(split))
+        found = read_json(RunFiles(self.path).retrieval(split))
         return None if found is None else pd.DataFrame(found["rankings"]).set_index("ranking")
 
     def label_rates(self) -> pd.DataFrame | None:
@@ -98,7 +88,7 @@ class Evidence:
 
     def astronaut(self) -> pd.DataFrame | None:
         """The run's answers for the astronaut photo: probability, threshold, answer per attribute."""
-        found = _json(self.path / ASTRONAUT)
+        found = read_json(self.path / ASTRONAUT)
         return None if found is None else pd.DataFrame(found["answers"]).set_index("attribute")
 
     def minutes(self) -> float | None:
@@ -117,7 +107,7 @@ def read_gradcam(folder: str | Path) -> dict[str, Any]:
     """The mean Grad-CAM maps of an evidence folder: ``maps`` (K, H, W) in [0, 1], ``attributes``,
     and the JSON summary's ``layer``, ``landmarks`` (template points in the maps' frame), ``table``."""
     folder = Path(folder)
-    summary = _json(folder / GRADCAM_JSON)
+    summary = read_json(folder / GRADCAM_JSON)
     if summary is None:
         raise RunError(f"{folder / GRADCAM_JSON}: not found; expected the folder scripts/real_evidence.py writes")
     with np.load(folder / GRADCAM_MAPS) as stored:
