@@ -158,7 +158,7 @@ def test_fast_mode_keeps_the_name_and_shrinks_the_recipe(synthetic_root: Path, t
     assert (fast.config.limit, fast.config.image_size, fast.config.alpha, fast.config.epochs) == (1_200, 64, 0.35, 2)
     assert fast.config.time_budget is None and fast.config.epoch_images is None
     # What makes celeba-cpu itself stays: the optimiser, the crop, the views.
-    assert (fast.config.optimizer, fast.config.crop, fast.config.test_time_shift) == ("adam", "portrait", 3)
+    assert (fast.config.optimizer, fast.config.crop, fast.config.test_time_shift) == ("adadelta", "portrait", 3)
     assert recipes.resolve_recipe(synthetic_root, fast=True).config.epochs == 2
 
 
