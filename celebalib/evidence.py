@@ -3,8 +3,9 @@
 A run trained on genuine CelebA cannot be committed (its images are licensed, and its
 weights are large), but what it measured can: its settings, its per-epoch history, its
 evaluation and retrieval reports, its train split's label rates, Grad-CAM maps averaged
-over many faces and drawn on CelebA's landmark template (no face pixels), and its answers
-for one public-domain photo. ``celebalib.results`` reads them back for the notebooks.
+over many faces and drawn on CelebA's landmark template (no face pixels), its answers
+for one public-domain photo, and its model card (``MODEL_CARD.md``, drawn from those files).
+``celebalib.results`` reads them back for the notebooks.
 Run it as ``python scripts/real_evidence.py RUN --data ROOT --out docs/results/NAME``.
 """
 
@@ -19,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from celebalib import results
+from celebalib import model_card, results
 from celebalib.attributes import ATTRIBUTES
 from celebalib.errors import ConfigError
 from celebalib.io import atomic_path, write_json, write_text
@@ -227,7 +228,8 @@ def write_evidence(run: Any, table: pd.DataFrame, out: str | Path, *, faces: int
         retrieval.save_retrieval_report(retrieval.evaluate_retrieval(index, table, k=10), out)
 
     _copy_or_compute(run, names.retrieval(split).name, out, retrieval_report)
-    write_json(out / names.config.name, public_config(run.config))
+    # The flat record, marked as the schema it follows, so ``runs.load_record`` reads it back unchanged.
+    write_json(out / names.config.name, public_config({"schema_version": 1, **run.config}))
     write_text(out / names.history.name, history_with_seconds(run).to_csv(index=False))
     write_text(out / results.LABEL_RATES, label_rate_table(table).to_csv())
     say(f"{run.path.name}: Grad-CAM over up to {faces} faces per attribute")
@@ -244,5 +246,6 @@ def write_evidence(run: Any, table: pd.DataFrame, out: str | Path, *, faces: int
                       out / results.GRADCAM_PNG)
     say(f"{run.path.name}: the astronaut")
     write_json(out / results.ASTRONAUT, astronaut_answers(run))
+    model_card.write_model_card(out)
     return sorted(path for path in out.iterdir() if path.is_file())
 

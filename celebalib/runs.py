@@ -110,6 +110,11 @@ class RunFiles:
         """Notes on where a published run came from (docs/results)."""
         return self.path / "about.json"
 
+    @property
+    def model_card(self) -> Path:
+        """What the run is fit for and how well each attribute works (``model_card.render_model_card``)."""
+        return self.path / "MODEL_CARD.md"
+
 
 # ---------------------------------------------------------------------------------------
 # The record

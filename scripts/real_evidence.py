@@ -1,5 +1,6 @@
 """Write a trained run's face-free evidence (settings, history, evaluation, retrieval, label rates,
-mean Grad-CAM on CelebA's landmark template, the astronaut's answers) into a folder to commit.
+mean Grad-CAM on CelebA's landmark template, the astronaut's answers, the model card MODEL_CARD.md)
+into a folder to commit.
 
     python scripts/real_evidence.py runs/celeba-cpu --data "$CELEBA_ROOT" --out docs/results/celeba-cpu
 
