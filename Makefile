@@ -10,10 +10,10 @@ TEST_HOME := build/test-home
 REAL_TEST_HOME := build/test-home-celeba
 
 .DEFAULT_GOAL := help
-.PHONY: help setup browser demo app test test-fast lab check bench celeba-root celeba-cpu clean
+.PHONY: help setup browser demo app test test-fast lab check bench celeba-root celeba-cpu release-run release-model clean
 
 help: ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 # One stamp per extra: a target installs only what it needs (the test extra includes course and app).
 $(VENV)/.installed-%: pyproject.toml
@@ -74,6 +74,24 @@ celeba-cpu: celeba-root setup ## Train (or resume) and evaluate the CPU recipe o
 	  $(PY) -m celebalib train --data "$(CELEBA_ROOT)" --recipe celeba-cpu --out runs/celeba-cpu; fi
 	$(PY) -m celebalib evaluate --run runs/celeba-cpu --data "$(CELEBA_ROOT)" --split val --objective accuracy --quiet
 	$(PY) -m celebalib evaluate --run runs/celeba-cpu --data "$(CELEBA_ROOT)" --split val --quiet
+
+# A release is one run's files, ready to attach: its bundle, its ONNX model, its model card and their
+# checksums. They are written into build/release.tmp and moved to build/release only when all exist.
+RELEASE_NAME = $(notdir $(abspath $(RUN)))
+SHA256 := $(shell command -v sha256sum >/dev/null 2>&1 && echo sha256sum || echo "shasum -a 256")
+
+release-run:
+	@test -n "$(RUN)" || { echo "make: release-model needs a trained run folder: make release-model RUN=runs/celeba-cpu" >&2; exit 2; }
+	@test -d "$(RUN)" || { echo "make: $(RUN): run folder not found; expected a trained run, e.g. RUN=runs/celeba-cpu" >&2; exit 2; }
+
+release-model: release-run $(VENV)/.installed-export ## Write RUN's bundle, ONNX model, model card and SHA256SUMS into build/release/ (RUN=runs/NAME).
+	rm -rf build/release.tmp && mkdir -p build/release.tmp
+	$(PY) -m celebalib export --run "$(RUN)" --out "build/release.tmp/$(RELEASE_NAME).zip"
+	$(PY) -m celebalib export --run "$(RUN)" --out "build/release.tmp/$(RELEASE_NAME).onnx"
+	$(PY) -m celebalib card --run "$(RUN)" --out build/release.tmp/MODEL_CARD.md
+	cd build/release.tmp && $(SHA256) "$(RELEASE_NAME).zip" "$(RELEASE_NAME).onnx" MODEL_CARD.md > SHA256SUMS
+	rm -rf build/release && mv build/release.tmp build/release
+	@echo "build/release/ holds the release of $(RUN):" && cat build/release/SHA256SUMS
 
 clean: ## Remove build output (keeps .venv, data/ and runs/).
 	rm -rf build reports .pytest_cache
