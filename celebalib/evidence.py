@@ -228,7 +228,8 @@ def write_evidence(run: Any, table: pd.DataFrame, out: str | Path, *, faces: int
         retrieval.save_retrieval_report(retrieval.evaluate_retrieval(index, table, k=10), out)
 
     _copy_or_compute(run, names.retrieval(split).name, out, retrieval_report)
-    # The flat record, marked as the schema it follows, so ``runs.load_record`` reads it back unchanged.
+    # The flat record, marked as schema 1 so that ``runs.load_record`` reads it as one (unmarked, it
+    # would read as a record from before schemas, whose migration resets its precision setting).
     write_json(out / names.config.name, public_config({"schema_version": 1, **run.config}))
     write_text(out / names.history.name, history_with_seconds(run).to_csv(index=False))
     write_text(out / results.LABEL_RATES, label_rate_table(table).to_csv())

@@ -48,7 +48,7 @@ def test_grad_cams_of_a_batch_equal_one_at_a_time(tiny_run, synthetic_table):
 
 
 def test_write_evidence_then_read_it_back(tiny_run, synthetic_table, tmp_path):
-    from celebalib import evidence, results, runs
+    from celebalib import evidence, model_card, results, runs
 
     # A copy: computing the evaluation stores tuned thresholds in the run, and tiny_run is shared.
     shutil.copytree(tiny_run.path, tmp_path / "run")
@@ -57,7 +57,11 @@ def test_write_evidence_then_read_it_back(tiny_run, synthetic_table, tmp_path):
     written = evidence.write_evidence(run, synthetic_table, out, faces=5, progress=False)
     names = {path.name for path in written}
     assert {"config.json", "history.csv", "eval_val.json", "retrieval_val.json", "label_rates_train.csv",
-            "gradcam_val.json", "gradcam_val.npz", "gradcam_val.png", "astronaut.json"} <= names
+            "gradcam_val.json", "gradcam_val.npz", "gradcam_val.png", "astronaut.json", "MODEL_CARD.md"} <= names
+    # The committed record reads back as the run's own settings and thresholds.
+    assert runs.load_record(out / "config.json").settings == run.record.settings
+    assert runs.load_record(out / "config.json").thresholds == runs.read_record(run.path).thresholds
+    assert (out / "MODEL_CARD.md").read_text() == model_card.render_model_card(out)
     # No file is an image of a face: the one PNG is the template figure, the arrays are mean maps.
     assert [path.suffix for path in written].count(".png") == 1
     found = results.open_evidence("tiny-evidence", folder=tmp_path)
