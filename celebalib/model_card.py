@@ -71,7 +71,8 @@ class CardSource:
     @property
     def synthetic(self) -> bool | None:
         """Whether the run learned from celebalib's procedural faces (None: the record does not say)."""
-        return data_kind(self.record) == "synthetic" if data_kind(self.record) else None
+        kind = data_kind(self.record)
+        return None if kind is None else kind == "synthetic"
 
 
 def read_source(folder: str | Path) -> CardSource:
@@ -86,12 +87,24 @@ def read_source(folder: str | Path) -> CardSource:
                        "evidence folder written by scripts/real_evidence.py")
     record = load_record(files.config)
     found = {split: (read_json(files.evaluation(split)), read_json(files.retrieval(split))) for split in SPLITS}
-    rates = folder / LABEL_RATES
     return CardSource(folder, record, {s: e for s, (e, _) in found.items() if e is not None},
                       {s: r for s, (_, r) in found.items() if r is not None},
-                      pd.read_csv(rates, index_col="attribute") if rates.is_file() else None,
-                      pd.read_csv(files.history) if files.history.is_file() else None,
-                      read_json(files.about()))
+                      _read_table(folder / LABEL_RATES, ("attribute", "images", "positive_rate"), "attribute"),
+                      _read_table(files.history, ("epoch",)), read_json(files.about()))
+
+
+def _read_table(path: Path, columns: tuple[str, ...], index: str | None = None) -> pd.DataFrame | None:
+    """A CSV file with ``columns``, or None where it is absent; RunError where it cannot be read so."""
+    if not path.is_file():
+        return None
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise RunError(f"{path}: not a readable CSV table ({str(error).splitlines()[0]})") from None
+    missing = [name for name in columns if name not in table.columns]
+    if missing:
+        raise RunError(f"{path}: no column {', '.join(missing)}; expected the file celebalib writes")
+    return table.set_index(index) if index else table
 
 
 def data_kind(record: RunRecord) -> str | None:
@@ -230,18 +243,19 @@ def _recipe(source: CardSource) -> str:
     record = source.record
     settings, progress = record.settings, record.progress
     epochs = progress.epochs_done or (len(source.history) if source.history is not None else 0)
+    ended = " (the time budget ended training)" if progress.budget_end else ""
+    averaged = (f", averaged over epochs {progress.averaged['epochs'][0]}-{progress.averaged['epochs'][1]}"
+                if progress.averaged else "")
+    rate = record.facts.learning_rate or settings.learning_rate_used
     lines = ["## Recipe", "", f"- {_closest_recipe(settings)}",
-             f"- Epochs trained: {epochs}" + (f" of {settings.epochs} asked for (the time budget ended training)"
-                                             if progress.budget_end else f" of {settings.epochs} asked for") + ".",
-             f"- Learning rate used: {record.facts.learning_rate or settings.learning_rate_used} ({settings.optimizer}, "
-             f"{settings.lr_schedule} schedule).",
-             f"- Kept model: the epoch with the best val mean {METRIC_WORDS[settings.checkpoint_metric]}"
-             + (f", averaged over epochs {progress.averaged['epochs'][0]}-{progress.averaged['epochs'][1]}"
-                if progress.averaged else "") + "."]
+             f"- Epochs trained: {epochs} of {settings.epochs} asked for{ended}.",
+             f"- Learning rate used: {rate} ({settings.optimizer}, {settings.lr_schedule} schedule).",
+             f"- Kept model: the epoch with the best val mean {METRIC_WORDS[settings.checkpoint_metric]}{averaged}."]
     if progress.seconds:
         lines.append(f"- Training time: {progress.seconds / 60:.1f} minutes.")
     if record.thresholds:
-        lines.append(f"- Thresholds: one per attribute, tuned on val for {record.thresholds.objective.replace('_', ' ')}.")
+        objective = METRIC_WORDS.get(record.thresholds.objective, record.thresholds.objective.replace("_", " "))
+        lines.append(f"- Thresholds: one per attribute, tuned on val for {objective}.")
     if record.facts.versions:
         lines.append("- Versions: " + ", ".join(f"{k} {v}" for k, v in record.facts.versions.items()) + ".")
     lines += ["", "| setting | value | meaning |", "| --- | --- | --- |"]
@@ -308,8 +322,8 @@ def _weakest(report: dict[str, Any]) -> list[str]:
 def _attribute_table(report: dict[str, Any]) -> list[str]:
     """One row per attribute: positive rate, baseline, ROC-AUC, and accuracy, balanced accuracy and
     threshold at the thresholds the run uses."""
-    lines = ["| attribute | labelled yes in this split | majority baseline | ROC-AUC | accuracy | balanced accuracy | threshold |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| attribute | labelled yes in this split | majority baseline | ROC-AUC | accuracy | balanced accuracy "
+             "| threshold |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in report["per_attribute"]:
         block, name = _block(row), row["attribute"]
         shown = f"{name} {MARK}" if name in SENSITIVE else name
@@ -475,7 +489,8 @@ def _card_command(args: argparse.Namespace) -> int:
         print(render_model_card(args.run), end="")
         return 0
     if args.out is not None and Path(args.out).is_dir():
-        raise RunError(f"{args.out}: is a folder; expected a file name to write, e.g. {Path(args.out) / 'MODEL_CARD.md'}")
+        raise RunError(f"{args.out}: is a folder; expected a file name to write, e.g. "
+                       f"{Path(args.out) / 'MODEL_CARD.md'}")
     path = write_model_card(args.run, args.out)
     print(f"wrote {path}")
     return 0

@@ -42,8 +42,9 @@ def table(text: str, first: str) -> dict[str, list[str]]:
     return rows
 
 
-def three(value: float) -> str:
-    return f"{value:.3f}"
+def three(value: float | None) -> str:
+    """A figure as the card prints it (an attribute a split never shows has no ROC-AUC: "-")."""
+    return "-" if value is None else f"{value:.3f}"
 
 
 def assert_split_figures(card: str, report: dict) -> None:
@@ -61,7 +62,8 @@ def assert_split_figures(card: str, report: dict) -> None:
                                           three(row["roc_auc"]), three(tuned["accuracy"]),
                                           three(tuned["balanced_accuracy"]), three(tuned["threshold"])]
     weakest = min(report["per_attribute"], key=lambda row: row["tuned"]["balanced_accuracy"])
-    assert f"Weakest by balanced accuracy: {weakest['attribute']} {three(weakest['tuned']['balanced_accuracy'])}" in text
+    lowest = three(weakest["tuned"]["balanced_accuracy"])
+    assert f"Weakest by balanced accuracy: {weakest['attribute']} {lowest}" in text
 
 
 def assert_cares_and_terms(card: str) -> None:
@@ -184,3 +186,12 @@ def test_the_command_writes_the_card_where_asked(tmp_path: Path) -> None:
     assert not (tmp_path / "course" / "MODEL_CARD.md").exists()
     default = run_card("--run", "course", cwd=tmp_path)
     assert default.returncode == 0 and (tmp_path / "course" / "MODEL_CARD.md").is_file()
+
+
+def test_a_damaged_label_rates_file_is_a_one_line_error_naming_it(tmp_path: Path) -> None:
+    from celebalib.errors import RunError
+
+    shutil.copytree(RESULTS / "opt-adadelta", tmp_path / "run")
+    (tmp_path / "run" / "label_rates_train.csv").write_text("attribute,positives\nBald,3\n")
+    with pytest.raises(RunError, match=r"label_rates_train.csv: no column images, positive_rate"):
+        render_model_card(tmp_path / "run")
