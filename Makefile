@@ -83,6 +83,7 @@ SHA256 := $(shell command -v sha256sum >/dev/null 2>&1 && echo sha256sum || echo
 release-run:
 	@test -n "$(RUN)" || { echo "make: release-model needs a trained run folder: make release-model RUN=runs/celeba-cpu" >&2; exit 2; }
 	@test -d "$(RUN)" || { echo "make: $(RUN): run folder not found; expected a trained run, e.g. RUN=runs/celeba-cpu" >&2; exit 2; }
+	@test -f "$(RUN)/eval_val.json" || { echo "make: $(RUN): not evaluated, so its model card would have no figures; first: python -m celebalib evaluate --run $(RUN) --data \"\$$CELEBA_ROOT\" --split val" >&2; exit 2; }
 
 release-model: release-run $(VENV)/.installed-export ## Write RUN's bundle, ONNX model, model card and SHA256SUMS into build/release/ (RUN=runs/NAME).
 	rm -rf build/release.tmp && mkdir -p build/release.tmp
