@@ -8,7 +8,7 @@ that reproduces the run) comes from an optional ``about.json`` beside them:
 ``{"hardware": "...", "command": "..."}``.
 
     python scripts/results_table.py docs/results/course docs/results/celeba-cpu
-    python scripts/results_table.py runs/course --copy-to docs/results/course   # refresh a committed copy
+    python scripts/results_table.py runs/course --copy-to docs/results/course   # refresh a committed copy and its card
     python scripts/results_table.py docs/results/celeba-cpu docs/results/course --write README.md
 
 tests/test_results_table.py checks the table between ``<!-- results:start -->`` and
@@ -160,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--copy-to takes exactly one run")
         for path in copy_summaries(args.runs[0], args.copy_to):
             print(f"copied {path}")
+        from celebalib.model_card import write_model_card  # the copy's card, drawn from the copied files
+
+        print(f"wrote {write_model_card(args.copy_to)}")
         return 0
     if args.write:
         write_block(args.write, table(args.runs))
