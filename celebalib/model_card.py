@@ -20,10 +20,10 @@ from celebalib import __version__
 from celebalib.attributes import ATTRIBUTES
 from celebalib.errors import RunError
 from celebalib.io import read_json, write_text
+from celebalib.results import LABEL_RATES
 from celebalib.runs import RunFiles, RunRecord, load_record
 
 SPLITS = ("val", "test")
-LABEL_RATES = "label_rates_train.csv"  # as scripts/real_evidence.py names it (``results.LABEL_RATES``)
 WEAKEST = 5  # attributes the card names as the weakest
 
 # Attributes a user must handle with care, and why: each is an annotator's judgement of appearance,
