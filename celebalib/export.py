@@ -44,20 +44,22 @@ def write_bundle(run: Run, out: str | Path, *, which: str = "best",
                  extra: Mapping[str, bytes] | None = None) -> dict[str, Any]:
     """Write the run as one bundle at ``out`` (``bundles.pack``), atomically; return its manifest.
 
-    The ``which`` model becomes the bundle's ``best.keras``, rebuilt with Keras's own layers. The
+    The ``which`` model becomes the bundle's ``best.keras``, rebuilt with Keras's own layers and
+    without its training's loss and metrics (celebalib's classes), so plain Keras loads it. The
     record leaves out ``data_root``, a path on the machine that trained, so a user's run reads the
     data their own settings name. ``extra`` adds members by name (e.g. ``MODEL_CARD.md``).
     """
     from celebalib import bundles
     from celebalib.attributes import SPLITS
     from celebalib.model import export_keras_layers
+    from celebalib.runs import load_model
 
     files = run.files
     record = dataclasses.replace(run.record, facts=dataclasses.replace(run.record.facts, data_root=None))
     summaries = [files.history, files.about(), *(files.retrieval(split) for split in SPLITS),
                  *(files.evaluation(split, suffix) for split in SPLITS for suffix in (".json", ".csv"))]
     with tempfile.TemporaryDirectory(prefix="celebalib-bundle-") as folder:
-        model = export_keras_layers(run.model(which), Path(folder) / bundles.MODEL)
+        model = export_keras_layers(load_model(run.model_file(which), compile=False), Path(folder) / bundles.MODEL)
         members: dict[str, Path | bytes] = {bundles.MODEL: model,
                                            files.config.name: (json.dumps(record.to_json(), indent=2) + "\n").encode()}
         members.update({path.name: path for path in summaries if path.is_file()})

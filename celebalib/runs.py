@@ -339,8 +339,9 @@ def save_model(model: Any, path: str | Path) -> None:
         model.save(tmp)
 
 
-def load_model(path: str | Path) -> Any:
-    """Load a saved model in Keras's safe mode (no pickled code; custom objects are registered)."""
+def load_model(path: str | Path, *, compile: bool = True) -> Any:
+    """Load a saved model in Keras's safe mode (no pickled code; custom objects are registered);
+    ``compile=False`` leaves out the loss, metrics and optimiser it trained with."""
     import keras
 
     # Importing registers the custom loss, metric, layer and schedule classes with Keras.
@@ -353,7 +354,7 @@ def load_model(path: str | Path) -> Any:
     if not path.is_file():
         raise RunError(f"{path}: model file not found")
     try:
-        return keras.saving.load_model(path, safe_mode=True)
+        return keras.saving.load_model(path, safe_mode=True, compile=compile)
     except (ValueError, OSError, KeyError) as error:
         raise RunError(f"{path}: cannot load the model ({error})") from None
 
