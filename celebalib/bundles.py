@@ -151,9 +151,9 @@ def check_model_is_safe(path: Path, source: str | Path) -> None:
     try:
         keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as error:  # Keras raises ValueError, TypeError or others for a model it cannot load
-        reason = " ".join(str(error).split())
+        reason = " ".join(str(error).split()).split(". ")[0]  # Keras's first sentence says what it refused
         raise RunError(f"{source}: {path.name}: Keras's safe mode refuses to load the model; expected Keras's "
-                       f"own layers without Python code ({reason[:200]})") from None
+                       f"own layers without Python code ({reason})") from None
 
 
 def unpack_bundle(path: str | Path, *, digest: str | None = None, name: str | None = None,

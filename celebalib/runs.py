@@ -622,7 +622,7 @@ def locate_run(source: str | Path) -> Path:
     path = Path(source).expanduser()
     if path.is_file():
         if path.suffix.lower() != ".zip":
-            raise RunError(f"{path}: a file; expected {bundles.RUN_SOURCES}")
+            raise RunError(f"{path}: a file not ending in .zip; expected {bundles.RUN_SOURCES}")
         return bundles.unpack_bundle(path)
     return path
 
