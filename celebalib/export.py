@@ -154,7 +154,7 @@ def _quiet_converter() -> Iterator[None]:
 # Command line: ``celebalib export``
 # ---------------------------------------------------------------------------------------
 
-EXAMPLE = """examples:
+EXAMPLE = """example:
   python -m celebalib export --run runs/celeba-cpu --out celeba-cpu.zip
   python -m celebalib export --run runs/celeba-cpu --out celeba-cpu.onnx
 

@@ -490,7 +490,6 @@ def default_index_path(run_dir: str | Path, split: str) -> Path:
 def configure_index_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``celebalib index``."""
     from celebalib.attributes import SPLITS
-
     from celebalib.bundles import RUN_SOURCES
 
     parser.epilog = "example:\n  python -m celebalib index --run runs/course --split val --limit 400"

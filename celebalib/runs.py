@@ -29,9 +29,8 @@ from celebalib.errors import ConfigError, RunError
 from celebalib.io import atomic_path, write_json
 from celebalib.recipes import TrainConfig, describe_views, prediction_views
 
-__all__ = ["RunFiles", "RunRecord", "Facts", "Progress", "Thresholds", "Run", "open_run", "locate_run", "run_from_environment",
-           "read_record",
-           "load_record", "write_record", "migrate", "prediction_views", "describe_views", "view_of", "save_model", "load_model",
+__all__ = ["RunFiles", "RunRecord", "Facts", "Progress", "Thresholds", "Run", "open_run", "locate_run",
+           "run_from_environment", "read_record", "load_record", "write_record", "migrate", "prediction_views", "describe_views", "view_of", "save_model", "load_model",
            "train_label_rates", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 2
