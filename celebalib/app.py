@@ -213,7 +213,9 @@ def _app_command(args: argparse.Namespace) -> int:
                                ("--idle-timeout", args.idle_timeout, 1)):
         if value < least:
             raise ConfigError(f"{name} {value}: expected at least {least}")
-    run_dir, index = check_app(args.run or default_run(), args.index)
+    from celebalib.runs import locate_run
+
+    run_dir, index = check_app(locate_run(args.run) if args.run else default_run(), args.index)
     return serve(run_dir, index, port=args.port, k=args.k, max_visitors=args.max_visitors,
                  idle_timeout=args.idle_timeout)
 
@@ -221,7 +223,9 @@ def _app_command(args: argparse.Namespace) -> int:
 def configure_app_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``app`` command's arguments."""
     parser.epilog = "example:\n  python -m celebalib app --run runs/course --port 8866"
-    parser.add_argument("--run", default=None, help="run folder (default: runs/course under CELEBALIB_HOME, "
+    from celebalib.bundles import RUN_SOURCES
+
+    parser.add_argument("--run", default=None, help=f"{RUN_SOURCES} (default: runs/course under CELEBALIB_HOME, "
                         "the one `make demo` trains)")
     parser.add_argument("--index", default=None, help=".npz index built by `celebalib index` "
                         "(default: RUN/index_test.npz, else RUN/index_val.npz)")

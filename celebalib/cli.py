@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "index": ("celebalib.retrieval", "build a retrieval index over a split"),
     "query": ("celebalib.retrieval", "find the faces closest to a query"),
     "predict": ("celebalib.predict", "find, align and describe the faces in your own photos"),
-    "export": ("celebalib.export", "write a trained run's model as ONNX, with its thresholds in the file"),
+    "export": ("celebalib.export", "write a trained run as one .zip bundle, or its model as ONNX"),
     "card": ("celebalib.model_card", "write a trained run's model card: its figures, fit uses and licence"),
     "demo": ("celebalib.demo", "run notebooks 01-05 headless and print the headline figures"),
     "app": ("celebalib.app", "serve the retrieval explorer over a trained run in the browser"),

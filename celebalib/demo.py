@@ -43,10 +43,13 @@ def course_run_dir(settings: Settings | None = None) -> Path:
 
 
 def course_run(settings: Settings | None = None) -> Any:
-    """Open the run that notebook 03 trains (``runs/<recipe name>``), or train a quick one-epoch run of
-    the recipe there if it is missing."""
+    """Open the run CELEBALIB_RUN names (a folder, bundle or address), else the one notebook 03 trains
+    (``runs/<recipe name>``), else train a quick one-epoch run of the recipe there."""
     from celebalib import data, recipes, runs, train
 
+    given = runs.run_from_environment()
+    if given is not None:
+        return given
     settings = settings or get_settings()
     root = data.default_root()
     recipe = recipes.resolve_recipe(root, fast=settings.fast)

@@ -6,6 +6,8 @@ Environment variables:
     CELEBALIB_FAST: ``1`` shrinks images, epochs and galleries for headless runs.
     CELEBALIB_HOME: where ``data/``, ``runs/`` and ``reports/`` live (default: the project root).
     CELEBALIB_IMAGE_SIZE, CELEBALIB_EPOCHS, CELEBALIB_BATCH_SIZE: override single training settings.
+    CELEBALIB_RUN: the trained run notebooks 04 and 05 use (a run folder, a ``.zip`` bundle or an
+        ``https://.../NAME.zip#sha256=HEX`` address); unset means the one notebook 03 trains.
 
 Nothing here knows about recipes or datasets; :mod:`celebalib.config` builds the settings
 every notebook shares on top of it.
@@ -64,6 +66,7 @@ class Environment:
     celeba_root: Path | None  # None: the synthetic set
     home: Path
     overrides: dict[str, int]  # training settings given by CELEBALIB_EPOCHS and the like
+    run: str | None = None  # CELEBALIB_RUN, as given
 
     @property
     def data_dir(self) -> Path:
@@ -95,8 +98,9 @@ def read_environment() -> Environment:
     """Read and check celebalib's environment variables."""
     root = os.environ.get("CELEBA_ROOT", "").strip()
     overrides = {field: _env_int(var, 1) for var, field in OVERRIDES.items() if os.environ.get(var, "").strip()}
+    run = os.environ.get("CELEBALIB_RUN", "").strip() or None
     return Environment(fast=_env_flag("CELEBALIB_FAST"), celeba_root=Path(root).expanduser().resolve() if root else None,
-                       home=project_home(), overrides=overrides)
+                       home=project_home(), overrides=overrides, run=run)
 
 
 def gpu_available() -> bool:

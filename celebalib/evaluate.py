@@ -442,7 +442,10 @@ def summary_text(result: EvaluationResult, n: int = 5) -> str:
 def configure_evaluate_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``evaluate`` command's arguments."""
     parser.epilog = "example:\n  python -m celebalib evaluate --run runs/course --split val --quiet"
-    parser.add_argument("--run", required=True, help="the run folder (e.g. runs/NAME)")
+    from celebalib.bundles import RUN_SOURCES
+
+    parser.add_argument("--run", required=True, help=f"{RUN_SOURCES}, e.g. runs/NAME (a bundle's run is "
+                        "its unpacked folder in the cache, where the reports go)")
     parser.add_argument("--data", default=None, help="CelebA root (default: the run's data_root)")
     parser.add_argument("--split", default="test", choices=SPLITS, help="split to evaluate (val tunes thresholds)")
     parser.add_argument("--objective", default="balanced_accuracy", choices=OBJECTIVES,

@@ -1,4 +1,9 @@
-"""A trained run's model for use without celebalib: ONNX, for onnxruntime and other ONNX runtimes.
+"""A trained run for use elsewhere: one ``.zip`` bundle of the run, or its model as ONNX.
+
+:func:`write_bundle` packs what the run needs to predict into one file (:mod:`celebalib.bundles`
+reads it back): the model saved with Keras's own layers, so ``keras.saving.load_model`` loads it
+without celebalib, the run's record, its evaluation and retrieval summaries, and a manifest of
+every member's sha256. Any ``--run`` takes such a file, or its address, in place of the folder.
 
 :func:`export_onnx` writes the run's model with Keras's own layers (``model.with_keras_layers``)
 and without its training-only augmentation layers (``model.inference_model``), through Keras's
@@ -13,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celebalib import __version__
 from celebalib.attributes import ATTRIBUTES
@@ -29,9 +35,40 @@ if TYPE_CHECKING:
     from celebalib.runs import Run
 
 # Each export format and the file name ending it writes.
-FORMATS = {"onnx": ".onnx"}
+FORMATS = {"keras-bundle": ".zip", "onnx": ".onnx"}
 INPUT_NAME = "images"
 INSTALL_HINT = "in the celebalib folder, pip install -e '.[export]'"
+
+
+def write_bundle(run: Run, out: str | Path, *, which: str = "best",
+                 extra: Mapping[str, bytes] | None = None) -> dict[str, Any]:
+    """Write the run as one bundle at ``out`` (``bundles.pack``), atomically; return its manifest.
+
+    The ``which`` model becomes the bundle's ``best.keras``, rebuilt with Keras's own layers and
+    without its training's loss and metrics (celebalib's classes), so plain Keras loads it. The
+    record leaves out ``data_root``, a path on the machine that trained, so a user's run reads the
+    data their own settings name. The run's model card (``model_card.render_model_card``) goes in
+    as ``MODEL_CARD.md``; ``extra`` adds or replaces members by name.
+    """
+    from celebalib import bundles
+    from celebalib.attributes import SPLITS
+    from celebalib.model import export_keras_layers
+    from celebalib.model_card import render_model_card
+    from celebalib.runs import load_model
+
+    files = run.files
+    record = dataclasses.replace(run.record, facts=dataclasses.replace(run.record.facts, data_root=None))
+    summaries = [files.history, files.about(), *(files.retrieval(split) for split in SPLITS),
+                 *(files.evaluation(split, suffix) for split in SPLITS for suffix in (".json", ".csv"))]
+    with tempfile.TemporaryDirectory(prefix="celebalib-bundle-") as folder:
+        model = export_keras_layers(load_model(run.model_file(which), compile=False), Path(folder) / bundles.MODEL)
+        members: dict[str, Path | bytes] = {bundles.MODEL: model,
+                                           files.config.name: (json.dumps(record.to_json(), indent=2) + "\n").encode()}
+        members.update({path.name: path for path in summaries if path.is_file()})
+        members[files.model_card.name] = render_model_card(run.path).encode()
+        members.update(extra or {})
+        info = {"run_id": run.run_id, "model_source": run.model_file(which).name, "celebalib_version": __version__}
+        return bundles.pack(out, members, info)
 
 
 def export_metadata(run: Run, which: str = "best") -> dict[str, str]:
@@ -121,24 +158,34 @@ def _quiet_converter() -> Iterator[None]:
 # ---------------------------------------------------------------------------------------
 
 EXAMPLE = """example:
+  python -m celebalib export --run runs/celeba-cpu --out celeba-cpu.zip
   python -m celebalib export --run runs/celeba-cpu --out celeba-cpu.onnx
 
-The file's metadata (onnx metadata_props) holds the attribute names in output order, the run's
-thresholds, the input's shape and scale and the test-time views; with onnxruntime:
+A .zip bundle is the run in one file: any --run takes it (predict, query, evaluate, index, app),
+or its address once it is online, https://.../celeba-cpu.zip#sha256=<the sha256 printed here>.
+Its best.keras loads without celebalib: keras.saving.load_model("best.keras").
+
+An .onnx file's metadata (onnx metadata_props) holds the attribute names in output order, the
+run's thresholds, the input's shape and scale and the test-time views; with onnxruntime:
   session = onnxruntime.InferenceSession("celeba-cpu.onnx")
   probabilities = session.run(None, {"images": faces})[0]"""
 
 
 def configure_export_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``celebalib export``."""
+    from celebalib.bundles import RUN_SOURCES
+
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EXAMPLE
-    parser.description = ("Write a trained run's model as a file for use without celebalib (ONNX), with the\n"
-                          f"attribute names and thresholds in its metadata. Needs {INSTALL_HINT}.")
-    parser.add_argument("--run", required=True, help="run folder, e.g. runs/celeba-cpu")
-    parser.add_argument("--out", required=True, help="file to write, e.g. celeba-cpu.onnx")
+    parser.description = ("Write a trained run as one .zip bundle (its Keras model, record, evaluation and\n"
+                          "retrieval summaries, and a manifest of their sha256), or its model as ONNX with\n"
+                          "the attribute names and thresholds in its metadata. ONNX needs the export extra:\n"
+                          f"{INSTALL_HINT}.")
+    parser.add_argument("--run", required=True, help=f"{RUN_SOURCES}, e.g. runs/celeba-cpu")
+    parser.add_argument("--out", required=True, help="file to write, e.g. celeba-cpu.zip or celeba-cpu.onnx")
     parser.add_argument("--format", choices=tuple(FORMATS), default=None,
-                        help="what to write (default: from the --out file name's ending)")
+                        help="what to write: keras-bundle (a .zip) or onnx (default: from the --out file name's "
+                             "ending, .zip or .onnx)")
     parser.add_argument("--model", choices=("best", "final"), default="best",
                         help="which of the run's models: best.keras or model.keras (default: best)")
     parser.set_defaults(handler=_export_command)
@@ -148,7 +195,7 @@ def export_format(out: str | Path, given: str | None) -> str:
     """The format to write: ``given``, else the one ``out``'s ending names; ConfigError if they disagree."""
     suffix = Path(out).suffix.lower()
     named = next((name for name, ending in FORMATS.items() if ending == suffix), None)
-    endings = ", ".join(FORMATS.values())
+    endings = " or ".join(FORMATS.values())
     if given is None and named is None:
         raise ConfigError(f"{out}: expected a file name ending in {endings} (or --format)")
     if given is not None and named != given:
@@ -171,20 +218,29 @@ def check_writable(out: str | Path) -> None:
 
 def _export_command(args: argparse.Namespace) -> int:
     """Check the arguments, then export."""
+    from celebalib.bundles import sha256_file
+    from celebalib.predict import thresholds_note
     from celebalib.runs import open_run
 
-    from celebalib.predict import thresholds_note
-
-    export_format(args.out, args.format)  # only ONNX for now: this checks the name agrees with it
+    kind = export_format(args.out, args.format)
     run = open_run(args.run)
     model_file = run.model_file(args.model)
     if not model_file.is_file():
         other = "final" if args.model == "best" else "best"
         raise RunError(f"{model_file}: not found; expected the run's {args.model} model (--model {other} "
                        "exports the other)")
-    _import_onnx()  # before TensorFlow loads, so a missing package is told at once
+    if kind == "onnx":
+        _import_onnx()  # before TensorFlow loads, so a missing package is told at once
     check_writable(args.out)
-    path = export_onnx(run, args.out, which=args.model)
+    path = Path(args.out)
+    if kind == "keras-bundle":
+        manifest = write_bundle(run, path, which=args.model)
+        digest = sha256_file(path)
+        print(f"{model_file} -> {path} (run bundle: {len(manifest['members'])} files and the manifest, "
+              f"{path.stat().st_size / 2**20:.1f} MiB; {thresholds_note(run)})\n"
+              f"sha256 {digest}; online, --run takes https://.../{path.name}#sha256={digest}")
+        return 0
+    path = export_onnx(run, path, which=args.model)
     print(f"{model_file} -> {path} (ONNX, {path.stat().st_size / 2**20:.1f} MiB; input {INPUT_NAME!r}; "
           f"{thresholds_note(run)})")
     return 0

@@ -87,6 +87,11 @@ def read_source(folder: str | Path) -> CardSource:
                        "evidence folder written by scripts/real_evidence.py")
     record = load_record(files.config)
     found = {split: (read_json(files.evaluation(split)), read_json(files.retrieval(split))) for split in SPLITS}
+    for split, (report, _) in found.items():
+        missing = [key for key in ("n_images", "means", "per_attribute") if report is not None and key not in report]
+        if missing:
+            raise RunError(f"{files.evaluation(split)}: no {', '.join(missing)}; expected the report "
+                           "celebalib evaluate writes")
     return CardSource(folder, record, {s: e for s, (e, _) in found.items() if e is not None},
                       {s: r for s, (_, r) in found.items() if r is not None},
                       _read_table(folder / LABEL_RATES, ("attribute", "images", "positive_rate"), "attribute"),

@@ -291,7 +291,9 @@ def configure_predict_parser(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Find each face in the photos, align it onto CelebA's template and print its 40\n"
                           "attributes: probability, and yes or no at the run's tuned thresholds.")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="photos (JPEG or PNG) or folders of photos")
-    parser.add_argument("--run", required=True, help="run folder, e.g. runs/celeba-cpu")
+    from celebalib.bundles import RUN_SOURCES
+
+    parser.add_argument("--run", required=True, help=f"{RUN_SOURCES}, e.g. runs/celeba-cpu")
     parser.add_argument("--csv", metavar="OUT", default=None,
                         help="write one row per face to this CSV file (default: print a table)")
     parser.add_argument("--no-align", dest="align", action="store_false",

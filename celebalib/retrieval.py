@@ -490,9 +490,10 @@ def default_index_path(run_dir: str | Path, split: str) -> Path:
 def configure_index_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``celebalib index``."""
     from celebalib.attributes import SPLITS
+    from celebalib.bundles import RUN_SOURCES
 
     parser.epilog = "example:\n  python -m celebalib index --run runs/course --split val --limit 400"
-    parser.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")
+    parser.add_argument("--run", required=True, help=f"{RUN_SOURCES}, e.g. runs/NAME")
     parser.add_argument("--data", default=None, help="CelebA root (default: the data the run was trained on)")
     parser.add_argument("--split", default="test", choices=SPLITS, help="split to index")
     parser.add_argument("--limit", type=int, default=None, help="index only the first N images of the split "
@@ -514,7 +515,7 @@ def _index_command(args: argparse.Namespace) -> int:
     table = load_celeba(run.data_root(args.data))
     index = GalleryIndex.build(run, table, args.split, limit=args.limit, features=args.features,
                                progress=not args.quiet)
-    out = index.save(args.out or default_index_path(args.run, args.split))
+    out = index.save(args.out or default_index_path(run.path, args.split))
     print(f"indexed {len(index)} {args.split} images with run {run.run_id} -> {out}")
     return 0
 
@@ -522,10 +523,11 @@ def _index_command(args: argparse.Namespace) -> int:
 def configure_query_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``celebalib query``."""
     from celebalib.attributes import SPLITS
+    from celebalib.bundles import RUN_SOURCES
 
     parser.epilog = ("example:\n  python -m celebalib query --run runs/course --split val "
                      '--attributes "Eyeglasses,Smiling,-Male" -k 5')
-    parser.add_argument("--run", required=True, help="run folder, e.g. runs/NAME")
+    parser.add_argument("--run", required=True, help=f"{RUN_SOURCES}, e.g. runs/NAME")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--image", help="a photo to search with (JPEG or PNG)")
     what.add_argument("--like", metavar="ID", help="a gallery image id, e.g. 182638.jpg")
@@ -550,7 +552,7 @@ def _query_command(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise ConfigError(f"-k {args.k}: expected at least 1")
     run = open_run(args.run)
-    index = GalleryIndex.load(args.index or default_index_path(args.run, args.split), run=run)
+    index = GalleryIndex.load(args.index or default_index_path(run.path, args.split), run=run)
     if args.image is not None:
         results = index.query_image(run, _image_query(run, args), args.k, args.metric)
     elif args.like is not None:

@@ -4,7 +4,9 @@
 :class:`RunRecord` is the typed record its ``config.json`` holds: the settings exactly as
 asked (``recipes.TrainConfig``), facts about the run, its progress, the tuned thresholds and
 the evaluation results. :class:`Run` writes each part by a named method, atomically; a
-config.json of an older schema (1, or none at all) is migrated when read.
+config.json of an older schema (1, or none at all) is migrated when read. :func:`locate_run`
+turns what ``--run`` names (a folder, a ``.zip`` bundle, or an ``https://.../NAME.zip#sha256=HEX``
+address, see :mod:`celebalib.bundles`) into a run folder.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from celebalib import bundles
 from celebalib.attributes import ATTRIBUTES
+from celebalib.environment import read_environment
 from celebalib.errors import ConfigError, RunError
 from celebalib.io import atomic_path, write_json
 from celebalib.recipes import TrainConfig, describe_views, prediction_views
 
-__all__ = ["RunFiles", "RunRecord", "Facts", "Progress", "Thresholds", "Run", "open_run", "read_record",
-           "load_record", "write_record", "migrate", "prediction_views", "describe_views", "view_of", "save_model", "load_model",
+__all__ = ["RunFiles", "RunRecord", "Facts", "Progress", "Thresholds", "Run", "open_run", "locate_run",
+           "run_from_environment", "read_record", "load_record", "write_record", "migrate", "prediction_views", "describe_views", "view_of", "save_model", "load_model",
            "train_label_rates", "SCHEMA_VERSION"]
 
 SCHEMA_VERSION = 2
@@ -114,6 +118,11 @@ class RunFiles:
     def model_card(self) -> Path:
         """What the run is fit for and how well each attribute works (``model_card.render_model_card``)."""
         return self.path / "MODEL_CARD.md"
+
+    @property
+    def manifest(self) -> Path:
+        """What the bundle a run folder was unpacked from held (there only in such a folder)."""
+        return self.path / bundles.MANIFEST
 
 
 # ---------------------------------------------------------------------------------------
@@ -334,8 +343,9 @@ def save_model(model: Any, path: str | Path) -> None:
         model.save(tmp)
 
 
-def load_model(path: str | Path) -> Any:
-    """Load a saved model in Keras's safe mode (no pickled code; custom objects are registered)."""
+def load_model(path: str | Path, *, compile: bool = True) -> Any:
+    """Load a saved model in Keras's safe mode (no pickled code; custom objects are registered);
+    ``compile=False`` leaves out the loss, metrics and optimiser it trained with."""
     import keras
 
     # Importing registers the custom loss, metric, layer and schedule classes with Keras.
@@ -348,7 +358,7 @@ def load_model(path: str | Path) -> Any:
     if not path.is_file():
         raise RunError(f"{path}: model file not found")
     try:
-        return keras.saving.load_model(path, safe_mode=True)
+        return keras.saving.load_model(path, safe_mode=True, compile=compile)
     except (ValueError, OSError, KeyError) as error:
         raise RunError(f"{path}: cannot load the model ({error})") from None
 
@@ -608,12 +618,33 @@ class Run:
         return self._write(settings=settings)
 
 
-def open_run(path: str | Path) -> Run:
-    """Open a finished run folder, raising RunError if it is missing or incomplete."""
-    folder = Path(path).expanduser()
+def locate_run(source: str | Path) -> Path:
+    """The run folder ``source`` names: a folder as it is; a ``.zip`` bundle or an http(s) address
+    unpacked once into the cache under CELEBALIB_HOME (``bundles``), checked before it is used."""
+    if bundles.is_address(source):
+        return bundles.fetch_bundle(str(source))
+    path = Path(source).expanduser()
+    if path.is_file():
+        if path.suffix.lower() != ".zip":
+            raise RunError(f"{path}: a file not ending in .zip; expected {bundles.RUN_SOURCES}")
+        return bundles.unpack_bundle(path)
+    return path
+
+
+def open_run(source: str | Path) -> Run:
+    """Open a finished run (``locate_run`` of ``source``), raising RunError if it is missing or incomplete."""
+    folder = locate_run(source)
     if not folder.is_dir():
-        raise RunError(f"{folder}: run folder not found")
-    final = RunFiles(folder).final
-    if not final.is_file():
-        raise RunError(f"{folder}: no {final.name}; the run is unfinished (run the same train command again to resume)")
+        raise RunError(f"{folder}: run folder not found; expected {bundles.RUN_SOURCES}")
+    files = RunFiles(folder)
+    # A bundle holds the best model only; a training run writes model.keras when it finishes.
+    if not files.final.is_file() and not files.manifest.is_file():
+        raise RunError(f"{folder}: no {files.final.name}; the run is unfinished (run the same train command again "
+                       "to resume)")
     return Run(folder)
+
+
+def run_from_environment() -> Run | None:
+    """The run CELEBALIB_RUN names (``open_run``), or None where it is unset."""
+    source = read_environment().run
+    return open_run(source) if source else None

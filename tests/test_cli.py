@@ -80,7 +80,7 @@ def test_a_usage_mistake_is_one_line_and_exit_2_before_tensorflow(argv: list[str
     (["check", "no-such-root"], "no-such-root"),
     (["app", "--run", "no-such-run"], "run folder not found"),
     (["export", "--run", "no-such-run", "--out", "x.onnx"], "run folder not found"),
-    (["export", "--run", "no-such-run", "--out", "x.zip"], "x.zip: expected a file name ending in .onnx"),
+    (["export", "--run", "no-such-run", "--out", "x.bin"], "x.bin: expected a file name ending in .zip or .onnx"),
 ])
 def test_a_user_error_is_one_line_and_exit_1(argv: list[str], expected: str, tmp_path: Path) -> None:
     code, _, err, _ = run_cli(*argv, cwd=tmp_path)

@@ -129,8 +129,8 @@ def test_bad_input_is_one_line_exit_1_and_nothing_written(case: str, tuned_run: 
         (tmp_path / "out").write_text("a file, not a folder")
         expected = f"{out}: cannot write there"
     elif case == "wrong ending":
-        out = out.with_suffix(".zip")
-        expected = f"{out}: expected a file name ending in .onnx (or --format)"
+        out = out.with_suffix(".bin")
+        expected = f"{out}: expected a file name ending in .zip or .onnx (or --format)"
     else:
         out, argv = out.with_suffix(".bin"), ["--format", "onnx"]
         expected = f"{out}: expected a file name ending in .onnx for --format onnx"

@@ -195,3 +195,12 @@ def test_a_damaged_label_rates_file_is_a_one_line_error_naming_it(tmp_path: Path
     (tmp_path / "run" / "label_rates_train.csv").write_text("attribute,positives\nBald,3\n")
     with pytest.raises(RunError, match=r"label_rates_train.csv: no column images, positive_rate"):
         render_model_card(tmp_path / "run")
+
+
+def test_an_evaluation_report_without_its_figures_is_a_one_line_error_naming_it(tmp_path: Path) -> None:
+    shutil.copytree(RESULTS / "course", tmp_path / "course")
+    (tmp_path / "course" / "eval_test.json").write_text('{"split": "test"}\n')
+    done = run_card("--run", "course", "--out", "card.md", cwd=tmp_path)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "course/eval_test.json: no n_images, means, per_attribute" in done.stderr
+    assert not (tmp_path / "card.md").exists()
