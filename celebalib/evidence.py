@@ -1,10 +1,11 @@
 """Turn a trained run into face-free evidence files that can be committed (``docs/results/<name>/``).
 
 A run trained on genuine CelebA cannot be committed (its images are licensed, and its
-weights are large), but what it measured can: its record (settings, progress, thresholds,
-as its own config.json holds it), its per-epoch history, its evaluation and retrieval reports, its train split's label rates, Grad-CAM maps averaged
-over many faces and drawn on CelebA's landmark template (no face pixels), and its answers
-for one public-domain photo. ``celebalib.results`` reads them back for the notebooks.
+weights are large), but what it measured can: its record (settings, progress, thresholds, as
+its own config.json holds it), its per-epoch history, its evaluation and retrieval reports,
+its train split's label rates, Grad-CAM maps averaged over many faces and drawn on CelebA's
+landmark template (no face pixels), and its answers for one public-domain photo.
+``celebalib.results`` reads them back for the notebooks.
 Run it as ``python scripts/real_evidence.py RUN --data ROOT --out docs/results/NAME``.
 """
 

@@ -2,7 +2,8 @@
 
 The folders are written by ``scripts/real_evidence.py`` (``celebalib.evidence``) and hold no
 face: the run's record (read as ``runs.RunRecord``), per-epoch history, evaluation and
-retrieval reports, label rates, mean Grad-CAM maps on CelebA's landmark template, and the answers for one public-domain photo.
+retrieval reports, label rates, mean Grad-CAM maps on CelebA's landmark template, and the
+answers for one public-domain photo.
 A user's own run folder with the same name (under ``runs/``) is read instead where it holds
 an evaluation, so the notebooks show their run when ``CELEBA_ROOT`` is set.
 """
