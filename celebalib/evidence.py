@@ -1,16 +1,18 @@
 """Turn a trained run into face-free evidence files that can be committed (``docs/results/<name>/``).
 
 A run trained on genuine CelebA cannot be committed (its images are licensed, and its
-weights are large), but what it measured can: its settings, its per-epoch history, its
-evaluation and retrieval reports, its train split's label rates, Grad-CAM maps averaged
-over many faces and drawn on CelebA's landmark template (no face pixels), its answers
-for one public-domain photo, and its model card (``MODEL_CARD.md``, drawn from those files).
+weights are large), but what it measured can: its record (settings, progress, thresholds, as
+its own config.json holds it), its per-epoch history, its evaluation and retrieval reports,
+its train split's label rates, Grad-CAM maps averaged over many faces and drawn on CelebA's
+landmark template (no face pixels), its answers for one public-domain photo, and its model
+card (``MODEL_CARD.md``, drawn from those files).
 ``celebalib.results`` reads them back for the notebooks.
 Run it as ``python scripts/real_evidence.py RUN --data ROOT --out docs/results/NAME``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -24,7 +26,7 @@ from celebalib import model_card, results
 from celebalib.attributes import ATTRIBUTES
 from celebalib.errors import ConfigError
 from celebalib.io import atomic_path, write_json, write_text
-from celebalib.runs import RunFiles
+from celebalib.runs import RunFiles, RunRecord
 
 # The public-domain photo (NASA's portrait of Eileen Collins) that scikit-image ships.
 ASTRONAUT = "skimage.data.astronaut() (NASA portrait of Eileen Collins, public domain)"
@@ -68,7 +70,7 @@ def epoch_seconds(run_path: Path, created: str | None) -> list[float] | None:
 def history_with_seconds(run: Any) -> pd.DataFrame:
     """The run's history.csv, with a ``seconds`` column (per-epoch wall clock) where the log gives it."""
     history = run.history()
-    seconds = epoch_seconds(run.path, run.config.get("created"))
+    seconds = epoch_seconds(run.path, run.record.created or None)
     if seconds is not None and len(seconds) == len(history):
         history = history.assign(seconds=seconds)
     return history
@@ -188,11 +190,20 @@ def astronaut_answers(run: Any) -> dict[str, Any]:
 
 
 def public_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A run file's contents without the machine's data path (``data_root`` becomes its folder name)."""
+    """A report's contents without the machine's data path (``data_root`` becomes its folder name)."""
     public = dict(config)
     if public.get("data_root"):
         public["data_root"] = Path(str(public["data_root"])).name
     return public
+
+
+def public_record(record: RunRecord) -> dict[str, Any]:
+    """The run's record as its own config.json holds it (schema 2, progress included), with the data
+    path reduced to its folder name."""
+    facts = record.facts
+    if facts.data_root:
+        facts = dataclasses.replace(facts, data_root=Path(facts.data_root).name)
+    return dataclasses.replace(record, facts=facts).to_json()
 
 
 def _copy_or_compute(run: Any, name: str, out: Path, compute: Any) -> None:
@@ -228,9 +239,7 @@ def write_evidence(run: Any, table: pd.DataFrame, out: str | Path, *, faces: int
         retrieval.save_retrieval_report(retrieval.evaluate_retrieval(index, table, k=10), out)
 
     _copy_or_compute(run, names.retrieval(split).name, out, retrieval_report)
-    # The flat record, marked as schema 1 so that ``runs.load_record`` reads it as one (unmarked, it
-    # would read as a record from before schemas, whose migration resets its precision setting).
-    write_json(out / names.config.name, public_config({"schema_version": 1, **run.config}))
+    write_json(out / names.config.name, public_record(run.record))
     write_text(out / names.history.name, history_with_seconds(run).to_csv(index=False))
     write_text(out / results.LABEL_RATES, label_rate_table(table).to_csv())
     say(f"{run.path.name}: Grad-CAM over up to {faces} faces per attribute")

@@ -1,8 +1,9 @@
 """Read the committed evidence of real-data runs (``docs/results/<name>/``) for the notebooks.
 
 The folders are written by ``scripts/real_evidence.py`` (``celebalib.evidence``) and hold no
-face: settings, per-epoch history, evaluation and retrieval reports, label rates, mean
-Grad-CAM maps on CelebA's landmark template, and the answers for one public-domain photo.
+face: the run's record (read as ``runs.RunRecord``), per-epoch history, evaluation and
+retrieval reports, label rates, mean Grad-CAM maps on CelebA's landmark template, and the
+answers for one public-domain photo.
 A user's own run folder with the same name (under ``runs/``) is read instead where it holds
 an evaluation, so the notebooks show their run when ``CELEBA_ROOT`` is set.
 """
@@ -20,7 +21,7 @@ from celebalib.attributes import ATTRIBUTES
 from celebalib.config import PACKAGE_DIR, Settings
 from celebalib.errors import RunError
 from celebalib.io import read_json
-from celebalib.runs import RunFiles
+from celebalib.runs import RunFiles, RunRecord, load_record
 
 RESULTS_DIR = PACKAGE_DIR.parent / "docs" / "results"
 LABEL_RATES = "label_rates_train.csv"
@@ -40,23 +41,24 @@ class Evidence:
     path: Path
 
     @property
-    def config(self) -> dict[str, Any]:
-        """The run's settings (its config.json)."""
-        config = read_json(RunFiles(self.path).config)
-        if config is None:
-            raise RunError(f"{RunFiles(self.path).config}: not found; expected the folder scripts/real_evidence.py writes")
-        return config
+    def record(self) -> RunRecord:
+        """The run's typed record (its config.json; a schema 1 file is migrated as ``runs`` reads it)."""
+        path = RunFiles(self.path).config
+        if not path.is_file():
+            raise RunError(f"{path}: not found; expected the folder scripts/real_evidence.py writes")
+        return load_record(path)
 
     def describe(self) -> str:
-        """One line naming the run and its recipe, e.g. "celeba-cpu (run celeba-cpu-2026...; adam, 25 epochs)"."""
-        config = self.config
-        return (f"{self.name} (run {config['run_id']}; {config.get('optimizer')} at {config.get('learning_rate')}, "
-                f"{config.get('loss')}, {config.get('image_size')} px, {self.epochs()} epochs)")
+        """One line naming the run and its recipe, e.g. "celeba-cpu (run celeba-cpu-2026...; adadelta at 1.0, ...)"."""
+        record = self.record
+        settings, rate = record.settings, record.facts.learning_rate or record.settings.learning_rate_used
+        return (f"{self.name} (run {record.run_id}; {settings.optimizer} at {rate}, {settings.loss}, "
+                f"{settings.image_size} px, {self.epochs()} epochs)")
 
     def epochs(self) -> int:
-        """Epochs trained: rows of the history, else the config's ``epochs``."""
+        """Epochs trained: rows of the history, else the epochs the record says were done."""
         history = self.history()
-        return len(history) if history is not None else int(self.config.get("epochs", 0))
+        return len(history) if history is not None else self.record.progress.epochs_done
 
     def history(self) -> pd.DataFrame | None:
         """The per-epoch history (with ``seconds`` per epoch where the log gave it)."""
@@ -78,7 +80,7 @@ class Evidence:
         path = self.path / LABEL_RATES
         if path.is_file():
             return pd.read_csv(path, index_col="attribute")
-        rates = self.config.get("train_label_rates")
+        rates = self.record.facts.train_label_rates
         return None if not rates else pd.DataFrame({"positive_rate": pd.Series(rates, dtype=float)}).reindex(
             list(ATTRIBUTES)).rename_axis("attribute")
 
@@ -96,10 +98,9 @@ class Evidence:
         history = self.history()
         if history is not None and "seconds" in history:
             return float(history["seconds"].sum()) / 60
-        config = self.config
-        if config.get("created") and config.get("finished"):
-            start, end = (pd.Timestamp(config[key]) for key in ("created", "finished"))
-            return (end - start).total_seconds() / 60
+        record = self.record
+        if record.created and record.progress.finished:
+            return (pd.Timestamp(record.progress.finished) - pd.Timestamp(record.created)).total_seconds() / 60
         return None
 
 

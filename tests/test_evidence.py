@@ -6,6 +6,7 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 
 
@@ -53,6 +54,7 @@ def test_write_evidence_then_read_it_back(tiny_run, synthetic_table, tmp_path):
     # A copy: computing the evaluation stores tuned thresholds in the run, and tiny_run is shared.
     shutil.copytree(tiny_run.path, tmp_path / "run")
     run = runs.open_run(tmp_path / "run")
+    run.record_budget_end(1)  # progress a flat config.json would lose
     out = tmp_path / "tiny-evidence"
     written = evidence.write_evidence(run, synthetic_table, out, faces=5, progress=False)
     names = {path.name for path in written}
@@ -82,7 +84,13 @@ def test_write_evidence_then_read_it_back(tiny_run, synthetic_table, tmp_path):
     assert len(astronaut) == 40 and set(astronaut["answer"]) <= {"yes", "no"}
     assert ((astronaut["probability"] >= astronaut["threshold"]) == (astronaut["answer"] == "yes")).all()
     config = json.loads((out / "config.json").read_text())
-    assert "/" not in str(config["data_root"])  # no machine path in a committed file
+    assert config["schema_version"] == runs.SCHEMA_VERSION  # the run's own record, not a flat copy
+    assert "/" not in str(config["facts"]["data_root"])  # no machine path in a committed file
+    record = found.record
+    assert record.settings == run.record.settings and record.progress == run.record.progress
+    assert (record.progress.budget_end, record.end_epoch, record.settings.epochs) == (1, 1, 2)
+    assert record.thresholds is not None and len(record.thresholds.values) == 40  # tuned by the evaluation
+    assert f"{record.settings.optimizer} at {record.settings.learning_rate}" in found.describe()
     assert "/" not in str(json.loads((out / "eval_val.json").read_text())["data_root"])
     assert results.attribute_table(found.evaluation("val")).shape[0] == 40
 
@@ -108,7 +116,41 @@ def test_committed_evidence_reads():
     assert found.evaluation("val")["n_images"] == 4535
     rates = found.label_rates()
     assert rates["positive_rate"].between(0, 1).all() and (rates["images"] == 162_770).all()
-    assert "adam" in found.describe()
+    record = found.record
+    assert record.settings.crop == "portrait" and record.end_epoch <= record.settings.epochs
+    assert f"; {record.settings.optimizer} at " in found.describe()
+    for name in ("course", "opt-adam", "opt-adadelta"):  # every committed folder reads as a typed record
+        assert results.open_evidence(name).record.run_id.startswith(name)
+
+
+def test_schema_1_evidence_reads_as_a_record(tmp_path):
+    """A flat schema 1 config.json (as docs/results held before schema 2) migrates: the budget's end
+    (``epochs``) and the epochs asked for (``planned_epochs``) land in progress and settings."""
+    from celebalib import results
+
+    flat = json.loads((results.RESULTS_DIR / "opt-adam" / "config.json").read_text())
+    assert flat["schema_version"] == 1
+    flat.update(epochs=25, planned_epochs=28, time_budget=80.0, budget_seconds=4074.9)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps(flat))
+    found = results.open_evidence("old", folder=tmp_path)
+    record = found.record
+    assert (record.settings.epochs, record.progress.budget_end, record.end_epoch) == (28, 25, 25)
+    assert record.settings.time_budget == 80.0 and record.progress.seconds == pytest.approx(4074.9)
+    assert found.epochs() == 25  # no history.csv: the epochs the record says were done
+    assert found.minutes() == pytest.approx((pd.Timestamp(flat["finished"]) - pd.Timestamp(flat["created"]))
+                                            .total_seconds() / 60)
+    assert "adam at 0.001" in found.describe()
+
+
+def test_damaged_evidence_record_is_a_one_line_error(tmp_path):
+    from celebalib import results
+    from celebalib.errors import RunError
+
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text('{"schema_version": 2,\n "run_id": ')
+    with pytest.raises(RunError, match=r"broken/config.json:2: invalid JSON"):
+        results.open_evidence("broken", folder=tmp_path).record
 
 
 def test_missing_evidence_is_a_clear_error(tmp_path):
