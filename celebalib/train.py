@@ -471,7 +471,10 @@ def fit_or_reuse(out_dir: str | Path, config: TrainConfig, *, data_root: str | P
         changed = set(used.changes(config.replace(learning_rate=config.learning_rate_used))) - {"precision"}
         if same_data and not changed and record.progress.finished:
             if progress:
-                print(f"Reusing the finished run {record.run_id} in {out} (retrain=True trains it again).")
+                from celebalib.config import display_path
+
+                print(f"Reusing the finished run {record.run_id} in {display_path(out)} (retrain=True trains it "
+                      "again).")
             return runs.open_run(out)
         if same_data and not changed:
             return fit(out, config, data_root=data_root, progress=progress)
