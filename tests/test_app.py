@@ -127,6 +127,52 @@ def test_bad_app_options_are_one_line(option: str, value: str, capsys: pytest.Ca
     assert len(err.splitlines()) == 1 and f"{option} {value}: expected at least 1" in err
 
 
+@pytest.mark.parametrize(("options", "expected"), [(["--pool", "-1"], "--pool -1: expected at least 0"),
+                                                   (["--pool", "3", "--max-visitors", "2"],
+                                                    "--pool 3: expected at most --max-visitors (2)")])
+def test_a_bad_pool_is_one_line(options: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["app", *options]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err
+
+
+def test_the_pool_is_voilas_preheated_kernels_within_the_visitor_bound() -> None:
+    pytest.importorskip("voila")
+    from voila.configuration import VoilaConfiguration
+
+    from celebalib.app_kernels import VisitorKernelManager
+
+    config = voila_settings(app.voila_command(8123, max_visitors=5, pool=3))
+    voila = VoilaConfiguration(config=config)
+    assert voila.preheat_kernel and voila.default_pool_size == 3
+    assert VisitorKernelManager(config=config).max_kernels == 5  # pooled kernels take visitors' places
+    assert not VoilaConfiguration(config=voila_settings(app.voila_command(8123, pool=0))).preheat_kernel
+    assert VoilaConfiguration(config=voila_settings(app.voila_command(8123))).default_pool_size == app.DEFAULT_POOL
+
+
+def test_a_kernel_is_culled_only_a_full_timeout_after_the_culler_first_sees_it() -> None:
+    """A pooled kernel ran its notebook long before a visitor takes it: its page still gets time to connect."""
+    pytest.importorskip("voila")
+    from datetime import datetime, timedelta, timezone
+
+    from celebalib.app_kernels import VisitorKernelManager
+
+    async def cull_twice() -> tuple[bool, bool]:
+        kernels = VisitorKernelManager(cull_idle_timeout=1)
+        try:
+            kernel_id = await kernels.start_kernel()
+            kernels.get_kernel(kernel_id).last_activity = datetime.now(timezone.utc) - timedelta(hours=1)
+            await kernels.cull_kernel_if_idle(kernel_id)
+            kept = kernel_id in kernels
+            await asyncio.sleep(1.2)
+            await kernels.cull_kernel_if_idle(kernel_id)
+            return kept, kernel_id in kernels
+        finally:
+            await kernels.shutdown_all(now=True)
+
+    assert asyncio.run(cull_twice()) == (True, False)
+
+
 def test_the_served_explorer_loads_neither_tensorflow_nor_the_pooled_features(tiny_run, tiny_index,
                                                                              tmp_path: Path) -> None:
     """What every visit pays for: TensorFlow waits for an upload, and the features stay on disk."""
