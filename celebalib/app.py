@@ -42,7 +42,7 @@ DEFAULT_PORT = 8866  # Voila's own default
 DEFAULT_K = 8
 DEFAULT_MAX_VISITORS = 8
 DEFAULT_IDLE_TIMEOUT = 60  # seconds a kernel with no page connected to it is kept
-DEFAULT_POOL = 4  # kernels kept ready with the explorer built; they count among the visitors
+DEFAULT_POOL = 4  # kernels kept ready with the explorer built, beyond the visitors' places
 START_TIMEOUT = 90.0  # seconds for Voila to answer; it imports Jupyter's server stack first
 
 
@@ -123,15 +123,17 @@ def voila_command(port: int, notebook: Path = APP_NOTEBOOK, *, max_visitors: int
     """The Voila command line that serves ``notebook`` on loopback at ``port``.
 
     A kernel is shut down once no page has been connected to it for ``idle_timeout`` seconds
-    (a closed tab, or a fetch that never opened the page); an open page keeps its kernel. At
-    most ``max_visitors`` kernels run at once; ``pool`` of them are started ahead with the
-    notebook run (Voila's preheated kernels, never culled while they wait for a visitor).
+    (a closed tab, or a fetch that never opened the page); an open page keeps its kernel.
+    ``pool`` kernels are started ahead with the notebook run (Voila's preheated kernels, never
+    culled while they wait). At most ``max_visitors + pool`` kernels run at once: Voila refills
+    the pool before it knows whether a visitor will come, so waiting kernels can hold at most
+    ``pool`` places, and at least ``max_visitors`` visitors always get in.
     """
     kernels = "VisitorKernelManager"
     command = [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}",
                "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", "--Voila.log_level=WARN",
                f"--VoilaConfiguration.multi_kernel_manager_class=celebalib.app_kernels.{kernels}",
-               f"--{kernels}.max_kernels={max_visitors}",
+               f"--{kernels}.max_kernels={max_visitors + pool}",
                f"--{kernels}.cull_idle_timeout={idle_timeout}",
                f"--{kernels}.cull_interval={cull_interval(idle_timeout)}",
                f"--{kernels}.cull_connected=False", f"--{kernels}.cull_busy=False"]
@@ -219,9 +221,6 @@ def _app_command(args: argparse.Namespace) -> int:
                                ("--idle-timeout", args.idle_timeout, 1), ("--pool", args.pool, 0)):
         if value < least:
             raise ConfigError(f"{name} {value}: expected at least {least}")
-    if args.pool > args.max_visitors:
-        raise ConfigError(f"--pool {args.pool}: expected at most --max-visitors ({args.max_visitors}), "
-                          "as the pool's kernels count among the visitors'")
     run_dir, index = check_app(args.run or default_run(), args.index)
     return serve(run_dir, index, port=args.port, k=args.k, max_visitors=args.max_visitors,
                  idle_timeout=args.idle_timeout, pool=args.pool)
@@ -241,6 +240,6 @@ def configure_app_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle-timeout", type=int, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                         help="shut a visitor's kernel down this long after its page closed or if it never connected")
     parser.add_argument("--pool", type=int, default=DEFAULT_POOL, help="kernels kept started with the explorer "
-                        "built, so the next visitors need not wait for one; they count among --max-visitors and "
-                        "each holds its memory while it waits (0: none)")
+                        "built, so the next visitors need not wait for one; each holds its memory while it waits, "
+                        "and up to this many visitors beyond --max-visitors may take them (0: none)")
     parser.set_defaults(handler=_app_command)
