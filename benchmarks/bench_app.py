@@ -6,7 +6,8 @@ until each page shows a usable explorer (its first results drawn), when each pag
 had fully arrived (the server's part: starting the kernel and running the app notebook),
 the Jupyter kernels alive and their memory (proportional set size) while the pages are open,
 the same again ``--after`` seconds after every page has closed, when the kernels were back to
-the idle count, and the CPU seconds the server (Voila and its kernels) and Chromium used. On a
+the idle count, the CPU seconds the server (Voila and its kernels) and Chromium used, and each
+page's own JavaScript and main-thread seconds (Chrome DevTools' Performance metrics). On a
 2-core machine the browsers share the server's cores; ``--browser-nice 19`` lets the server
 go first. ``--plain`` more visitors fetch the page without a browser (as ``curl`` or a link
 preview would), so no page ever connects to their kernels. Visitors beyond the app's bound get
@@ -56,6 +57,8 @@ class Visit:
     html: float | None = None  # seconds until the page's HTML had fully arrived
     busy: bool = False  # got the app's busy page
     error: str = ""
+    script: float = 0.0  # seconds the page's renderer spent running JavaScript (CDP Performance metrics)
+    task: float = 0.0  # seconds of all the renderer's main-thread tasks (script, style, layout, parsing)
 
 
 @dataclass
@@ -71,6 +74,7 @@ class Row:
     after_pss: float = 0.0
     back_after: float | None = None  # seconds after the pages closed until kernels were back to idle
     server_cpu: float = 0.0  # CPU seconds of Voila and its kernels while the pages opened
+    kernel_cpu: float = 0.0  # the kernels' part of it
     browser_cpu: float = 0.0  # CPU seconds of Chromium meanwhile
     load: float = 0.0  # the machine's 1-minute load average as the pages opened
 
@@ -148,7 +152,10 @@ def start_app(run: Path, index: Path | None, port: int, options: list[str]) -> s
                 print("  app:", line.rstrip())
 
     threading.Thread(target=reader, daemon=True).start()
-    if not found.wait(120):
+    deadline = time.monotonic() + 120
+    while not found.wait(0.5) and process.poll() is None and time.monotonic() < deadline:
+        pass
+    if not found.is_set():
         app.stop(process)
         raise SystemExit(f"the app did not start on port {port} (exit status {process.poll()})")
     return process
@@ -169,6 +176,8 @@ async def visit(browser, url: str, start: float) -> tuple[Visit, object]:
     """Open the explorer in a fresh context; return the outcome and the context (left open)."""
     context = await browser.new_context(viewport={"width": 1100, "height": 760})
     page = await context.new_page()
+    cdp = await context.new_cdp_session(page)
+    await cdp.send("Performance.enable")
     outcome = Visit()
     try:
         response = await page.goto(url, timeout=120_000, wait_until="commit")
@@ -179,6 +188,8 @@ async def visit(browser, url: str, start: float) -> tuple[Visit, object]:
         outcome.html = time.perf_counter() - start
         await page.locator(".celebalib-result img").nth(K - 1).wait_for(state="visible", timeout=120_000)
         outcome.usable = time.perf_counter() - start
+        metrics = {m["name"]: m["value"] for m in (await cdp.send("Performance.getMetrics"))["metrics"]}
+        outcome.script, outcome.task = metrics["ScriptDuration"], metrics["TaskDuration"]
     except Exception as error:  # a timeout or a crash of one page is a figure, not the end of the run
         outcome.error = str(error).splitlines()[0]
     return outcome, context
@@ -212,6 +223,7 @@ async def round_of(n: int, url: str, process: subprocess.Popen, chromium: str, p
         pairs = results[:n]
         row.visits = [outcome for outcome, _ in pairs]
         row.server_cpu = used_since(server_before, tree(root))
+        row.kernel_cpu = used_since(server_before, kernels(root))
         row.browser_cpu = used_since(browser_before, [p for p in tree(me) if p.pid != me.pid])
         await asyncio.sleep(1)
         row.open_kernels, row.open_pss = kernel_memory(root)
@@ -236,6 +248,14 @@ def seconds(values: list[float]) -> str:
     return f"{statistics.median(values):.1f} / {max(values):.1f}" if values else "-"
 
 
+def page_seconds(visits: list[Visit]) -> str:
+    """Median seconds of JavaScript and of all main-thread work per shown page, or a dash."""
+    shown = [v for v in visits if v.usable is not None]
+    if not shown:
+        return "-"
+    return f"{statistics.median(v.script for v in shown):.1f} / {statistics.median(v.task for v in shown):.1f}"
+
+
 def print_row(row: Row, watch: float) -> None:
     """One line of the results table (markdown)."""
     usable = [v.usable for v in row.visits if v.usable is not None]
@@ -245,7 +265,8 @@ def print_row(row: Row, watch: float) -> None:
     back = f"{row.back_after:.0f} s" if row.back_after is not None else f"not within {watch:.0f} s"
     print(f"| {row.visitors} | {len(usable)} | {busy} | {seconds(html)} | {seconds(usable)} | "
           f"{row.open_kernels}, {row.open_pss:.0f} MiB | {row.after_kernels}, {row.after_pss:.0f} MiB | "
-          f"{row.idle_kernels} | {back} | {row.server_cpu:.1f} | {row.browser_cpu:.1f} | {row.load:.1f} |", flush=True)
+          f"{row.idle_kernels} | {back} | {row.server_cpu:.1f} ({row.kernel_cpu:.1f}) | {row.browser_cpu:.1f} | "
+          f"{page_seconds(row.visits)} | {row.load:.1f} |", flush=True)
     for error in errors:
         print(f"  page error: {error}", flush=True)
 
@@ -264,13 +285,16 @@ def main() -> None:
                         "server's processes come first, as if the visitors' browsers ran on their own machines)")
     parser.add_argument("app_options", nargs="*", help="more `celebalib app` options, after --")
     args = parser.parse_args()
+    args.run = args.run.resolve()  # the app runs in an empty folder
+    args.index = args.index.resolve() if args.index else None
     print(f"app over {args.run} ({args.index or 'its own index'}), options: {' '.join(args.app_options) or 'defaults'}"
           f"; Chromium at niceness {args.browser_nice}")
     print(f"{os.cpu_count()} CPUs; load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("| visitors | explorers shown | busy pages | page HTML in, s (median / max) | usable explorer, s "
           "(median / max) | kernels and PSS, pages open | kernels and PSS, "
-          f"{args.after:.0f} s after closing | idle kernels | back to idle | server CPU s | browser CPU s | load |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          f"{args.after:.0f} s after closing | idle kernels | back to idle | server CPU s (kernels) | browser CPU s | "
+          "per page: script / main thread s (median) | load |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     chromium = args.chromium
     if args.browser_nice:
         wrapper = Path(tempfile.mkdtemp(prefix="bench-app-")) / "chromium"

@@ -10,7 +10,8 @@ environment variables (kernels inherit Voila's environment).
 Each visit starts one Jupyter kernel. Voila's own settings end it: jupyter_server culls a
 kernel once no page has been connected to it for ``--idle-timeout`` seconds (a closed tab, or
 a fetch that never opened the page), and :mod:`celebalib.app_kernels` refuses kernels beyond
-``--max-visitors`` with a one-line busy page.
+``--max-visitors`` with a one-line busy page. Voila's preheated pool keeps ``--pool`` kernels started
+with the notebook already run, so a visitor's page arrives without waiting for a kernel.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ DEFAULT_PORT = 8866  # Voila's own default
 DEFAULT_K = 8
 DEFAULT_MAX_VISITORS = 8
 DEFAULT_IDLE_TIMEOUT = 60  # seconds a kernel with no page connected to it is kept
+DEFAULT_POOL = 4  # kernels kept ready with the explorer built, beyond the visitors' places
 START_TIMEOUT = 90.0  # seconds for Voila to answer; it imports Jupyter's server stack first
 
 
@@ -117,21 +119,26 @@ def port_in_use(port: int) -> bool:
 
 
 def voila_command(port: int, notebook: Path = APP_NOTEBOOK, *, max_visitors: int = DEFAULT_MAX_VISITORS,
-                  idle_timeout: int = DEFAULT_IDLE_TIMEOUT) -> list[str]:
+                  idle_timeout: int = DEFAULT_IDLE_TIMEOUT, pool: int = DEFAULT_POOL) -> list[str]:
     """The Voila command line that serves ``notebook`` on loopback at ``port``.
 
     A kernel is shut down once no page has been connected to it for ``idle_timeout`` seconds
-    (a closed tab, or a fetch that never opened the page); an open page keeps its kernel. At
-    most ``max_visitors`` kernels run at once.
+    (a closed tab, or a fetch that never opened the page); an open page keeps its kernel.
+    ``pool`` kernels are started ahead with the notebook run (Voila's preheated kernels, never
+    culled while they wait). At most ``max_visitors + pool`` kernels run at once: Voila refills
+    the pool before it knows whether a visitor will come, so waiting kernels can hold at most
+    ``pool`` places, and at least ``max_visitors`` visitors always get in.
     """
     kernels = "VisitorKernelManager"
     command = [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}",
                "--Voila.ip=127.0.0.1", "--Voila.port_retries=0", "--Voila.log_level=WARN",
                f"--VoilaConfiguration.multi_kernel_manager_class=celebalib.app_kernels.{kernels}",
-               f"--{kernels}.max_kernels={max_visitors}",
+               f"--{kernels}.max_kernels={max_visitors + pool}",
                f"--{kernels}.cull_idle_timeout={idle_timeout}",
                f"--{kernels}.cull_interval={cull_interval(idle_timeout)}",
                f"--{kernels}.cull_connected=False", f"--{kernels}.cull_busy=False"]
+    if pool:
+        command += ["--VoilaConfiguration.preheat_kernel=True", f"--VoilaConfiguration.default_pool_size={pool}"]
     return command
 
 
@@ -159,7 +166,8 @@ def wait_until_serving(process: subprocess.Popen, port: int, log: Path, timeout:
 
 
 def serve(run_dir: Path, index: Path, *, port: int = DEFAULT_PORT, k: int = DEFAULT_K,
-          max_visitors: int = DEFAULT_MAX_VISITORS, idle_timeout: int = DEFAULT_IDLE_TIMEOUT) -> int:
+          max_visitors: int = DEFAULT_MAX_VISITORS, idle_timeout: int = DEFAULT_IDLE_TIMEOUT,
+          pool: int = DEFAULT_POOL) -> int:
     """Serve the app until interrupted; print the URL once Voila answers."""
     import importlib.util
 
@@ -170,7 +178,7 @@ def serve(run_dir: Path, index: Path, *, port: int = DEFAULT_PORT, k: int = DEFA
     env = {**os.environ, ENV_RUN: str(run_dir), ENV_INDEX: str(index), ENV_K: str(k)}
     log = Path(tempfile.mkdtemp(prefix="celebalib-app-")) / "voila.log"
     with log.open("wb") as out:
-        command = voila_command(port, max_visitors=max_visitors, idle_timeout=idle_timeout)
+        command = voila_command(port, max_visitors=max_visitors, idle_timeout=idle_timeout, pool=pool)
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     # A plain `kill` should stop Voila too, as Ctrl+C does (the finally below runs on SystemExit).
@@ -210,14 +218,14 @@ def _app_command(args: argparse.Namespace) -> int:
     if not 1 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: expected a port number from 1 to 65535")
     for name, value, least in (("-k", args.k, 1), ("--max-visitors", args.max_visitors, 1),
-                               ("--idle-timeout", args.idle_timeout, 1)):
+                               ("--idle-timeout", args.idle_timeout, 1), ("--pool", args.pool, 0)):
         if value < least:
             raise ConfigError(f"{name} {value}: expected at least {least}")
     from celebalib.runs import locate_run
 
     run_dir, index = check_app(locate_run(args.run) if args.run else default_run(), args.index)
     return serve(run_dir, index, port=args.port, k=args.k, max_visitors=args.max_visitors,
-                 idle_timeout=args.idle_timeout)
+                 idle_timeout=args.idle_timeout, pool=args.pool)
 
 
 def configure_app_parser(parser: argparse.ArgumentParser) -> None:
@@ -235,4 +243,7 @@ def configure_app_parser(parser: argparse.ArgumentParser) -> None:
                         help="pages open at once (one Jupyter kernel each); more visitors get a one-line busy page")
     parser.add_argument("--idle-timeout", type=int, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                         help="shut a visitor's kernel down this long after its page closed or if it never connected")
+    parser.add_argument("--pool", type=int, default=DEFAULT_POOL, help="kernels kept started with the explorer "
+                        "built, so the next visitors need not wait for one; each holds its memory while it waits, "
+                        "and up to this many visitors beyond --max-visitors may take them (0: none)")
     parser.set_defaults(handler=_app_command)

@@ -5,10 +5,17 @@ but neither bounds how many run at once. This subclass of jupyter_server's kerne
 named by ``python -m celebalib app`` through ``VoilaConfiguration.multi_kernel_manager_class``,
 refuses a kernel beyond the bound with HTTP 503, which Voila shows as a one-line page. It runs in
 Voila's process only, so nothing else imports jupyter_server.
+
+With Voila's preheated pool (``VoilaConfiguration.preheat_kernel``) Voila subclasses this class:
+it keeps pooled kernels from the culler and hands one to each visitor. Two gaps are closed here: a
+handed-out kernel was last active when it ran the notebook, possibly long before, so the culler
+could end it before its page connects; and a refill refused at the bound is dropped, so the pool
+is topped up again once culling has made room.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
@@ -27,6 +34,7 @@ class VisitorKernelManager(AsyncMappingKernelManager):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._starting: set[str] = set()
+        self._first_considered: dict[str, datetime] = {}
 
     async def start_kernel(self, *, kernel_id: str | None = None, **kwargs: Any) -> str:
         """Start a kernel unless ``max_kernels`` are alive or starting; HTTP 503 then."""
@@ -43,3 +51,25 @@ class VisitorKernelManager(AsyncMappingKernelManager):
             return await super().start_kernel(kernel_id=kernel_id, **kwargs)
         finally:
             self._starting.discard(kernel_id)
+
+    async def cull_kernel_if_idle(self, kernel_id: str) -> None:
+        """Cull as jupyter_server does, but never within ``cull_idle_timeout`` of first considering a kernel.
+
+        Voila's pool does not pass its kernels here, so a pooled kernel's timeout starts when a
+        visitor takes it (within one ``cull_interval``), not when it ran the notebook.
+        """
+        now = datetime.now(timezone.utc)
+        first = self._first_considered.setdefault(kernel_id, now)
+        if now - first < timedelta(seconds=self.cull_idle_timeout):
+            return
+        await super().cull_kernel_if_idle(kernel_id)
+
+    async def cull_kernels(self) -> None:
+        """Cull idle kernels, then top Voila's preheated pool up if there is room under the bound."""
+        await super().cull_kernels()
+        alive = set(self.list_kernel_ids())
+        self._first_considered = {kid: when for kid, when in self._first_considered.items() if kid in alive}
+        # `fill_if_needed` and `notebook_path` exist only on Voila's pooled subclass (preheat_kernel).
+        fill = getattr(self, "fill_if_needed", None)
+        if fill is not None and getattr(self, "notebook_path", None) and len(alive | self._starting) < self.max_kernels:
+            fill(delay=0, notebook_name=self.notebook_path)

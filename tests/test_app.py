@@ -87,7 +87,7 @@ def test_voila_culls_and_bounds_kernels_with_its_own_settings() -> None:
 
     from celebalib.app_kernels import VisitorKernelManager
 
-    config = voila_settings(app.voila_command(8123, max_visitors=3, idle_timeout=20))
+    config = voila_settings(app.voila_command(8123, max_visitors=3, idle_timeout=20, pool=0))
     voila = VoilaConfiguration(config=config)
     assert voila.multi_kernel_manager_class is VisitorKernelManager
     # The names are real traits of the class Voila instantiates: a typo would leave the defaults.
@@ -96,7 +96,8 @@ def test_voila_culls_and_bounds_kernels_with_its_own_settings() -> None:
     assert kernels.cull_idle_timeout == 20 and kernels.cull_interval == app.cull_interval(20) == 6
     assert not kernels.cull_connected and not kernels.cull_busy  # an open page keeps its kernel
     defaults = VisitorKernelManager(config=voila_settings(app.voila_command(8123)))
-    assert (defaults.max_kernels, defaults.cull_idle_timeout) == (app.DEFAULT_MAX_VISITORS, app.DEFAULT_IDLE_TIMEOUT)
+    assert (defaults.max_kernels, defaults.cull_idle_timeout) == (app.DEFAULT_MAX_VISITORS + app.DEFAULT_POOL,
+                                                                  app.DEFAULT_IDLE_TIMEOUT)
     assert [app.cull_interval(t) for t in (1, 5, 30, 600)] == [1, 1, 10, 10]
 
 
@@ -125,6 +126,52 @@ def test_bad_app_options_are_one_line(option: str, value: str, capsys: pytest.Ca
     assert cli.main(["app", option, value]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{option} {value}: expected at least 1" in err
+
+
+def test_a_negative_pool_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["app", "--pool", "-1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--pool -1: expected at least 0" in err
+
+
+def test_the_pool_is_voilas_preheated_kernels_beside_the_visitors_places() -> None:
+    pytest.importorskip("voila")
+    from voila.configuration import VoilaConfiguration
+
+    from celebalib.app_kernels import VisitorKernelManager
+
+    config = voila_settings(app.voila_command(8123, max_visitors=5, pool=3))
+    voila = VoilaConfiguration(config=config)
+    assert voila.preheat_kernel and voila.default_pool_size == 3
+    # Voila refills the pool before a visitor comes: its kernels get places of their own.
+    assert VisitorKernelManager(config=config).max_kernels == 5 + 3
+    assert not VoilaConfiguration(config=voila_settings(app.voila_command(8123, pool=0))).preheat_kernel
+    assert VoilaConfiguration(config=voila_settings(app.voila_command(8123))).default_pool_size == app.DEFAULT_POOL
+
+
+def test_a_kernel_is_culled_only_a_full_timeout_after_the_culler_first_sees_it() -> None:
+    """A pooled kernel ran its notebook long before a visitor takes it: its page still gets time to connect."""
+    pytest.importorskip("voila")
+    from datetime import datetime, timedelta, timezone
+
+    from celebalib.app_kernels import VisitorKernelManager
+
+    async def cull_twice() -> tuple[bool, bool]:
+        kernels = VisitorKernelManager(cull_idle_timeout=1)
+        try:
+            kernel_id = await kernels.start_kernel()
+            kernel = kernels.get_kernel(kernel_id)
+            kernel.last_activity = datetime.now(timezone.utc) - timedelta(hours=1)  # ran its notebook long ago
+            await kernels.cull_kernel_if_idle(kernel_id)
+            kept = kernel_id in kernels
+            await asyncio.sleep(1.2)
+            kernel.last_activity = datetime.now(timezone.utc) - timedelta(hours=1)  # its start-up messages moved it
+            await kernels.cull_kernel_if_idle(kernel_id)
+            return kept, kernel_id in kernels
+        finally:
+            await kernels.shutdown_all(now=True)
+
+    assert asyncio.run(cull_twice()) == (True, False)
 
 
 def test_the_served_explorer_loads_neither_tensorflow_nor_the_pooled_features(tiny_run, tiny_index,

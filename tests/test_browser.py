@@ -255,7 +255,8 @@ def test_four_visitors_at_once_then_a_busy_page_and_their_kernels_end_when_they_
 
     idle = 10  # seconds, short for the test (the app's default is a minute), long enough for a page to connect
     expected = list(tiny_index.query_id(tiny_index.image_ids[0], k=K)["image_id"])
-    with serving(tmp_path, tiny_index, tiny_run, "--max-visitors", "5", "--idle-timeout", str(idle)) as (url, process):
+    with serving(tmp_path, tiny_index, tiny_run, "--max-visitors", "5", "--idle-timeout", str(idle),
+                 "--pool", "0") as (url, process):
         assert kernels_of(process) == 0
 
         async def visitors_come_and_go() -> tuple[list[list[str]], tuple[int, str], int, tuple[int, str]]:
@@ -277,3 +278,36 @@ def test_four_visitors_at_once_then_a_busy_page_and_their_kernels_end_when_they_
         assert status == 503 and BUSY_MESSAGE in page
         # Closed tabs and the fetch's kernel alike end within the idle timeout and a cull interval or two.
         wait_for_kernels(process, 0, timeout=idle + 2 * app.cull_interval(idle) + 5)
+
+
+def test_with_a_pool_four_visitors_take_ready_kernels_and_the_pool_is_back_when_they_leave(
+    chromium: str, tiny_index, tiny_run, tmp_path: Path
+) -> None:
+    from celebalib.app_kernels import BUSY_MESSAGE
+
+    idle, pool, places = 10, 2, 4
+    expected = list(tiny_index.query_id(tiny_index.image_ids[0], k=K)["image_id"])
+    with serving(tmp_path, tiny_index, tiny_run, "--max-visitors", str(places), "--idle-timeout", str(idle),
+                 "--pool", str(pool)) as (url, process):
+        wait_for_kernels(process, pool, timeout=60)  # started before anyone visits
+
+        async def visitors_come_and_go() -> tuple[list[list[str]], list[tuple[int, str]]]:
+            ready, leave = asyncio.Event(), asyncio.Event()
+            visitors = asyncio.create_task(open_explorers(chromium, url, places, ready, leave))
+            await asyncio.wait([visitors, asyncio.create_task(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
+            if visitors.done():
+                return await visitors, []  # a page failed: its exception is raised here
+            # The refilled pool takes two more (fetches that never connect), then every place is taken.
+            more = [await asyncio.to_thread(fetch, url) for _ in range(pool + 1)]
+            leave.set()
+            return await visitors, more
+
+        shown, more = asyncio.run(visitors_come_and_go())
+        assert shown == [expected] * places
+        assert [status for status, _ in more] == [200] * pool + [503] and BUSY_MESSAGE in more[-1][1]
+        # The visitors' kernels end; the pool is refilled and its kernels wait, unculled, for the next visitors.
+        wait_for_kernels(process, pool, timeout=idle + 3 * app.cull_interval(idle) + 30)
+        time.sleep(idle + 2 * app.cull_interval(idle))
+        assert kernels_of(process) == pool
+        status, page = fetch(url)
+        assert status == 200 and "application/vnd.jupyter.widget-view+json" in page
