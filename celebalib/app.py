@@ -42,7 +42,7 @@ DEFAULT_PORT = 8866  # Voila's own default
 DEFAULT_K = 8
 DEFAULT_MAX_VISITORS = 8
 DEFAULT_IDLE_TIMEOUT = 60  # seconds a kernel with no page connected to it is kept
-DEFAULT_POOL = 4  # kernels kept ready with the explorer built, beyond the visitors' places
+DEFAULT_POOL = 0  # kernels kept ready with the explorer built, beyond the visitors' places (opt-in: --pool)
 START_TIMEOUT = 90.0  # seconds for Voila to answer; it imports Jupyter's server stack first
 
 
