@@ -12,7 +12,6 @@ Run it as ``python scripts/real_evidence.py RUN --data ROOT --out docs/results/N
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -200,10 +199,7 @@ def public_config(config: dict[str, Any]) -> dict[str, Any]:
 def public_record(record: RunRecord) -> dict[str, Any]:
     """The run's record as its own config.json holds it (schema 2, progress included), with the data
     path reduced to its folder name."""
-    facts = record.facts
-    if facts.data_root:
-        facts = dataclasses.replace(facts, data_root=Path(facts.data_root).name)
-    return dataclasses.replace(record, facts=facts).to_json()
+    return record.with_data_root(Path(record.facts.data_root).name if record.facts.data_root else None).to_json()
 
 
 def _copy_or_compute(run: Any, name: str, out: Path, compute: Any) -> None:

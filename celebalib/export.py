@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import logging
 import tempfile
@@ -57,7 +56,7 @@ def write_bundle(run: Run, out: str | Path, *, which: str = "best",
     from celebalib.runs import load_model
 
     files = run.files
-    record = dataclasses.replace(run.record, facts=dataclasses.replace(run.record.facts, data_root=None))
+    record = run.record.with_data_root(None)
     summaries = [files.history, files.about(), *(files.retrieval(split) for split in SPLITS),
                  *(files.evaluation(split, suffix) for split in SPLITS for suffix in (".json", ".csv"))]
     with tempfile.TemporaryDirectory(prefix="celebalib-bundle-") as folder:

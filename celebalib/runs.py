@@ -191,6 +191,13 @@ class RunRecord:
         """The epoch training ends after: the one the time budget set, else the epochs asked for."""
         return self.progress.budget_end or self.settings.epochs
 
+    def with_data_root(self, data_root: str | None) -> RunRecord:
+        """The record with ``data_root`` for the data folder wherever it names one (its facts and each
+        split's results): a record leaving the machine keeps no path of it."""
+        results = {split: {**figures, "data_root": data_root} if "data_root" in figures else figures
+                   for split, figures in self.results.items()}
+        return dataclasses.replace(self, facts=dataclasses.replace(self.facts, data_root=data_root), results=results)
+
     def to_json(self) -> dict[str, Any]:
         """The JSON config.json holds (schema ``SCHEMA_VERSION``)."""
         return {"schema_version": SCHEMA_VERSION, "run_id": self.run_id, "created": self.created,

@@ -116,3 +116,11 @@ def test_citation_file_names_the_project_and_its_version() -> None:
     titles = [reference["title"] for reference in citation["references"]]
     assert "Deep Learning Face Attributes in the Wild" in titles and len(titles) == 5
     assert json.dumps(citation)  # plain data: strings, numbers, lists and mappings only
+
+
+def test_the_result_pictures_caption_gives_the_runs_recorded_training_time() -> None:
+    from celebalib import runs
+
+    record = runs.load_record(ROOT / "docs" / "results" / "celeba-cpu" / "config.json")
+    minutes = round(record.progress.seconds / 60)
+    assert f"*The `celeba-cpu` model ({minutes} minutes of training" in README.read_text(encoding="utf-8")
