@@ -245,5 +245,5 @@ def configure_app_parser(parser: argparse.ArgumentParser) -> None:
                         help="shut a visitor's kernel down this long after its page closed or if it never connected")
     parser.add_argument("--pool", type=int, default=DEFAULT_POOL, help="kernels kept started with the explorer "
                         "built, so the next visitors need not wait for one; each holds its memory while it waits, "
-                        "and up to this many visitors beyond --max-visitors may take them (0: none)")
+                        "and up to this many visitors beyond --max-visitors may take them (0: none; experimental: with 16 visitors at once, two pages of a pool of 4 never drew their results, see benchmarks/README.md)")
     parser.set_defaults(handler=_app_command)

@@ -20,6 +20,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,8 +50,11 @@ def is_address(source: str | Path) -> bool:
 
 def sha256_file(path: str | Path) -> str:
     """The sha256 of a file, in hex."""
+    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def cache_root() -> Path:
@@ -131,6 +135,9 @@ def read_manifest(archive: zipfile.ZipFile, source: str | Path) -> dict[str, dic
 def extract_checked(archive: zipfile.ZipFile, name: str, expected: Mapping[str, Any], folder: Path,
                     source: str | Path) -> None:
     """Write member ``name`` into ``folder``, raising RunError where its size or sha256 differ from the manifest's."""
+    if archive.getinfo(name).file_size != expected["size"]:
+        raise RunError(f"{source}: member {name} does not match the size in {MANIFEST}; the bundle is damaged "
+                       "or was changed")
     digest, size = hashlib.sha256(), 0
     with archive.open(name) as member, open(folder / name, "wb") as out:
         while chunk := member.read(CHUNK):
@@ -152,8 +159,10 @@ def check_model_is_safe(path: Path, source: str | Path) -> None:
         keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as error:  # Keras raises ValueError, TypeError or others for a model it cannot load
         reason = " ".join(str(error).split()).split(". ")[0]  # Keras's first sentence says what it refused
-        raise RunError(f"{source}: {path.name}: Keras's safe mode refuses to load the model; expected Keras's "
-                       f"own layers without Python code ({reason})") from None
+        refused = "safe_mode" in str(error) or "Lambda" in str(error)
+        what = "Keras's safe mode refuses to load the model" if refused else "Keras cannot load the model"
+        raise RunError(f"{source}: {path.name}: {what}; expected Keras's own layers without Python code "
+                       f"({reason})") from None
 
 
 def unpack_bundle(path: str | Path, *, digest: str | None = None, name: str | None = None,
@@ -183,7 +192,7 @@ def unpack_bundle(path: str | Path, *, digest: str | None = None, name: str | No
         except OSError:
             if not target.is_dir():  # else another process unpacked the same bundle first
                 raise
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError):
         raise RunError(f"{source}: not a readable zip file; expected a run bundle, as `python -m celebalib export "
                        "--out NAME.zip` writes") from None
     finally:

@@ -21,7 +21,8 @@ from celebalib.attributes import ATTRIBUTES
 from celebalib.errors import RunError
 from celebalib.io import read_json, write_text
 from celebalib.results import LABEL_RATES
-from celebalib.runs import RunFiles, RunRecord, load_record
+from celebalib.bundles import RUN_SOURCES
+from celebalib.runs import RunFiles, RunRecord, load_record, locate_run
 
 SPLITS = ("val", "test")
 WEAKEST = 5  # attributes the card names as the weakest
@@ -175,7 +176,8 @@ def _header(source: CardSource) -> str:
     if headline:
         lines += ["", headline]
     lines += ["", "For teaching and research only; not for judging, screening or identifying people."
-                  + ("" if kind else " Trained on CelebA, so bound by CelebA's non-commercial research licence.")]
+                  + (" Trained on CelebA, so bound by CelebA's non-commercial research licence."
+                     if kind is False else "")]
     return "\n".join(lines)
 
 
@@ -224,13 +226,20 @@ def _image_counts(source: CardSource) -> list[str]:
     lines = []
     train = images.get("train")
     if train is None and source.label_rates is not None:
-        train = int(source.label_rates["images"].iloc[0])
-    if train is None and images.get("val") is None:
+        annotated = int(source.label_rates["images"].iloc[0])
+        drawn = f"; each epoch drew {settings.epoch_images:,} images" if settings.epoch_images else ""
+        lines.append(f"Train split: {annotated:,} images annotated (the record, older than that count, does not "
+                     f"say how many of them the data folder held){drawn}.")
+    elif train is None and images.get("val") is None:
         lines.append("The record does not give the train and val splits' image counts (a run from before "
                      "celebalib kept them).")
     if train is not None:
-        drawn = (f"; each epoch drew {settings.epoch_images:,} of them at random" if settings.epoch_images else
-                 "; each epoch went through all of them")
+        if not settings.epoch_images:
+            drawn = "; each epoch went through all of them"
+        elif settings.epoch_images < train:
+            drawn = f"; each epoch drew {settings.epoch_images:,} of them at random"
+        else:
+            drawn = f"; each epoch went through them (the recipe's {settings.epoch_images:,} images per epoch)"
         lines.append(f"Train split: {train:,} images{drawn}.")
     if images.get("val") is not None:
         lines.append(f"Val split, scored after each epoch to keep the best: {images['val']:,} images.")
@@ -482,7 +491,7 @@ def configure_card_parser(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EXAMPLE
     parser.description = ("Write a trained run's model card (MODEL_CARD.md): its data, recipe and per-attribute\n"
                           "figures, what it is fit for and not, its sensitive attributes, failure modes and licence.")
-    parser.add_argument("--run", required=True, help="run folder (runs/NAME) or evidence folder (docs/results/NAME)")
+    parser.add_argument("--run", required=True, help=f"{RUN_SOURCES}, or an evidence folder (docs/results/NAME)")
     parser.add_argument("--out", default=None, help="file to write (default: MODEL_CARD.md in the --run folder); "
                                                     "- prints it")
     parser.set_defaults(handler=_card_command)
@@ -490,12 +499,13 @@ def configure_card_parser(parser: argparse.ArgumentParser) -> None:
 
 def _card_command(args: argparse.Namespace) -> int:
     """Render the card, then print or write it."""
+    folder = locate_run(args.run)
     if args.out == "-":
-        print(render_model_card(args.run), end="")
+        print(render_model_card(folder), end="")
         return 0
     if args.out is not None and Path(args.out).is_dir():
         raise RunError(f"{args.out}: is a folder; expected a file name to write, e.g. "
                        f"{Path(args.out) / 'MODEL_CARD.md'}")
-    path = write_model_card(args.run, args.out)
+    path = write_model_card(folder, args.out)
     print(f"wrote {path}")
     return 0

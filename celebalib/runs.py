@@ -447,6 +447,9 @@ class Run:
             return Path(self.record.facts.data_root)
         from celebalib.data import default_root
 
+        if self.record.facts.data_kind == "celeba" and read_environment().celeba_root is None:
+            raise RunError(f"{self.path}: this run was trained on CelebA and does not say where it is; "
+                           "expected --data ROOT or CELEBA_ROOT naming a CelebA folder")
         return default_root()
 
     def history(self) -> pd.DataFrame:
@@ -645,7 +648,8 @@ def open_run(source: str | Path) -> Run:
         raise RunError(f"{folder}: run folder not found; expected {bundles.RUN_SOURCES}")
     files = RunFiles(folder)
     # A bundle holds the best model only; a training run writes model.keras when it finishes.
-    if not files.final.is_file() and not files.manifest.is_file():
+    unpacked = files.manifest.is_file() and folder.resolve().parent == bundles.cache_root().resolve()
+    if not files.final.is_file() and not unpacked:
         raise RunError(f"{folder}: no {files.final.name}; the run is unfinished (run the same train command again "
                        "to resume)")
     return Run(folder)

@@ -363,3 +363,18 @@ def test_a_record_leaving_the_machine_keeps_no_path_of_its_data() -> None:
     leaving = here.with_data_root(None)
     assert leaving.facts.data_root is None and leaving.results["val"]["data_root"] is None
     assert leaving.results["val"]["means"] == record.results["val"]["means"] and leaving.settings == record.settings
+
+
+def test_a_celeba_run_that_does_not_say_where_its_data_is_asks_for_it(tiny_run, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bundle's record keeps no data path: evaluating it must not fall back to the synthetic faces."""
+    folder = tmp_path / "shared"
+    shutil.copytree(tiny_run.path, folder, ignore=shutil.ignore_patterns("logs"))
+    record = runs.read_record(folder).with_data_root(None)
+    runs.write_record(folder, dataclasses.replace(record, facts=dataclasses.replace(record.facts, data_kind="celeba")))
+    monkeypatch.delenv("CELEBA_ROOT", raising=False)
+    with pytest.raises(RunError, match="trained on CelebA and does not say where it is; expected --data ROOT"):
+        runs.Run(folder).data_root()
+    assert runs.Run(folder).data_root(tmp_path / "celeba") == tmp_path / "celeba"
+    monkeypatch.setenv("CELEBA_ROOT", str(tmp_path / "mine"))
+    assert runs.Run(folder).data_root() == (tmp_path / "mine").resolve()

@@ -218,7 +218,7 @@ def test_explicit_flags_override_the_preset(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("CELEBA_ROOT", raising=False)
     parse = cli.build_parser("train").parse_args
     options = resolve_options(parse(["train", "--out", "x", "--preset", "celeba-cpu", "--epochs", "5"]))
-    assert options["epochs"] == 5 and options["image_size"] == 96 and options["optimizer"] == "adam"
+    assert options["epochs"] == 5 and options["image_size"] == 96 and options["optimizer"] == "adadelta"
     assert options["crop"] == "portrait"
     assert options["lr_schedule"] == "cosine" and options["bn_momentum"] == 0.9 and options["augment"] == "shift"
     assert options["test_time_flip"] is True and options["test_time_shift"] == 3 and options["weights"] is None
