@@ -22,7 +22,7 @@ import json
 import logging
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,15 +39,14 @@ INPUT_NAME = "images"
 INSTALL_HINT = "in the celebalib folder, pip install -e '.[export]'"
 
 
-def write_bundle(run: Run, out: str | Path, *, which: str = "best",
-                 extra: Mapping[str, bytes] | None = None) -> dict[str, Any]:
+def write_bundle(run: Run, out: str | Path, *, which: str = "best") -> dict[str, Any]:
     """Write the run as one bundle at ``out`` (``bundles.pack``), atomically; return its manifest.
 
     The ``which`` model becomes the bundle's ``best.keras``, rebuilt with Keras's own layers and
     without its training's loss and metrics (celebalib's classes), so plain Keras loads it. The
     record leaves out ``data_root``, a path on the machine that trained, so a user's run reads the
     data their own settings name. The run's model card (``model_card.render_model_card``) goes in
-    as ``MODEL_CARD.md``; ``extra`` adds or replaces members by name.
+    as ``MODEL_CARD.md``.
     """
     from celebalib import bundles
     from celebalib.attributes import SPLITS
@@ -65,7 +64,6 @@ def write_bundle(run: Run, out: str | Path, *, which: str = "best",
                                            files.config.name: (json.dumps(record.to_json(), indent=2) + "\n").encode()}
         members.update({path.name: path for path in summaries if path.is_file()})
         members[files.model_card.name] = render_model_card(run.path).encode()
-        members.update(extra or {})
         info = {"run_id": run.run_id, "model_source": run.model_file(which).name, "celebalib_version": __version__}
         return bundles.pack(out, members, info)
 

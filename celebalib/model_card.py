@@ -260,7 +260,7 @@ def _recipe(source: CardSource) -> str:
     ended = " (the time budget ended training)" if progress.budget_end else ""
     averaged = (f", averaged over epochs {progress.averaged['epochs'][0]}-{progress.averaged['epochs'][1]}"
                 if progress.averaged else "")
-    rate = record.facts.learning_rate or settings.learning_rate_used
+    rate = record.learning_rate_used
     lines = ["## Recipe", "", f"- {_closest_recipe(settings)}",
              f"- Epochs trained: {epochs} of {settings.epochs} asked for{ended}.",
              f"- Learning rate used: {rate} ({settings.optimizer}, {settings.lr_schedule} schedule).",

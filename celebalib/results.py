@@ -51,7 +51,7 @@ class Evidence:
     def describe(self) -> str:
         """One line naming the run and its recipe, e.g. "celeba-cpu (run celeba-cpu-2026...; adadelta at 1.0, ...)"."""
         record = self.record
-        settings, rate = record.settings, record.facts.learning_rate or record.settings.learning_rate_used
+        settings, rate = record.settings, record.learning_rate_used
         return (f"{self.name} (run {record.run_id}; {settings.optimizer} at {rate}, {settings.loss}, "
                 f"{settings.image_size} px, {self.epochs()} epochs)")
 

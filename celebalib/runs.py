@@ -222,13 +222,17 @@ class RunRecord:
         except (KeyError, TypeError) as error:
             raise RunError(f"{source}: schema_version {SCHEMA_VERSION} record without the expected {error}") from None
 
+    @property
+    def learning_rate_used(self) -> float:
+        """The learning rate the run trained with: as recorded, else what its settings give."""
+        return self.facts.learning_rate or self.settings.learning_rate_used
+
     def flat(self) -> dict[str, Any]:
         """One flat dict, as config.json was before schema 2: the identity, the settings (with the learning
         rate used), the facts, ``thresholds``, ``finished`` and ``averaged``; for reading, never written."""
         facts = {k: v for k, v in dataclasses.asdict(self.facts).items() if v is not None}
-        learning_rate = self.facts.learning_rate or self.settings.learning_rate_used
         return {"run_id": self.run_id, "created": self.created, "attributes": list(self.attributes),
-                **self.settings.to_json(), **facts, "learning_rate": learning_rate,
+                **self.settings.to_json(), **facts, "learning_rate": self.learning_rate_used,
                 "thresholds": dataclasses.asdict(self.thresholds) if self.thresholds else None,
                 "finished": self.progress.finished, "averaged": self.progress.averaged}
 
