@@ -130,6 +130,12 @@ def tree(root: psutil.Process) -> list[psutil.Process]:
         return []
 
 
+def browser_processes(server: psutil.Process) -> list[psutil.Process]:
+    """Chromium and Playwright's driver: this process's descendants, less the app's server (also a child)."""
+    me, theirs = psutil.Process(), {process.pid for process in tree(server)}
+    return [process for process in tree(me) if process.pid != me.pid and process.pid not in theirs]
+
+
 def used_since(before: dict[int, float], processes: list[psutil.Process]) -> float:
     """CPU seconds the processes used since ``before`` (new processes count from zero)."""
     return sum(now - before.get(pid, 0.0) for pid, now in cpu_seconds(processes).items())
@@ -161,10 +167,11 @@ def start_app(run: Path, index: Path | None, port: int, options: list[str]) -> s
     return process
 
 
-def settle(root: psutil.Process, quiet: float = 3.0) -> None:
-    """Wait until the number of kernels (a preheated pool filling) has not changed for ``quiet`` seconds."""
+def settle(root: psutil.Process, pool: int, quiet: float = 3.0, timeout: float = 120.0) -> None:
+    """Wait until the preheated pool has its ``pool`` kernels and their count has not changed for ``quiet`` s."""
+    start = time.monotonic()
     count, since = kernel_memory(root)[0], time.monotonic()
-    while time.monotonic() - since < quiet:
+    while (time.monotonic() - since < quiet or count < pool) and time.monotonic() - start < timeout:
         time.sleep(0.5)
         now = kernel_memory(root)[0]
         if now != count:
@@ -213,9 +220,13 @@ async def round_of(n: int, url: str, process: subprocess.Popen, chromium: str, p
     row.idle_kernels = kernel_memory(root)[0]
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
+        # A visitor's browser is running before they open the page: start Chromium's helper processes first.
+        blank = await browser.new_context()
+        await (await blank.new_page()).goto("about:blank")
+        await blank.close()
+        await asyncio.sleep(1)
         server_before = cpu_seconds(tree(root))
-        me = psutil.Process()
-        browser_before = cpu_seconds([p for p in tree(me) if p.pid != me.pid])
+        browser_before = cpu_seconds(browser_processes(root))
         row.load = os.getloadavg()[0]
         start = time.perf_counter()
         plain_fetches = [asyncio.to_thread(fetch_plain, url) for _ in range(plain)]
@@ -224,7 +235,7 @@ async def round_of(n: int, url: str, process: subprocess.Popen, chromium: str, p
         row.visits = [outcome for outcome, _ in pairs]
         row.server_cpu = used_since(server_before, tree(root))
         row.kernel_cpu = used_since(server_before, kernels(root))
-        row.browser_cpu = used_since(browser_before, [p for p in tree(me) if p.pid != me.pid])
+        row.browser_cpu = used_since(browser_before, browser_processes(root))
         await asyncio.sleep(1)
         row.open_kernels, row.open_pss = kernel_memory(root)
         for _, context in pairs:
@@ -241,6 +252,11 @@ async def round_of(n: int, url: str, process: subprocess.Popen, chromium: str, p
         if measured and (row.back_after is not None or elapsed >= watch):
             return row
         await asyncio.sleep(0.5)
+
+
+def pool_size(options: list[str]) -> int:
+    """The ``--pool`` among the app's options, else the app's default."""
+    return int(options[options.index("--pool") + 1]) if "--pool" in options else app.DEFAULT_POOL
 
 
 def seconds(values: list[float]) -> str:
@@ -305,7 +321,7 @@ def main() -> None:
         port = free_port()
         process = start_app(args.run, args.index, port, args.app_options)
         try:
-            settle(psutil.Process(process.pid))
+            settle(psutil.Process(process.pid), pool_size(args.app_options))
             row = asyncio.run(round_of(n, f"http://127.0.0.1:{port}/", process, chromium, args.plain,
                                        args.after, args.watch))
         finally:

@@ -10,19 +10,25 @@ With Voila's preheated pool (``VoilaConfiguration.preheat_kernel``) Voila subcla
 it keeps pooled kernels from the culler and hands one to each visitor. Two gaps are closed here: a
 handed-out kernel was last active when it ran the notebook, possibly long before, so the culler
 could end it before its page connects; and a refill refused at the bound is dropped, so the pool
-is topped up again once culling has made room.
+is topped up again once culling has made room. And a refill yields to visitors: Voila starts one
+a second after each kernel it hands out, which in a burst of visitors runs the notebook again
+while their pages load; here it waits until no kernel has been asked for in ``refill_quiet``
+seconds, unless a visitor already waits for that very kernel.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from tornado.web import HTTPError
-from traitlets import Integer
+from traitlets import Float, Integer
 
 BUSY_MESSAGE = "The explorer is busy: every place is taken. Try again shortly"
+PREHEAT_VARIABLE = "VOILA_PREHEAT"  # "True" in the environment of the kernels Voila starts for its pool
 
 
 class VisitorKernelManager(AsyncMappingKernelManager):
@@ -30,16 +36,24 @@ class VisitorKernelManager(AsyncMappingKernelManager):
 
     max_kernels = Integer(8, config=True, help="Kernels alive at once (starting ones included); "
                           "a visit beyond them gets HTTP 503 and a one-line busy page.")
+    refill_quiet = Float(3.0, config=True, help="Seconds without a kernel asked for before a pool refill starts "
+                         "(one a visitor already waits for starts at once).")
+    refill_max_wait = Float(30.0, config=True, help="Seconds a pool refill waits for quiet at most.")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._starting: set[str] = set()
         self._first_considered: dict[str, datetime] = {}
+        self._last_asked = time.monotonic()
 
     async def start_kernel(self, *, kernel_id: str | None = None, **kwargs: Any) -> str:
-        """Start a kernel unless ``max_kernels`` are alive or starting; HTTP 503 then."""
+        """Start a kernel unless ``max_kernels`` are alive or starting; HTTP 503 then. A pool refill
+        first waits for quiet (:meth:`wait_for_quiet`)."""
         if kernel_id is not None and kernel_id in self:
             return await super().start_kernel(kernel_id=kernel_id, **kwargs)
+        self._last_asked = time.monotonic()
+        if (kwargs.get("env") or {}).get(PREHEAT_VARIABLE) == "True":
+            await self.wait_for_quiet()
         alive = set(self.list_kernel_ids()) | self._starting
         if len(alive) >= self.max_kernels:
             self.log.warning("Refused a kernel: %d of %d alive or starting", len(alive), self.max_kernels)
@@ -51,6 +65,26 @@ class VisitorKernelManager(AsyncMappingKernelManager):
             return await super().start_kernel(kernel_id=kernel_id, **kwargs)
         finally:
             self._starting.discard(kernel_id)
+
+    async def wait_for_quiet(self) -> float:
+        """Wait until no kernel has been asked for in ``refill_quiet`` seconds (at most ``refill_max_wait``),
+        or until a visitor takes the pool's place this refill fills; return the seconds waited.
+
+        Voila's pool is a list of tasks, one per place, each starting its kernel; a visitor who finds
+        no kernel ready takes the first task from the list and waits for it. So while the task running
+        this refill is still in the list nobody waits for it, and it can give way to visitors' pages.
+        """
+        task, start = asyncio.current_task(), time.monotonic()
+        pools = getattr(self, "_pools", None)  # Voila's pooled subclass only
+        if pools is None:
+            return 0.0
+        while time.monotonic() - start < self.refill_max_wait:
+            if time.monotonic() - self._last_asked >= self.refill_quiet:
+                break
+            if not any(task in places for places in pools.values()):
+                break  # a visitor waits for this kernel
+            await asyncio.sleep(0.1)
+        return time.monotonic() - start
 
     async def cull_kernel_if_idle(self, kernel_id: str) -> None:
         """Cull as jupyter_server does, but never within ``cull_idle_timeout`` of first considering a kernel.

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +190,35 @@ def test_the_served_explorer_loads_neither_tensorflow_nor_the_pooled_features(ti
     out = subprocess.run([sys.executable, "-c", code, str(tiny_run.path), str(with_features)],
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == [str(app.DEFAULT_K), "True", "False", "False"]
+
+
+def test_a_pool_refill_waits_for_quiet_unless_a_visitor_waits_for_it() -> None:
+    """Voila's pool is a list of tasks, one per place; a visitor who finds none ready takes the first and waits."""
+    pytest.importorskip("voila")
+    from celebalib.app_kernels import PREHEAT_VARIABLE, VisitorKernelManager
+
+    async def burst() -> tuple[int, int, float, float]:
+        kernels = VisitorKernelManager(refill_quiet=3.0, refill_max_wait=30)
+        kernels._pools = {"app.ipynb": []}  # what Voila's pooled subclass keeps
+        try:
+            refill = asyncio.create_task(kernels.start_kernel(env={**os.environ, PREHEAT_VARIABLE: "True"}))
+            kernels._pools["app.ipynb"].append(refill)
+            await asyncio.sleep(0.5)
+            asked = time.monotonic()
+            await kernels.start_kernel()  # a visitor asks for a kernel: the refill waits on
+            during = len(kernels.list_kernel_ids())
+            await refill
+            quiet = time.monotonic() - asked
+            # Another refill, taken by a visitor at once: it starts without waiting for quiet.
+            taken = asyncio.create_task(kernels.wait_for_quiet())
+            kernels._pools["app.ipynb"].append(taken)
+            await asyncio.sleep(0.2)
+            kernels._pools["app.ipynb"].remove(taken)
+            waited = await taken
+            return during, len(kernels.list_kernel_ids()), quiet, waited
+        finally:
+            await kernels.shutdown_all(now=True)
+
+    during, after, quiet, waited = asyncio.run(burst())
+    assert (during, after) == (1, 2)  # the visitor's kernel, then the refill's
+    assert quiet >= 3.0 and waited < 0.6
