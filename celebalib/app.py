@@ -44,6 +44,9 @@ DEFAULT_MAX_VISITORS = 8
 DEFAULT_IDLE_TIMEOUT = 60  # seconds a kernel with no page connected to it is kept
 DEFAULT_POOL = 0  # kernels kept ready with the explorer built, beyond the visitors' places (opt-in: --pool)
 START_TIMEOUT = 90.0  # seconds for Voila to answer; it imports Jupyter's server stack first
+# Seconds Voila waits for a cell's outputs after the kernel has replied (nbclient's default, 4, drops
+# the explorer from the page of a kernel slowed down by a crowd of visitors).
+IOPUB_TIMEOUT = 60
 
 
 def default_run() -> Path:
@@ -127,7 +130,9 @@ def voila_command(port: int, notebook: Path = APP_NOTEBOOK, *, max_visitors: int
     ``pool`` kernels are started ahead with the notebook run (Voila's preheated kernels, never
     culled while they wait). At most ``max_visitors + pool`` kernels run at once: Voila refills
     the pool before it knows whether a visitor will come, so waiting kernels can hold at most
-    ``pool`` places, and at least ``max_visitors`` visitors always get in.
+    ``pool`` places, and at least ``max_visitors`` visitors always get in. A page waits up to
+    ``IOPUB_TIMEOUT`` seconds for the notebook's outputs, so a kernel slowed by many visitors
+    still shows the explorer.
     """
     kernels = "VisitorKernelManager"
     command = [sys.executable, "-m", "voila", str(notebook), "--no-browser", f"--port={port}",
@@ -136,7 +141,8 @@ def voila_command(port: int, notebook: Path = APP_NOTEBOOK, *, max_visitors: int
                f"--{kernels}.max_kernels={max_visitors + pool}",
                f"--{kernels}.cull_idle_timeout={idle_timeout}",
                f"--{kernels}.cull_interval={cull_interval(idle_timeout)}",
-               f"--{kernels}.cull_connected=False", f"--{kernels}.cull_busy=False"]
+               f"--{kernels}.cull_connected=False", f"--{kernels}.cull_busy=False",
+               f"--VoilaExecutor.iopub_timeout={IOPUB_TIMEOUT}"]
     if pool:
         command += ["--VoilaConfiguration.preheat_kernel=True", f"--VoilaConfiguration.default_pool_size={pool}"]
     return command

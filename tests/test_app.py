@@ -101,6 +101,11 @@ def test_voila_culls_and_bounds_kernels_with_its_own_settings() -> None:
     assert (defaults.max_kernels, defaults.cull_idle_timeout) == (app.DEFAULT_MAX_VISITORS + app.DEFAULT_POOL,
                                                                   app.DEFAULT_IDLE_TIMEOUT)
     assert [app.cull_interval(t) for t in (1, 5, 30, 600)] == [1, 1, 10, 10]
+    # A page waits for its notebook's outputs longer than nbclient's 4 s, which a crowd of visitors exceeds.
+    import nbformat
+    from voila.execute import VoilaExecutor
+
+    assert VoilaExecutor(nbformat.v4.new_notebook(), config=config).iopub_timeout == app.IOPUB_TIMEOUT > 4
 
 
 def test_kernels_beyond_the_bound_are_refused_even_when_requested_together() -> None:
