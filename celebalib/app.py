@@ -11,7 +11,8 @@ Each visit starts one Jupyter kernel. Voila's own settings end it: jupyter_serve
 kernel once no page has been connected to it for ``--idle-timeout`` seconds (a closed tab, or
 a fetch that never opened the page), and :mod:`celebalib.app_kernels` refuses kernels beyond
 ``--max-visitors`` with a one-line busy page. Voila's preheated pool keeps ``--pool`` kernels started
-with the notebook already run, so a visitor's page arrives without waiting for a kernel.
+with the notebook already run, so a visitor's page arrives without waiting for a kernel; a refill
+waits until visitors stop arriving (:mod:`celebalib.app_kernels`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ DEFAULT_PORT = 8866  # Voila's own default
 DEFAULT_K = 8
 DEFAULT_MAX_VISITORS = 8
 DEFAULT_IDLE_TIMEOUT = 60  # seconds a kernel with no page connected to it is kept
-DEFAULT_POOL = 0  # kernels kept ready with the explorer built, beyond the visitors' places (opt-in: --pool)
+DEFAULT_POOL = 4  # kernels kept ready with the explorer built, beyond the visitors' places
 START_TIMEOUT = 90.0  # seconds for Voila to answer; it imports Jupyter's server stack first
 # Seconds Voila waits for a cell's outputs after the kernel has replied (nbclient's default, 4, drops
 # the explorer from the page of a kernel slowed down by a crowd of visitors).
@@ -250,6 +251,6 @@ def configure_app_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle-timeout", type=int, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                         help="shut a visitor's kernel down this long after its page closed or if it never connected")
     parser.add_argument("--pool", type=int, default=DEFAULT_POOL, help="kernels kept started with the explorer "
-                        "built, so the next visitors need not wait for one; each holds its memory while it waits, "
-                        "and up to this many visitors beyond --max-visitors may take them (0: none; experimental: with 16 visitors at once, two pages of a pool of 4 never drew their results, see benchmarks/README.md)")
+                        "built, so the next visitors need not wait for one; each holds about 80 MiB while it waits, "
+                        "and up to this many visitors beyond --max-visitors may take them (0: none)")
     parser.set_defaults(handler=_app_command)

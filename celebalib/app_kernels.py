@@ -36,7 +36,7 @@ class VisitorKernelManager(AsyncMappingKernelManager):
 
     max_kernels = Integer(8, config=True, help="Kernels alive at once (starting ones included); "
                           "a visit beyond them gets HTTP 503 and a one-line busy page.")
-    refill_quiet = Float(3.0, config=True, help="Seconds without a kernel asked for before a pool refill starts "
+    refill_quiet = Float(10.0, config=True, help="Seconds without a kernel asked for before a pool refill starts "
                          "(one a visitor already waits for starts at once).")
     refill_max_wait = Float(30.0, config=True, help="Seconds a pool refill waits for quiet at most.")
 

@@ -154,7 +154,6 @@ def test_the_pool_is_voilas_preheated_kernels_beside_the_visitors_places() -> No
     assert VisitorKernelManager(config=config).max_kernels == 5 + 3
     assert not VoilaConfiguration(config=voila_settings(app.voila_command(8123, pool=0))).preheat_kernel
     assert app.voila_command(8123) == app.voila_command(8123, pool=app.DEFAULT_POOL)
-    assert app.DEFAULT_POOL == 0  # opt-in: benchmarks/README.md says why
 
 
 def test_a_kernel_is_culled_only_a_full_timeout_after_the_culler_first_sees_it() -> None:
