@@ -72,7 +72,7 @@ class Row:
     idle_kernels: int = 0
     after_kernels: int = 0
     after_pss: float = 0.0
-    back_after: float | None = None  # seconds after the pages closed until kernels were back to idle
+    back_after: float | None = None  # seconds after the pages closed until kernels were back to idle for good
     server_cpu: float = 0.0  # CPU seconds of Voila and its kernels while the pages opened
     kernel_cpu: float = 0.0  # the kernels' part of it
     browser_cpu: float = 0.0  # CPU seconds of Chromium meanwhile
@@ -241,17 +241,18 @@ async def round_of(n: int, url: str, process: subprocess.Popen, chromium: str, p
         for _, context in pairs:
             await context.close()
         await browser.close()
-    closed, measured = time.perf_counter(), False
-    while True:
-        elapsed = time.perf_counter() - closed
+    # Watch the whole time: with a pool the kernels may rise again (its refill) before they fall back.
+    closed, measured, above = time.perf_counter(), False, 0.0
+    while (elapsed := time.perf_counter() - closed) < max(watch, after):
+        count = kernel_memory(root)[0]
         if not measured and elapsed >= after:
             row.after_kernels, row.after_pss = kernel_memory(root)
             measured = True
-        if row.back_after is None and kernel_memory(root)[0] <= row.idle_kernels:
-            row.back_after = elapsed
-        if measured and (row.back_after is not None or elapsed >= watch):
-            return row
+        if count > row.idle_kernels:
+            above = elapsed
         await asyncio.sleep(0.5)
+    row.back_after = None if kernel_memory(root)[0] > row.idle_kernels else above
+    return row
 
 
 def pool_size(options: list[str]) -> int:
@@ -294,8 +295,8 @@ def main() -> None:
     parser.add_argument("--visitors", type=int, nargs="+", default=[1, 4, 8, 16], help="rounds of N visitors")
     parser.add_argument("--plain", type=int, default=0, help="extra page fetches without a browser, per round")
     parser.add_argument("--after", type=float, default=30.0, help="measure the kernels this long after the pages close")
-    parser.add_argument("--watch", type=float, default=90.0, help="wait at most this long for the kernels to be back "
-                        "to the idle count")
+    parser.add_argument("--watch", type=float, default=90.0, help="watch the kernels this long after the pages "
+                        "close: when were they back to the idle count for good")
     parser.add_argument("--chromium", default=os.environ.get("CELEBALIB_CHROMIUM", "/usr/bin/chromium"))
     parser.add_argument("--browser-nice", type=int, default=0, help="run Chromium at this niceness (19: the "
                         "server's processes come first, as if the visitors' browsers ran on their own machines)")
