@@ -251,6 +251,8 @@ async def round_of(n: int, url: str, process: subprocess.Popen, chromium: str, p
         if count > row.idle_kernels:
             above = elapsed
         await asyncio.sleep(0.5)
+    if not measured:
+        row.after_kernels, row.after_pss = kernel_memory(root)
     row.back_after = None if kernel_memory(root)[0] > row.idle_kernels else above
     return row
 
