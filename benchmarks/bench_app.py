@@ -179,6 +179,17 @@ def settle(root: psutil.Process, pool: int, quiet: float = 3.0, timeout: float =
     time.sleep(1)  # the last kernel started may still be running the notebook
 
 
+async def running_browser(playwright, chromium: str):
+    """Chromium launched, with a blank page opened and closed: a visitor's browser is running before they
+    open the explorer, so its helper processes have started."""
+    browser = await playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
+    blank = await browser.new_context()
+    await (await blank.new_page()).goto("about:blank")
+    await blank.close()
+    await asyncio.sleep(1)
+    return browser
+
+
 async def visit(browser, url: str, start: float) -> tuple[Visit, object]:
     """Open the explorer in a fresh context; return the outcome and the context (left open)."""
     context = await browser.new_context(viewport={"width": 1100, "height": 760})
@@ -219,12 +230,7 @@ async def round_of(n: int, url: str, process: subprocess.Popen, chromium: str, p
     row = Row(visitors=n)
     row.idle_kernels = kernel_memory(root)[0]
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
-        # A visitor's browser is running before they open the page: start Chromium's helper processes first.
-        blank = await browser.new_context()
-        await (await blank.new_page()).goto("about:blank")
-        await blank.close()
-        await asyncio.sleep(1)
+        browser = await running_browser(playwright, chromium)
         server_before = cpu_seconds(tree(root))
         browser_before = cpu_seconds(browser_processes(root))
         row.load = os.getloadavg()[0]

@@ -30,7 +30,7 @@ import nbformat
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_app import CHROMIUM_FLAGS, browser_processes, cpu_seconds, free_port, settle, used_since  # noqa: E402
+from bench_app import browser_processes, cpu_seconds, free_port, running_browser, settle, used_since  # noqa: E402
 
 from celebalib import app  # noqa: E402
 
@@ -53,11 +53,7 @@ async def visits(url: str, server: psutil.Process, chromium: str, n: int, select
 
     cpu, usable = [], []
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
-        blank = await browser.new_context()
-        await (await blank.new_page()).goto("about:blank")
-        await blank.close()
-        await asyncio.sleep(1)
+        browser = await running_browser(playwright, chromium)
         for _ in range(n):
             before = cpu_seconds(browser_processes(server))
             start = time.perf_counter()
