@@ -265,7 +265,9 @@ async def round_of(n: int, url: str, process: subprocess.Popen, chromium: str, p
 
 def pool_size(options: list[str]) -> int:
     """The ``--pool`` among the app's options, else the app's default."""
-    return int(options[options.index("--pool") + 1]) if "--pool" in options else app.DEFAULT_POOL
+    from celebalib import cli
+
+    return cli.build_parser("app").parse_args(["app", *options]).pool
 
 
 def seconds(values: list[float]) -> str:

@@ -30,24 +30,24 @@ import nbformat
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_app import browser_processes, cpu_seconds, free_port, running_browser, settle, used_since  # noqa: E402
+from bench_app import K, browser_processes, cpu_seconds, free_port, running_browser, settle, used_since  # noqa: E402
 
 from celebalib import app  # noqa: E402
 
 ONE_WIDGET = """import ipywidgets
-ipywidgets.HTML('<div class="celebalib-result">' + '<img alt="" width="96" height="96">' * 8 + '</div>')"""
+ipywidgets.HTML('<div class="celebalib-result">' + '<img alt="" width="96" height="96">' * {k} + '</div>')"""
 
 
 def one_widget_notebook(folder: Path) -> Path:
-    """A notebook whose page shows one HTML widget holding eight empty images."""
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(ONE_WIDGET)])
+    """A notebook whose page shows one HTML widget holding as many empty images as the explorer's results."""
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(ONE_WIDGET.format(k=K))])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = folder / "one_widget.ipynb"
     nbformat.write(notebook, path)
     return path
 
 
-async def visits(url: str, server: psutil.Process, chromium: str, n: int, selector: str) -> tuple[list, list]:
+async def visits(url: str, server: psutil.Process, chromium: str, n: int) -> tuple[list, list]:
     """Open the page ``n`` times, one after another; CPU seconds of Chromium and seconds to usable, per visit."""
     from playwright.async_api import async_playwright
 
@@ -60,7 +60,7 @@ async def visits(url: str, server: psutil.Process, chromium: str, n: int, select
             context = await browser.new_context(viewport={"width": 1100, "height": 760})
             page = await context.new_page()
             await page.goto(url, timeout=120_000)
-            await page.locator(selector).nth(7).wait_for(state="visible", timeout=120_000)
+            await page.locator(".celebalib-result img").nth(K - 1).wait_for(state="visible", timeout=120_000)
             usable.append(time.perf_counter() - start)
             await asyncio.sleep(0.5)  # the last frames are drawn after the images arrive
             cpu.append(used_since(before, browser_processes(server)))
@@ -69,11 +69,11 @@ async def visits(url: str, server: psutil.Process, chromium: str, n: int, select
     return cpu, usable
 
 
-def measure(notebook: Path, run: Path, visits_n: int, chromium: str, voila_options: list[str], selector: str) -> None:
+def measure(notebook: Path, run: Path, visits_n: int, chromium: str, voila_options: list[str]) -> None:
     """Serve ``notebook`` with a pool of ``visits_n`` kernels and print one line of figures."""
     port = free_port()
     command = app.voila_command(port, notebook, pool=visits_n) + voila_options
-    env = {**os.environ, app.ENV_RUN: str(run), app.ENV_K: "8"}
+    env = {**os.environ, app.ENV_RUN: str(run), app.ENV_K: str(K)}
     log = Path(tempfile.mkdtemp(prefix="bench-app-page-")) / "voila.log"
     with log.open("wb") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
@@ -82,7 +82,7 @@ def measure(notebook: Path, run: Path, visits_n: int, chromium: str, voila_optio
         app.wait_until_serving(process, port, log)
         server = psutil.Process(process.pid)
         settle(server, visits_n)
-        cpu, usable = asyncio.run(visits(f"http://127.0.0.1:{port}/", server, chromium, visits_n, selector))
+        cpu, usable = asyncio.run(visits(f"http://127.0.0.1:{port}/", server, chromium, visits_n))
     finally:
         app.stop(process)
     print(f"| {notebook.name} | {visits_n} | {statistics.median(cpu):.2f} ({min(cpu):.2f}-{max(cpu):.2f}) | "
@@ -100,13 +100,15 @@ def main() -> None:
     app.find_index(run)  # the app's notebook needs one; say so before starting anything
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"{os.cpu_count()} CPUs; load average before: {load}; Voila options: {' '.join(args.voila_options) or '-'}")
-    print("| notebook | visits | Chromium CPU s per visit, median (range) | usable after, s, median (range) |")
+    print("| notebook | visits | browser CPU s per visit (Chromium and Playwright's driver), median (range) | "
+          "usable after, s, median (range) |")
     print("| --- | --- | --- | --- |")
-    options = ["--VoilaKernelManager.fill_delay=600", *args.voila_options]  # no refill while the pages load
-    measure(app.APP_NOTEBOOK, run, args.visits, args.chromium, options, ".celebalib-result img")
+    # No pool refill while the pages load (a refill that still waits gives up when the app stops).
+    options = ["--VisitorKernelManager.refill_quiet=600", "--VisitorKernelManager.refill_max_wait=600",
+               *args.voila_options]
+    measure(app.APP_NOTEBOOK, run, args.visits, args.chromium, options)
     with tempfile.TemporaryDirectory() as folder:
-        measure(one_widget_notebook(Path(folder)), run, args.visits, args.chromium, options,
-                ".celebalib-result img")
+        measure(one_widget_notebook(Path(folder)), run, args.visits, args.chromium, options)
 
 
 if __name__ == "__main__":

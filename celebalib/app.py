@@ -250,7 +250,8 @@ def configure_app_parser(parser: argparse.ArgumentParser) -> None:
                         help="pages open at once (one Jupyter kernel each); more visitors get a one-line busy page")
     parser.add_argument("--idle-timeout", type=int, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                         help="shut a visitor's kernel down this long after its page closed or if it never connected")
-    parser.add_argument("--pool", type=int, default=DEFAULT_POOL, help="kernels kept started with the explorer "
-                        "built, so the next visitors need not wait for one; each holds about 80 MiB while it waits, "
-                        "and up to this many visitors beyond --max-visitors may take them (0: none)")
+    parser.add_argument("--pool", type=int, default=DEFAULT_POOL, metavar="N", help="kernels kept started with "
+                        "the explorer built, so the next visitors need not wait for one: the app runs the notebook N "
+                        "times as it starts, and each waiting kernel holds about 80 MiB; up to N visitors beyond "
+                        "--max-visitors may take them; 0 turns the pool off")
     parser.set_defaults(handler=_app_command)

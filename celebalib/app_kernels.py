@@ -12,13 +12,14 @@ handed-out kernel was last active when it ran the notebook, possibly long before
 could end it before its page connects; and a refill refused at the bound is dropped, so the pool
 is topped up again once culling has made room. And a refill yields to visitors: Voila starts one
 a second after each kernel it hands out, which in a burst of visitors runs the notebook again
-while their pages load; here it waits until no kernel has been asked for in ``refill_quiet``
-seconds, unless a visitor already waits for that very kernel.
+while their pages load; here it waits until visitors stop arriving and their kernels are idle
+(:meth:`VisitorKernelManager.wait_for_quiet`), unless a visitor already waits for that very kernel.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -36,8 +37,8 @@ class VisitorKernelManager(AsyncMappingKernelManager):
 
     max_kernels = Integer(8, config=True, help="Kernels alive at once (starting ones included); "
                           "a visit beyond them gets HTTP 503 and a one-line busy page.")
-    refill_quiet = Float(10.0, config=True, help="Seconds without a kernel asked for before a pool refill starts "
-                         "(one a visitor already waits for starts at once).")
+    refill_quiet = Float(10.0, config=True, help="Seconds without a kernel asked for (and none starting or busy) "
+                         "before a pool refill starts; one a visitor already waits for starts at once.")
     refill_max_wait = Float(30.0, config=True, help="Seconds a pool refill waits for quiet at most.")
 
     def __init__(self, **kwargs: Any) -> None:
@@ -45,6 +46,7 @@ class VisitorKernelManager(AsyncMappingKernelManager):
         self._starting: set[str] = set()
         self._first_considered: dict[str, datetime] = {}
         self._last_asked = time.monotonic()
+        self._stopping = False
 
     async def start_kernel(self, *, kernel_id: str | None = None, **kwargs: Any) -> str:
         """Start a kernel unless ``max_kernels`` are alive or starting; HTTP 503 then. A pool refill
@@ -67,24 +69,45 @@ class VisitorKernelManager(AsyncMappingKernelManager):
             self._starting.discard(kernel_id)
 
     async def wait_for_quiet(self) -> float:
-        """Wait until no kernel has been asked for in ``refill_quiet`` seconds (at most ``refill_max_wait``),
-        or until a visitor takes the pool's place this refill fills; return the seconds waited.
+        """Hold a pool refill while visitors arrive or their kernels work; return the seconds waited.
 
-        Voila's pool is a list of tasks, one per place, each starting its kernel; a visitor who finds
-        no kernel ready takes the first task from the list and waits for it. So while the task running
-        this refill is still in the list nobody waits for it, and it can give way to visitors' pages.
+        The refill starts once no kernel has been asked for in ``refill_quiet`` seconds and none is
+        starting or busy (running a notebook, or answering a page), at most ``refill_max_wait``
+        seconds later. A refill's own request counts as asked: Voila asks for one a second after each
+        kernel it hands out, so the requests mark the visits. It starts at once when a visitor takes
+        the place it fills: Voila's pool is a list of tasks, one per place, and a visitor who finds no
+        kernel ready takes the first task from the list and waits for it, so while the task running
+        this refill is in the list nobody waits for it. The first pool, with no kernel alive yet,
+        starts at once too.
         """
         task, start = asyncio.current_task(), time.monotonic()
-        pools = getattr(self, "_pools", None)  # Voila's pooled subclass only
-        if pools is None:
+        # `_pools` exists only on Voila's pooled subclass (preheat_kernel).
+        if getattr(self, "_pools", None) is None or not self.list_kernel_ids():
             return 0.0
         while time.monotonic() - start < self.refill_max_wait:
-            if time.monotonic() - self._last_asked >= self.refill_quiet:
-                break
-            if not any(task in places for places in pools.values()):
+            if self._stopping:
+                raise RuntimeError("the app is stopping: no pool refill")
+            if not any(task in places for places in self._pools.values()):
                 break  # a visitor waits for this kernel
+            if time.monotonic() - self._last_asked >= self.refill_quiet and not self.working():
+                break
             await asyncio.sleep(0.1)
         return time.monotonic() - start
+
+    def working(self) -> bool:
+        """True while a kernel is starting or busy (running code: a notebook, or a page's requests)."""
+        if self._starting:
+            return True
+        for kernel_id in self.list_kernel_ids():
+            with contextlib.suppress(KeyError):
+                if self.get_kernel(kernel_id).execution_state == "busy":
+                    return True
+        return False
+
+    async def shutdown_all(self, now: bool = False) -> None:
+        """Shut every kernel down; a refill still waiting gives up instead of starting one."""
+        self._stopping = True
+        await super().shutdown_all(now=now)
 
     async def cull_kernel_if_idle(self, kernel_id: str) -> None:
         """Cull as jupyter_server does, but never within ``cull_idle_timeout`` of first considering a kernel.

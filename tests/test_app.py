@@ -201,28 +201,57 @@ def test_a_pool_refill_waits_for_quiet_unless_a_visitor_waits_for_it() -> None:
     pytest.importorskip("voila")
     from celebalib.app_kernels import PREHEAT_VARIABLE, VisitorKernelManager
 
-    async def burst() -> tuple[int, int, float, float]:
+    async def in_pool(kernels: VisitorKernelManager, work) -> asyncio.Task:
+        task = asyncio.create_task(work)
+        kernels._pools["app.ipynb"].append(task)  # what Voila's pooled subclass keeps
+        return task
+
+    async def scenes() -> dict[str, object]:
         kernels = VisitorKernelManager(refill_quiet=3.0, refill_max_wait=30)
-        kernels._pools = {"app.ipynb": []}  # what Voila's pooled subclass keeps
+        kernels._pools = {"app.ipynb": []}
+        seen: dict[str, object] = {}
         try:
-            refill = asyncio.create_task(kernels.start_kernel(env={**os.environ, PREHEAT_VARIABLE: "True"}))
-            kernels._pools["app.ipynb"].append(refill)
-            await asyncio.sleep(0.5)
+            first = await in_pool(kernels, kernels.wait_for_quiet())
+            seen["first pool"] = await first  # no kernel alive yet: the app's first pool starts at once
+            visitor = await kernels.start_kernel()
             asked = time.monotonic()
-            await kernels.start_kernel()  # a visitor asks for a kernel: the refill waits on
-            during = len(kernels.list_kernel_ids())
+            refill = await in_pool(kernels, kernels.start_kernel(env={**os.environ, PREHEAT_VARIABLE: "True"}))
+            await asyncio.sleep(1.5)
+            seen["kernels while quiet is awaited"] = len(kernels.list_kernel_ids())
             await refill
-            quiet = time.monotonic() - asked
-            # Another refill, taken by a visitor at once: it starts without waiting for quiet.
-            taken = asyncio.create_task(kernels.wait_for_quiet())
-            kernels._pools["app.ipynb"].append(taken)
-            await asyncio.sleep(0.2)
+            seen["refill after"] = time.monotonic() - asked
+            seen["kernels after"] = len(kernels.list_kernel_ids())
+            # A busy kernel (a page's request, a notebook running) holds a refill past the quiet time.
+            kernels.refill_quiet = 0.2
+            kernels.get_kernel(visitor).execution_state = "busy"
+            held = await in_pool(kernels, kernels.wait_for_quiet())
+            await asyncio.sleep(1.0)
+            seen["held while busy"] = not held.done()
+            kernels.get_kernel(visitor).execution_state = "idle"
+            seen["held for"] = await held
+            # A refill a visitor takes starts at once, quiet or not.
+            kernels.refill_quiet, kernels._last_asked = 3.0, time.monotonic()
+            taken = await in_pool(kernels, kernels.wait_for_quiet())
+            await asyncio.sleep(0.3)
             kernels._pools["app.ipynb"].remove(taken)
-            waited = await taken
-            return during, len(kernels.list_kernel_ids()), quiet, waited
+            seen["taken after"] = await taken
+            # Never longer than refill_max_wait.
+            kernels.refill_quiet, kernels.refill_max_wait, kernels._last_asked = 5.0, 1.0, time.monotonic()
+            seen["capped at"] = await (await in_pool(kernels, kernels.wait_for_quiet()))
+            # Stopping the app: a waiting refill gives up instead of starting a kernel.
+            kernels.refill_max_wait, kernels._last_asked = 30.0, time.monotonic()
+            stopped = await in_pool(kernels, kernels.wait_for_quiet())
+            await asyncio.sleep(0.3)
         finally:
             await kernels.shutdown_all(now=True)
+        seen["stopped"] = type((await asyncio.gather(stopped, return_exceptions=True))[0]).__name__
+        return seen
 
-    during, after, quiet, waited = asyncio.run(burst())
-    assert (during, after) == (1, 2)  # the visitor's kernel, then the refill's
-    assert quiet >= 3.0 and waited < 0.6
+    seen = asyncio.run(scenes())
+    assert seen["first pool"] == 0.0
+    assert seen["kernels while quiet is awaited"] == 1 and seen["kernels after"] == 2
+    assert 3.0 <= seen["refill after"] < 10.0
+    assert seen["held while busy"] and seen["held for"] >= 1.0
+    assert 0.3 <= seen["taken after"] < 0.8
+    assert 1.0 <= seen["capped at"] < 1.5
+    assert seen["stopped"] == "RuntimeError"
