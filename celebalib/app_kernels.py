@@ -37,9 +37,9 @@ class VisitorKernelManager(AsyncMappingKernelManager):
 
     max_kernels = Integer(8, config=True, help="Kernels alive at once (starting ones included); "
                           "a visit beyond them gets HTTP 503 and a one-line busy page.")
-    refill_quiet = Float(10.0, config=True, help="Seconds without a kernel asked for (and none starting or busy) "
-                         "before a pool refill starts; one a visitor already waits for starts at once.")
-    refill_max_wait = Float(30.0, config=True, help="Seconds a pool refill waits for quiet at most.")
+    refill_quiet = Float(10.0, config=True, help="Seconds without a kernel asked for or active (and none starting "
+                         "or busy) before a pool refill starts; one a visitor already waits for starts at once.")
+    refill_max_wait = Float(60.0, config=True, help="Seconds a pool refill waits for quiet at most.")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -71,9 +71,9 @@ class VisitorKernelManager(AsyncMappingKernelManager):
     async def wait_for_quiet(self) -> float:
         """Hold a pool refill while visitors arrive or their kernels work; return the seconds waited.
 
-        The refill starts once no kernel has been asked for in ``refill_quiet`` seconds and none is
-        starting or busy (running a notebook, or answering a page), at most ``refill_max_wait``
-        seconds later. A refill's own request counts as asked: Voila asks for one a second after each
+        The refill starts once no kernel has been asked for or active in ``refill_quiet`` seconds and
+        none is starting or busy (running a notebook, or answering a page), at most
+        ``refill_max_wait`` seconds later. A refill's own request counts as asked: Voila asks for one a second after each
         kernel it hands out, so the requests mark the visits. It starts at once when a visitor takes
         the place it fills: Voila's pool is a list of tasks, one per place, and a visitor who finds no
         kernel ready takes the first task from the list and waits for it, so while the task running
@@ -89,10 +89,20 @@ class VisitorKernelManager(AsyncMappingKernelManager):
                 raise RuntimeError("the app is stopping: no pool refill")
             if not any(task in places for places in self._pools.values()):
                 break  # a visitor waits for this kernel
-            if time.monotonic() - self._last_asked >= self.refill_quiet and not self.working():
+            if self.quiet_for() >= self.refill_quiet and not self.working():
                 break
             await asyncio.sleep(0.1)
         return time.monotonic() - start
+
+    def quiet_for(self) -> float:
+        """Seconds since a kernel was last asked for or last active (any message from it: a page's
+        requests, a notebook's outputs), whichever is later."""
+        now = datetime.now(timezone.utc)
+        quiet = time.monotonic() - self._last_asked
+        for kernel_id in self.list_kernel_ids():
+            with contextlib.suppress(KeyError):
+                quiet = min(quiet, (now - self.get_kernel(kernel_id).last_activity).total_seconds())
+        return quiet
 
     def working(self) -> bool:
         """True while a kernel is starting or busy (running code: a notebook, or a page's requests)."""

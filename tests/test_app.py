@@ -199,6 +199,8 @@ def test_the_served_explorer_loads_neither_tensorflow_nor_the_pooled_features(ti
 def test_a_pool_refill_waits_for_quiet_unless_a_visitor_waits_for_it() -> None:
     """Voila's pool is a list of tasks, one per place; a visitor who finds none ready takes the first and waits."""
     pytest.importorskip("voila")
+    from datetime import datetime, timezone
+
     from celebalib.app_kernels import PREHEAT_VARIABLE, VisitorKernelManager
 
     async def in_pool(kernels: VisitorKernelManager, work) -> asyncio.Task:
@@ -221,7 +223,7 @@ def test_a_pool_refill_waits_for_quiet_unless_a_visitor_waits_for_it() -> None:
             await refill
             seen["refill after"] = time.monotonic() - asked
             seen["kernels after"] = len(kernels.list_kernel_ids())
-            # A busy kernel (a page's request, a notebook running) holds a refill past the quiet time.
+            # A busy kernel (a notebook running, a page's request) holds a refill past the quiet time...
             kernels.refill_quiet = 0.2
             kernels.get_kernel(visitor).execution_state = "busy"
             held = await in_pool(kernels, kernels.wait_for_quiet())
@@ -229,6 +231,10 @@ def test_a_pool_refill_waits_for_quiet_unless_a_visitor_waits_for_it() -> None:
             seen["held while busy"] = not held.done()
             kernels.get_kernel(visitor).execution_state = "idle"
             seen["held for"] = await held
+            # ...and so does a kernel active a moment ago (a page's message), for the quiet time after it.
+            kernels.refill_quiet = 1.0
+            kernels.get_kernel(visitor).last_activity = datetime.now(timezone.utc)
+            seen["after activity"] = await (await in_pool(kernels, kernels.wait_for_quiet()))
             # A refill a visitor takes starts at once, quiet or not.
             kernels.refill_quiet, kernels._last_asked = 3.0, time.monotonic()
             taken = await in_pool(kernels, kernels.wait_for_quiet())
@@ -252,6 +258,7 @@ def test_a_pool_refill_waits_for_quiet_unless_a_visitor_waits_for_it() -> None:
     assert seen["kernels while quiet is awaited"] == 1 and seen["kernels after"] == 2
     assert 3.0 <= seen["refill after"] < 10.0
     assert seen["held while busy"] and seen["held for"] >= 1.0
+    assert 0.9 <= seen["after activity"] < 1.5
     assert 0.3 <= seen["taken after"] < 0.8
     assert 1.0 <= seen["capped at"] < 1.5
     assert seen["stopped"] == "RuntimeError"
