@@ -73,12 +73,12 @@ class VisitorKernelManager(AsyncMappingKernelManager):
 
         The refill starts once no kernel has been asked for or active in ``refill_quiet`` seconds and
         none is starting or busy (running a notebook, or answering a page), at most
-        ``refill_max_wait`` seconds later. A refill's own request counts as asked: Voila asks for one a second after each
-        kernel it hands out, so the requests mark the visits. It starts at once when a visitor takes
-        the place it fills: Voila's pool is a list of tasks, one per place, and a visitor who finds no
-        kernel ready takes the first task from the list and waits for it, so while the task running
-        this refill is in the list nobody waits for it. The first pool, with no kernel alive yet,
-        starts at once too.
+        ``refill_max_wait`` seconds later. A refill's own request counts as asked: Voila asks for one
+        a second after each kernel it hands out, so the requests mark the visits. It starts at once
+        when a visitor takes the place it fills: Voila's pool is a list of tasks, one per place, and
+        a visitor who finds no kernel ready takes the first task from the list and waits for it, so
+        while the task running this refill is in the list nobody waits for it. The first pool, with
+        no kernel alive yet, starts at once too.
         """
         task, start = asyncio.current_task(), time.monotonic()
         # `_pools` exists only on Voila's pooled subclass (preheat_kernel).
@@ -98,21 +98,22 @@ class VisitorKernelManager(AsyncMappingKernelManager):
         """Seconds since a kernel was last asked for or last active (any message from it: a page's
         requests, a notebook's outputs), whichever is later."""
         now = datetime.now(timezone.utc)
-        quiet = time.monotonic() - self._last_asked
-        for kernel_id in self.list_kernel_ids():
-            with contextlib.suppress(KeyError):
-                quiet = min(quiet, (now - self.get_kernel(kernel_id).last_activity).total_seconds())
-        return quiet
+        active = [kernel.last_activity for kernel in self._kernel_markers() if hasattr(kernel, "last_activity")]
+        return min([time.monotonic() - self._last_asked, *((now - when).total_seconds() for when in active)])
 
     def working(self) -> bool:
         """True while a kernel is starting or busy (running code: a notebook, or a page's requests)."""
-        if self._starting:
-            return True
+        return bool(self._starting) or any(getattr(kernel, "execution_state", None) == "busy"
+                                           for kernel in self._kernel_markers())
+
+    def _kernel_markers(self) -> list[Any]:
+        """The kernels alive; jupyter_server marks each with ``execution_state`` and ``last_activity``
+        once it has started."""
+        kernels = []
         for kernel_id in self.list_kernel_ids():
             with contextlib.suppress(KeyError):
-                if self.get_kernel(kernel_id).execution_state == "busy":
-                    return True
-        return False
+                kernels.append(self.get_kernel(kernel_id))
+        return kernels
 
     async def shutdown_all(self, now: bool = False) -> None:
         """Shut every kernel down; a refill still waiting gives up instead of starting one."""
