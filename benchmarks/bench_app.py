@@ -250,16 +250,17 @@ async def round_of(n: int, url: str, process: subprocess.Popen, chromium: str, p
     # Watch the whole time: with a pool the kernels may rise again (its refill) before they fall back.
     closed, measured, above = time.perf_counter(), False, 0.0
     while (elapsed := time.perf_counter() - closed) < max(watch, after):
-        count = kernel_memory(root)[0]
+        count, pss = kernel_memory(root)
         if not measured and elapsed >= after:
-            row.after_kernels, row.after_pss = kernel_memory(root)
+            row.after_kernels, row.after_pss = count, pss
             measured = True
         if count > row.idle_kernels:
             above = elapsed
         await asyncio.sleep(0.5)
+    count, pss = kernel_memory(root)
     if not measured:
-        row.after_kernels, row.after_pss = kernel_memory(root)
-    row.back_after = None if kernel_memory(root)[0] > row.idle_kernels else above
+        row.after_kernels, row.after_pss = count, pss
+    row.back_after = None if count > row.idle_kernels else above
     return row
 
 

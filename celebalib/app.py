@@ -7,9 +7,9 @@ seconds and the run's files stay as evaluation left them. The command checks the
 the index before starting the server, and passes them to the notebook's kernel through
 environment variables (kernels inherit Voila's environment).
 
-Each visit starts one Jupyter kernel. Voila's own settings end it: jupyter_server culls a
-kernel once no page has been connected to it for ``--idle-timeout`` seconds (a closed tab, or
-a fetch that never opened the page), and :mod:`celebalib.app_kernels` refuses kernels beyond
+Each visitor has one Jupyter kernel, started for the visit or taken from the pool below. Voila's
+own settings end it: jupyter_server culls a kernel once no page has been connected to it for
+``--idle-timeout`` seconds (a closed tab, or a fetch that never opened the page), and :mod:`celebalib.app_kernels` refuses kernels beyond
 ``--max-visitors`` with a one-line busy page. Voila's preheated pool keeps ``--pool`` kernels started
 with the notebook already run, so a visitor's page arrives without waiting for a kernel; a refill
 waits until visitors stop arriving (:mod:`celebalib.app_kernels`).

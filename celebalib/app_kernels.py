@@ -27,9 +27,10 @@ from typing import Any
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
 from tornado.web import HTTPError
 from traitlets import Float, Integer
+from voila.utils import ENV_VARIABLE
 
 BUSY_MESSAGE = "The explorer is busy: every place is taken. Try again shortly"
-PREHEAT_VARIABLE = "VOILA_PREHEAT"  # "True" in the environment of the kernels Voila starts for its pool
+PREHEAT_VARIABLE = ENV_VARIABLE.VOILA_PREHEAT.value  # "True" in the environment of Voila's pool kernels
 
 
 class VisitorKernelManager(AsyncMappingKernelManager):
